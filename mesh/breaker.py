@@ -1,0 +1,115 @@
+"""Circuit breakers over pybreaker, usable around awaited calls.
+
+    with breaker.calling():
+        reply = await stub.Charge(request)
+
+pybreaker's own ``call_async`` needs tornado; its ``calling()`` context manager
+is plain and works around an ``await``. Only failures that say the dependency is
+unhealthy count (UNAVAILABLE, DEADLINE_EXCEEDED, ...); a NOT_FOUND or an
+INVALID_ARGUMENT is the dependency working correctly. Cancellation of our own
+task says nothing about the dependency and is excluded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from types import TracebackType
+from typing import Any
+
+import grpc
+import pybreaker
+
+from mesh.errors import Unavailable
+from mesh.metrics import BreakerMetrics
+
+log = logging.getLogger(__name__)
+
+UNHEALTHY_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+    }
+)
+
+
+def is_business_error(error: BaseException) -> bool:
+    """True for an RPC error that does not indicate an unhealthy dependency."""
+    return isinstance(error, grpc.aio.AioRpcError) and error.code() not in UNHEALTHY_CODES
+
+
+class _StateListener(pybreaker.CircuitBreakerListener):
+    def __init__(self, metrics: BreakerMetrics | None) -> None:
+        self._metrics = metrics
+
+    def state_change(
+        self,
+        cb: pybreaker.CircuitBreaker,
+        old_state: pybreaker.CircuitBreakerState | None,
+        new_state: pybreaker.CircuitBreakerState,
+    ) -> None:
+        old = old_state.name if old_state else "none"
+        log.warning("breaker %s: %s -> %s", cb.name, old, new_state.name)
+        if self._metrics is not None:
+            self._metrics.record(str(cb.name), new_state.name)
+
+
+class Breaker:
+    """A named breaker; raises :class:`Unavailable` while open."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        fail_max: int,
+        reset_timeout: float,
+        metrics: BreakerMetrics | None = None,
+        exclude: tuple[type[BaseException] | Callable[[Any], bool], ...] = (),
+    ) -> None:
+        self.name = name
+        self._breaker = pybreaker.CircuitBreaker(
+            fail_max=fail_max,
+            reset_timeout=reset_timeout,
+            name=name,
+            exclude=[asyncio.CancelledError, is_business_error, *exclude],
+            listeners=[_StateListener(metrics)],
+        )
+        if metrics is not None:
+            metrics.state.labels(name).set(0)
+
+    @property
+    def state(self) -> str:
+        return str(self._breaker.current_state)
+
+    def calling(self) -> AbstractContextManager[Any]:
+        """pybreaker's context manager, translated: open -> Unavailable."""
+        return _Translated(self.name, self._breaker.calling())
+
+
+class _Translated(AbstractContextManager[None]):
+    def __init__(self, name: str, inner: AbstractContextManager[Any]) -> None:
+        self._name = name
+        self._inner = inner
+
+    def __enter__(self) -> None:
+        try:
+            self._inner.__enter__()
+        except pybreaker.CircuitBreakerError:
+            raise Unavailable(f"{self._name} is unavailable (circuit open)") from None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        try:
+            return self._inner.__exit__(exc_type, exc, tb)
+        except pybreaker.CircuitBreakerError:
+            # This failure tripped the breaker: report the original cause as unavailable.
+            raise Unavailable(f"{self._name} is unavailable (circuit opened: {exc})") from exc

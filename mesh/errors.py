@@ -1,0 +1,125 @@
+"""Domain errors and their mapping to gRPC status codes with google.rpc details.
+
+Domain code raises these; the server interceptor turns them into a status the
+caller can act on. Anything else is unexpected: logged once with the trace id
+and returned as INTERNAL without a traceback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+
+class DomainError(Exception):
+    """An expected failure with a message a person can act on."""
+
+    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def details(self) -> list[any_pb2.Any]:
+        return []
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    field: str
+    description: str
+
+
+class InvalidArgument(DomainError):
+    """Bad input: names every offending field (google.rpc.BadRequest)."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(self, violations: list[FieldViolation]) -> None:
+        if not violations:
+            raise ValueError("InvalidArgument needs at least one violation")
+        self.violations = violations
+        super().__init__("; ".join(f"{v.field}: {v.description}" for v in violations))
+
+    @classmethod
+    def one(cls, field: str, description: str) -> InvalidArgument:
+        return cls([FieldViolation(field, description)])
+
+    def details(self) -> list[any_pb2.Any]:
+        bad = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                for v in self.violations
+            ]
+        )
+        return [_pack(bad)]
+
+
+class NotFound(DomainError):
+    code = grpc.StatusCode.NOT_FOUND
+
+    def __init__(self, kind: str, key: str) -> None:
+        super().__init__(f"{kind} {key} not found")
+        self.kind = kind
+        self.key = key
+
+    def details(self) -> list[any_pb2.Any]:
+        return [_pack(error_details_pb2.ResourceInfo(resource_type=self.kind, resource_name=self.key))]
+
+
+@dataclass(frozen=True)
+class PreconditionViolation:
+    type: str
+    subject: str
+    description: str
+
+
+class FailedPrecondition(DomainError):
+    """The request is valid but the system is not in a state to do it."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+    def __init__(self, message: str, violations: list[PreconditionViolation] | None = None) -> None:
+        super().__init__(message)
+        self.violations = violations or []
+
+    def details(self) -> list[any_pb2.Any]:
+        if not self.violations:
+            return []
+        failure = error_details_pb2.PreconditionFailure(
+            violations=[
+                error_details_pb2.PreconditionFailure.Violation(
+                    type=v.type, subject=v.subject, description=v.description
+                )
+                for v in self.violations
+            ]
+        )
+        return [_pack(failure)]
+
+
+class Unavailable(DomainError):
+    """A dependency is down or behind an open breaker: the caller may retry."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+def _pack(message: object) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)  # type: ignore[arg-type]
+    return packed
+
+
+def to_status(error: DomainError) -> grpc.Status:
+    """The gRPC status (code, message, google.rpc.Status details) for ``error``."""
+    code_value: int = error.code.value[0]
+    status = status_pb2.Status(code=code_value, message=error.message, details=error.details())
+    return rpc_status.to_status(status)
+
+
+def internal_status(trace_id: str) -> grpc.Status:
+    message = f"internal error (trace {trace_id})" if trace_id else "internal error"
+    return rpc_status.to_status(status_pb2.Status(code=code_pb2.INTERNAL, message=message))

@@ -1,0 +1,1 @@
+"""Real local processes for development and tests: redis-server, MariaDB, the mesh."""

@@ -1,0 +1,202 @@
+"""Start and stop real server processes on loopback (redis-server, mariadbd)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def wait_until(predicate: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(predicate) and predicate():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def require_binary(name: str, hint: str = "run 'make setup'") -> str:
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin")
+    if path is None:
+        raise RuntimeError(f"{name} not found: {hint}")
+    return path
+
+
+class ManagedProcess:
+    """A child process with its output in a log file; stopped with SIGTERM then SIGKILL."""
+
+    def __init__(self, name: str, argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = log_path
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=self.env,
+            start_new_session=True,  # Ctrl-C in the terminal reaches only the launcher
+        )
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.alive and self.proc is not None:
+            self.proc.send_signal(sig)
+
+    def wait(self, timeout: float) -> int | None:
+        if self.proc is None:
+            return None
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.proc is None:
+            return
+        if self.alive:
+            self.proc.send_signal(signal.SIGTERM)
+            if self.wait(timeout) is None:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def tail(self, lines: int = 30) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+
+class RedisServer:
+    """A throwaway redis-server: no persistence unless asked, loopback only."""
+
+    def __init__(self, workdir: Path, port: int | None = None, *, appendonly: bool = False) -> None:
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.appendonly = appendonly
+        self.process: ManagedProcess | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        argv = [
+            require_binary("redis-server"),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.workdir),
+            "--save", "",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--daemonize", "no",
+        ]  # fmt: skip
+        self.process = ManagedProcess("redis", argv, self.workdir / "redis.log")
+        self.process.start()
+        wait_until(lambda: port_open(self.port) or not self._alive(), timeout, f"redis on {self.port}")
+        if not self._alive():
+            raise RuntimeError(f"redis-server failed to start:\n{self.process.tail()}")
+        return self
+
+    def _alive(self) -> bool:
+        return self.process is not None and self.process.alive
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+
+class MariaDBServer:
+    """A private mariadbd with its own data directory; root without password on loopback."""
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.process: ManagedProcess | None = None
+
+    def url(self, database: str) -> str:
+        return f"mysql+asyncmy://root@127.0.0.1:{self.port}/{database}"
+
+    def start(self, timeout: float = 60.0) -> MariaDBServer:
+        data = self.workdir / "data"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if not (data / "mysql").exists():
+            subprocess.run(
+                [
+                    require_binary("mariadb-install-db"),
+                    "--no-defaults",
+                    f"--datadir={data}",
+                    "--auth-root-authentication-method=normal",
+                    f"--user={os.environ.get('USER', 'root')}",
+                    "--skip-test-db",
+                ],
+                check=True,
+                capture_output=True,
+            )
+        argv = [
+            require_binary("mariadbd"),
+            "--no-defaults",
+            f"--datadir={data}",
+            f"--port={self.port}",
+            "--bind-address=127.0.0.1",
+            f"--socket={self.workdir / 'mariadb.sock'}",
+            f"--pid-file={self.workdir / 'mariadb.pid'}",
+            "--user=root",
+            "--skip-log-bin",
+            "--innodb-buffer-pool-size=128M",
+            "--max-connections=500",
+        ]
+        self.process = ManagedProcess("mariadb", argv, self.workdir / "mariadb.log")
+        self.process.start()
+        wait_until(
+            lambda: port_open(self.port) or not (self.process and self.process.alive),
+            timeout,
+            f"mariadb on {self.port}",
+        )
+        if not (self.process and self.process.alive):
+            raise RuntimeError(f"mariadbd failed to start:\n{self.process.tail() if self.process else ''}")
+        return self
+
+    def create_database(self, name: str) -> None:
+        subprocess.run(
+            [require_binary("mariadb"), "-h127.0.0.1", f"-P{self.port}", "-uroot",
+             "-e", f"CREATE DATABASE IF NOT EXISTS `{name}`"],
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop(30)

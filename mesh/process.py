@@ -1,0 +1,48 @@
+"""The ``python -m <context>`` entry point shared by every process."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import SpanProcessor
+
+from mesh.logs import configure_logging
+from mesh.server import App, serve
+from mesh.settings import ServiceSettings, SettingsError, load_settings
+from mesh.telemetry import build_tracer_provider
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def new_app(name: str, settings: ServiceSettings, extra_processors: tuple[SpanProcessor, ...] = ()) -> App:
+    """An empty App with this process's tracer provider; the bootstrap fills it in."""
+    provider = build_tracer_provider(
+        f"ordermesh-{name}",
+        environment=settings.deployment_environment,
+        sampling_ratio=settings.otel_sampling_ratio,
+        otlp_endpoint=settings.otel_exporter_otlp_endpoint,
+        extra_processors=extra_processors,
+    )
+    return App(name=name, settings=settings, tracer_provider=provider)
+
+
+def run_service(name: str, settings_cls: type[S], bootstrap: Callable[[S], Awaitable[App]]) -> None:
+    """Load settings (exit 2 naming the bad variable), then serve until signalled."""
+    try:
+        settings = load_settings(settings_cls)
+    except SettingsError as error:
+        print(f"ordermesh-{name}: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(f"ordermesh-{name}", settings.log_level, settings.log_format)
+
+    async def main() -> None:
+        app = await bootstrap(settings)
+        # Installed globally so library instrumentation and log records see it.
+        trace.set_tracer_provider(app.tracer_provider)
+        await serve(app)
+
+    asyncio.run(main())

@@ -1,0 +1,198 @@
+"""The process runtime: one gRPC server with health, reflection, interceptors,
+metrics and graceful shutdown, plus the workers and clients of the process.
+
+A context's ``bootstrap()`` builds an :class:`App` (servicers, readiness
+checks, workers, things to close) and ``serve(app)`` runs it until SIGTERM or
+SIGINT:
+
+1. health -> NOT_SERVING for every service (load balancers stop sending);
+2. wait ``shutdown_delay_seconds`` (endpoints leave the Service);
+3. stop accepting and drain in-flight calls for up to ``shutdown_grace_seconds``;
+4. stop workers (each drains its own work), close clients, flush telemetry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry
+
+from mesh.interceptors import DecodingInterceptor, ErrorInterceptor, MetricsInterceptor, TracingInterceptor
+from mesh.metrics import BreakerMetrics, ServerMetrics, serve_metrics
+from mesh.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+# Health service name whose status is readiness (dependencies up); the empty
+# name "" is liveness (the process answers).
+READINESS = "readiness"
+
+
+class Worker(Protocol):
+    """Background work owned by a process: started after the server, stopped before clients close."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+ReadinessCheck = Callable[[], Awaitable[bool]]
+Closer = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class Registration:
+    """One gRPC service: the generated ``add_XServicer_to_server`` and its servicer."""
+
+    add: Callable[[Any, grpc.aio.Server], None]
+    servicer: object
+    full_name: str
+
+
+@dataclass
+class App:
+    """Everything a process serves and owns, assembled by its bootstrap."""
+
+    name: str
+    settings: ServiceSettings
+    tracer_provider: TracerProvider
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    services: list[Registration] = field(default_factory=list)
+    readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
+    workers: list[Worker] = field(default_factory=list)
+    closers: list[Closer] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.breaker_metrics = BreakerMetrics(self.registry)
+
+    @property
+    def tracer(self) -> trace.Tracer:
+        return self.tracer_provider.get_tracer(f"ordermesh.{self.name}")
+
+
+class Server:
+    """A started App. ``start()`` binds the port; ``stop()`` is the graceful sequence."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        settings = app.settings
+        self.health = health.aio.HealthServicer()
+        self._server = grpc.aio.server(
+            interceptors=[
+                TracingInterceptor(app.tracer),
+                MetricsInterceptor(ServerMetrics(app.registry)),
+                ErrorInterceptor(),
+                DecodingInterceptor(),
+            ],
+            options=[
+                ("grpc.max_receive_message_length", settings.max_message_bytes),
+                ("grpc.max_send_message_length", settings.max_message_bytes),
+                ("grpc.so_reuseport", 0),
+            ],
+            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+        )
+        self.port = 0
+        self._metrics_server: Any = None
+        self._readiness_task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    async def start(self) -> None:
+        app, settings = self.app, self.app.settings
+        for registration in app.services:
+            registration.add(registration.servicer, self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        names = [r.full_name for r in app.services]
+        reflection.enable_server_reflection(
+            [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+            self._server,
+        )
+        self.port = self._server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+        if self.port == 0:
+            raise RuntimeError(f"cannot bind gRPC port {settings.grpc_host}:{settings.grpc_port}")
+        if settings.metrics_port:
+            self._metrics_server = serve_metrics(app.registry, settings.metrics_port, settings.grpc_host)
+        await self._server.start()
+        await self.health.set("", SERVING)
+        await self._refresh_readiness()
+        self._readiness_task = asyncio.create_task(self._readiness_loop(), name="readiness")
+        for worker in app.workers:
+            await worker.start()
+        log.info("%s serving gRPC on port %d", app.name, self.port)
+
+    async def _refresh_readiness(self) -> None:
+        ready = True
+        for name, check in self.app.readiness.items():
+            try:
+                ok = await asyncio.wait_for(check(), timeout=self.app.settings.readiness_interval_seconds)
+            except Exception:  # noqa: BLE001 - any failure of a probe means not ready
+                ok = False
+            if not ok:
+                log.warning("readiness check %s failed", name)
+            ready = ready and ok
+        if self._stopping:
+            return
+        status = SERVING if ready else NOT_SERVING
+        for service in [READINESS, *(r.full_name for r in self.app.services)]:
+            await self.health.set(service, status)
+
+    async def _readiness_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.app.settings.readiness_interval_seconds)
+            await self._refresh_readiness()
+
+    async def stop(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        settings = self.app.settings
+        log.info("%s shutting down", self.app.name)
+        if self._readiness_task is not None:
+            self._readiness_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._readiness_task
+        await self.health.enter_graceful_shutdown()
+        if settings.shutdown_delay_seconds:
+            await asyncio.sleep(settings.shutdown_delay_seconds)
+        await self._server.stop(settings.shutdown_grace_seconds)
+        for worker in reversed(self.app.workers):
+            try:
+                await worker.stop()
+            except Exception:
+                log.exception("worker %r failed to stop cleanly", worker)
+        for close in reversed(self.app.closers):
+            try:
+                await close()
+            except Exception:
+                log.exception("closing %r failed", close)
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+        self.app.tracer_provider.shutdown()
+        log.info("%s stopped", self.app.name)
+
+
+async def serve(app: App) -> None:
+    """Run ``app`` until SIGTERM or SIGINT, then shut down gracefully."""
+    server = Server(app)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await server.start()
+        await stop.wait()
+    finally:
+        await server.stop()

@@ -1,0 +1,70 @@
+"""Typed settings built from the environment, validated once at start-up.
+
+Every process has one settings class (a subclass of :class:`ServiceSettings`)
+and builds it with :func:`load_settings`, which turns a pydantic validation
+error into a :class:`SettingsError` that names the environment variable, so a
+typo in a deployment fails loudly with something a person can fix.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal, TypeVar
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LogFormat = Literal["json", "text"]
+
+
+class SettingsError(Exception):
+    """A setting from the environment is missing or invalid."""
+
+
+class ServiceSettings(BaseSettings):
+    """What every ordermesh process shares. Subclasses add their own fields."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
+
+    service_name: ClassVar[str] = "ordermesh"
+
+    grpc_host: str = "0.0.0.0"
+    grpc_port: int = Field(50051, ge=0, le=65535)
+    metrics_port: int = Field(9464, ge=0, le=65535, description="0 disables /metrics")
+    # Above this many RPCs in flight the server answers RESOURCE_EXHAUSTED at once
+    # instead of queueing without bound.
+    max_concurrent_rpcs: int = Field(1000, ge=1)
+    max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    # In Kubernetes the endpoint must disappear from Services before the server
+    # stops accepting: wait this long after flipping health to NOT_SERVING.
+    shutdown_delay_seconds: float = Field(0.0, ge=0)
+    shutdown_grace_seconds: float = Field(10.0, ge=0)
+    readiness_interval_seconds: float = Field(2.0, gt=0)
+
+    log_level: str = "INFO"
+    log_format: LogFormat = "json"
+
+    otel_exporter_otlp_endpoint: str = ""
+    otel_sampling_ratio: float = Field(1.0, ge=0, le=1)
+    deployment_environment: str = "local"
+
+    # Defaults for outgoing calls (see mesh.clients).
+    client_deadline_seconds: float = Field(5.0, gt=0)
+    breaker_fail_max: int = Field(5, ge=1)
+    breaker_reset_seconds: float = Field(10.0, gt=0)
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load_settings(cls: type[S]) -> S:
+    """Build ``cls`` from the environment; raise SettingsError naming each bad variable."""
+    try:
+        return cls()
+    except ValidationError as exc:
+        prefix = str(cls.model_config.get("env_prefix", "") or "")
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"]) or "?"
+            variable = (prefix + field).upper()
+            problems.append(f"{variable}: {error['msg']} (got {error.get('input')!r})")
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None

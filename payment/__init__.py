@@ -1,0 +1,1 @@
+"""payment: charges and refunds (a simulated processor with real persistence)."""

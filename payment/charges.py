@@ -1,0 +1,105 @@
+"""Charges and refunds: the payment context's domain rules."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+from mesh.errors import FailedPrecondition, NotFound, PreconditionViolation, Unavailable
+from mesh.money import Money
+from payment.cards import decline_reason, last4
+
+
+class Status(StrEnum):
+    CAPTURED = "CAPTURED"
+    DECLINED = "DECLINED"
+    REFUNDED = "REFUNDED"
+
+
+@dataclass(frozen=True)
+class Payment:
+    order_id: str
+    transaction_id: str
+    status: Status
+    amount: Money
+    decline_reason: str
+    card_last4: str
+    refund_reason: str = ""
+
+
+class PaymentStore(Protocol):
+    async def insert_or_get(self, payment: Payment, now: datetime) -> Payment:
+        """Store ``payment`` unless one exists for its order; return the stored one."""
+
+    async def get(self, order_id: str) -> Payment | None: ...
+
+    async def refund(self, order_id: str, reason: str, now: datetime) -> Payment | None:
+        """CAPTURED -> REFUNDED; returns the payment as it now stands (None if absent)."""
+
+
+@dataclass(frozen=True)
+class FaultInjection:
+    latency_seconds: float = 0.0
+    failure_rate: float = 0.0
+
+
+class Payments:
+    def __init__(
+        self,
+        store: PaymentStore,
+        *,
+        clock: Callable[[], datetime],
+        faults: FaultInjection = FaultInjection(),
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._faults = faults
+        self._rng = rng
+
+    async def charge(self, order_id: str, amount: Money, card_number: str) -> Payment:
+        """Capture or decline, once per order: a retry returns the stored payment."""
+        if self._faults.failure_rate and self._rng() < self._faults.failure_rate:
+            raise Unavailable("payment processor unavailable (injected failure)")
+        reason = decline_reason(card_number)
+        candidate = Payment(
+            order_id=order_id,
+            transaction_id=f"txn_{uuid.uuid4().hex}",
+            status=Status.DECLINED if reason else Status.CAPTURED,
+            amount=amount,
+            decline_reason=reason,
+            card_last4=last4(card_number),
+        )
+        stored = await self._store.insert_or_get(candidate, self._clock())
+        if stored.amount != amount:
+            raise FailedPrecondition(
+                f"order {order_id} was already charged {stored.amount}, not {amount}",
+                [
+                    PreconditionViolation(
+                        "AMOUNT_MISMATCH", f"order/{order_id}", "a different amount was charged"
+                    )
+                ],
+            )
+        if self._faults.latency_seconds:
+            await asyncio.sleep(self._faults.latency_seconds)
+        return stored
+
+    async def refund(self, order_id: str, reason: str) -> Payment:
+        payment = await self._store.refund(order_id, reason, self._clock())
+        if payment is None:
+            raise NotFound("payment for order", order_id)
+        if payment.status is Status.DECLINED:
+            raise FailedPrecondition(f"order {order_id} was declined: nothing to refund")
+        return payment
+
+    async def get(self, order_id: str) -> Payment:
+        payment = await self._store.get(order_id)
+        if payment is None:
+            raise NotFound("payment for order", order_id)
+        return payment

@@ -1,0 +1,62 @@
+"""PaymentService servicer: validate, call the domain, map to the wire."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
+from typing import Any
+
+import grpc
+
+from mesh.money import Money
+from mesh.validation import Checker
+from ordermesh.payment.v1 import payment_pb2, payment_pb2_grpc
+from payment.cards import check_card
+from payment.charges import Payment, Payments
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class PaymentService(payment_pb2_grpc.PaymentServiceServicer):
+    def __init__(self, payments: Payments, today: Callable[[], date]) -> None:
+        self._payments = payments
+        self._today = today
+
+    async def Charge(self, request: payment_pb2.ChargeRequest, context: Context) -> payment_pb2.Payment:
+        check = Checker()
+        check.order_id(request.order_id)
+        if check.require(request.HasField("amount"), "amount", "is required"):
+            check.money(request.amount, "amount")
+        if check.require(request.HasField("credit_card"), "credit_card", "is required"):
+            check_card(check, request.credit_card, self._today())
+        check.raise_if_any()
+        payment = await self._payments.charge(
+            request.order_id, Money.from_proto(request.amount), request.credit_card.number
+        )
+        return to_proto(payment)
+
+    async def Refund(self, request: payment_pb2.RefundRequest, context: Context) -> payment_pb2.Payment:
+        check = Checker()
+        check.order_id(request.order_id)
+        check.require(len(request.reason) <= 200, "reason", "must be at most 200 characters")
+        check.raise_if_any()
+        return to_proto(await self._payments.refund(request.order_id, request.reason))
+
+    async def GetPayment(
+        self, request: payment_pb2.GetPaymentRequest, context: Context
+    ) -> payment_pb2.Payment:
+        check = Checker()
+        check.order_id(request.order_id)
+        check.raise_if_any()
+        return to_proto(await self._payments.get(request.order_id))
+
+
+def to_proto(payment: Payment) -> payment_pb2.Payment:
+    return payment_pb2.Payment(
+        order_id=payment.order_id,
+        transaction_id=payment.transaction_id,
+        status=payment_pb2.PaymentStatus.Value(payment.status.value),
+        amount=payment.amount.to_proto(),
+        decline_reason=payment.decline_reason,
+        card_last4=payment.card_last4,
+    )

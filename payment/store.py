@@ -1,0 +1,81 @@
+"""SQL adapter for payments. Idempotency is the primary key, not check-then-write."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from mesh.db import UnitOfWork, is_unique_violation
+from mesh.money import Money
+from payment.charges import Payment, Status
+from payment.models import payments
+
+
+class SqlPaymentStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def insert_or_get(self, payment: Payment, now: datetime) -> Payment:
+        try:
+            async with UnitOfWork(self._engine) as uow:
+                await uow.connection.execute(
+                    payments.insert().values(**_row(payment), created_at=now, updated_at=now)
+                )
+                await uow.commit()
+            return payment
+        except Exception as error:
+            if not is_unique_violation(error):
+                raise
+        # Lost the race (or a retry): the winner's row is the answer.
+        existing = await self.get(payment.order_id)
+        if existing is None:
+            raise RuntimeError(f"payment {payment.order_id} vanished after a duplicate-key error")
+        return existing
+
+    async def get(self, order_id: str) -> Payment | None:
+        async with self._engine.connect() as connection:
+            row = (await connection.execute(select(payments).where(payments.c.order_id == order_id))).first()
+        return _payment(row._mapping) if row is not None else None
+
+    async def refund(self, order_id: str, reason: str, now: datetime) -> Payment | None:
+        async with UnitOfWork(self._engine) as uow:
+            # Conditional update: only a captured payment becomes refunded, once.
+            await uow.connection.execute(
+                update(payments)
+                .where(payments.c.order_id == order_id, payments.c.status == Status.CAPTURED.value)
+                .values(status=Status.REFUNDED.value, refund_reason=reason, updated_at=now)
+            )
+            row = (
+                await uow.connection.execute(select(payments).where(payments.c.order_id == order_id))
+            ).first()
+            await uow.commit()
+        return _payment(row._mapping) if row is not None else None
+
+
+def _row(payment: Payment) -> dict[str, Any]:
+    return {
+        "order_id": payment.order_id,
+        "transaction_id": payment.transaction_id,
+        "status": payment.status.value,
+        "currency": payment.amount.currency,
+        "units": payment.amount.nanos_total // 1_000_000_000,
+        "nanos": payment.amount.nanos_total % 1_000_000_000,
+        "decline_reason": payment.decline_reason,
+        "card_last4": payment.card_last4,
+        "refund_reason": payment.refund_reason,
+    }
+
+
+def _payment(row: Any) -> Payment:
+    return Payment(
+        order_id=row["order_id"],
+        transaction_id=row["transaction_id"],
+        status=Status(row["status"]),
+        amount=Money.of(row["currency"], row["units"], row["nanos"]),
+        decline_reason=row["decline_reason"],
+        card_last4=row["card_last4"],
+        refund_reason=row["refund_reason"],
+    )

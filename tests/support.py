@@ -1,0 +1,35 @@
+"""Helpers shared by the test suites: run an App in-process on a free port."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import grpc
+
+from mesh.server import App, Server
+
+
+@asynccontextmanager
+async def serving(app: App) -> AsyncIterator[tuple[Server, grpc.aio.Channel]]:
+    """Start ``app`` (its settings should ask for port 0) and yield it with a channel."""
+    server = Server(app)
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+    try:
+        yield server, channel
+    finally:
+        await channel.close()
+        await server.stop()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll ``check`` until it is true or the deadline passes (no blind sleeps)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
