@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
+from mesh.clock import utc_now
 from mesh.db import create_engine, create_schema, ping
 from mesh.process import new_app
 from mesh.server import App, Registration
@@ -13,10 +12,6 @@ from payment.models import metadata
 from payment.service import PaymentService
 from payment.settings import PaymentSettings
 from payment.store import SqlPaymentStore
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 async def bootstrap(settings: PaymentSettings) -> App:

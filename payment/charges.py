@@ -11,6 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
+from mesh.clock import Clock
 from mesh.errors import FailedPrecondition, NotFound, PreconditionViolation, Unavailable
 from mesh.money import Money
 from payment.cards import decline_reason, last4
@@ -54,7 +55,7 @@ class Payments:
         self,
         store: PaymentStore,
         *,
-        clock: Callable[[], datetime],
+        clock: Clock,
         faults: FaultInjection = FaultInjection(),
         rng: Callable[[], float] = random.random,
     ) -> None:

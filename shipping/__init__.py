@@ -1,0 +1,1 @@
+"""shipping: quotes and shipments."""

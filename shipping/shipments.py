@@ -1,0 +1,66 @@
+"""Shipments: one per order, idempotent."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from mesh.clock import Clock
+from mesh.errors import NotFound, Unavailable
+
+
+@dataclass(frozen=True)
+class Shipment:
+    order_id: str
+    tracking_id: str
+    country: str
+    zip_code: str
+    units: int
+
+
+class ShipmentStore(Protocol):
+    async def insert_or_get(self, shipment: Shipment, now: datetime) -> Shipment:
+        """Store ``shipment`` unless the order has one; return the stored one."""
+
+    async def get(self, order_id: str) -> Shipment | None: ...
+
+
+@dataclass(frozen=True)
+class FaultInjection:
+    latency_seconds: float = 0.0
+    failure_rate: float = 0.0
+
+
+class Shipping:
+    def __init__(
+        self,
+        store: ShipmentStore,
+        *,
+        clock: Clock,
+        faults: FaultInjection = FaultInjection(),
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._faults = faults
+        self._rng = rng
+
+    async def ship(self, order_id: str, country: str, zip_code: str, units: int) -> Shipment:
+        if self._faults.failure_rate and self._rng() < self._faults.failure_rate:
+            raise Unavailable("carrier unavailable (injected failure)")
+        candidate = Shipment(order_id, f"TRK-{uuid.uuid4().hex[:16].upper()}", country, zip_code, units)
+        stored = await self._store.insert_or_get(candidate, self._clock())
+        if self._faults.latency_seconds:
+            await asyncio.sleep(self._faults.latency_seconds)
+        return stored
+
+    async def get(self, order_id: str) -> Shipment:
+        shipment = await self._store.get(order_id)
+        if shipment is None:
+            raise NotFound("shipment for order", order_id)
+        return shipment
