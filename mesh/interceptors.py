@@ -142,6 +142,9 @@ class ErrorInterceptor(_UnaryInterceptor):
                 status = to_status(error)
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
+            except NotImplementedError:
+                # The generated servicer base raises this for methods not written yet.
+                await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet")
             except Exception:
                 trace_id = current_trace_id()
                 log.exception("unexpected error in %s", method, extra={"grpc_method": method})

@@ -1,0 +1,1 @@
+"""catalog: products, the stock engine and its write-behind flusher."""

@@ -1,0 +1,47 @@
+"""CatalogService servicer: validate, call the domain, map to the wire.
+
+ReserveStock, ReleaseStock and SetStock arrive with the stock engine; until
+then the generated base class answers UNIMPLEMENTED.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from catalog.products import Catalog, Product
+from mesh.validation import Checker
+from ordermesh.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class CatalogService(catalog_pb2_grpc.CatalogServiceServicer):
+    def __init__(self, catalog: Catalog) -> None:
+        self._catalog = catalog
+
+    async def ListProducts(
+        self, request: catalog_pb2.ListProductsRequest, context: Context
+    ) -> catalog_pb2.ListProductsResponse:
+        page = await self._catalog.list_products(request.page_size, request.page_token)
+        return catalog_pb2.ListProductsResponse(
+            products=[to_proto(p) for p in page.products], next_page_token=page.next_page_token
+        )
+
+    async def GetProduct(self, request: catalog_pb2.GetProductRequest, context: Context) -> catalog_pb2.Product:
+        check = Checker()
+        check.identifier(request.id, "id", max_length=64)
+        check.raise_if_any()
+        return to_proto(await self._catalog.get_product(request.id))
+
+
+def to_proto(product: Product) -> catalog_pb2.Product:
+    return catalog_pb2.Product(
+        id=product.id,
+        name=product.name,
+        description=product.description,
+        price=product.price.to_proto(),
+        stock=product.stock,
+        categories=product.categories,
+    )

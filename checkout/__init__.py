@@ -1,0 +1,1 @@
+"""checkout: PlaceOrder, the saga that coordinates catalog, payment and shipping."""

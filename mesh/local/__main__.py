@@ -1,0 +1,3 @@
+from mesh.local.mesh import main
+
+main()

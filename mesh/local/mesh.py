@@ -1,0 +1,165 @@
+"""Run the whole mesh locally: ``python -m mesh.local`` (what ``make run`` calls).
+
+Starts a real redis-server when none answers at REDIS_URL, then the five
+contexts as child processes on the local ports (catalog 50051 ... shipping
+50055, metrics 9101 ... 9105), SQLite files under ``var/``. Ctrl-C (or
+SIGTERM) stops the services gracefully, then the redis-server it started.
+Every other environment variable is passed through, so
+``PAYMENT_LATENCY_SECONDS=3 make run`` slows payment down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from mesh.local.procs import ManagedProcess, RedisServer, port_open
+
+CONTEXTS = ("catalog", "checkout", "order", "payment", "shipping")
+GRPC_BASE = 50051
+METRICS_BASE = 9101
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    context: str
+    grpc_port: int
+    metrics_port: int
+
+
+def endpoints(offset: int = 0) -> list[Endpoint]:
+    return [Endpoint(c, GRPC_BASE + i + offset, METRICS_BASE + i + offset) for i, c in enumerate(CONTEXTS)]
+
+
+def is_serving(port: int, timeout: float = 1.0) -> bool:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+        except grpc.RpcError:
+            return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+class LocalMesh:
+    def __init__(self, var_dir: Path, *, offset: int = 0, redis_url: str | None = None) -> None:
+        self.var_dir = var_dir.resolve()
+        self.endpoints = endpoints(offset)
+        self.redis_url = redis_url or os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+        self.redis: RedisServer | None = None
+        self.services: dict[str, ManagedProcess] = {}
+
+    def start(self, timeout: float = 60.0) -> None:
+        self._ensure_redis()
+        for endpoint in self.endpoints:
+            env = {
+                **os.environ,
+                "GRPC_PORT": str(endpoint.grpc_port),
+                "METRICS_PORT": str(endpoint.metrics_port),
+                "REDIS_URL": self.redis_url,
+                "DATABASE_URL": f"sqlite+aiosqlite:///{self.var_dir / f'{endpoint.context}.db'}",
+                "PYTHONUNBUFFERED": "1",
+            }
+            process = ManagedProcess(
+                endpoint.context,
+                [sys.executable, "-m", endpoint.context],
+                self.var_dir / "logs" / f"{endpoint.context}.log",
+                env,
+            )
+            process.start()
+            self.services[endpoint.context] = process
+        self._wait_serving(timeout)
+
+    def _ensure_redis(self) -> None:
+        parsed = urlparse(self.redis_url)
+        port = parsed.port or 6379
+        if port_open(port, parsed.hostname or "127.0.0.1"):
+            return
+        self.redis = RedisServer(self.var_dir / "redis", port).start()
+
+    def _wait_serving(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        waiting = {e.context: e.grpc_port for e in self.endpoints}
+        while waiting:
+            for context, port in list(waiting.items()):
+                process = self.services[context]
+                if not process.alive:
+                    raise RuntimeError(f"{context} exited during start-up:\n{process.tail()}")
+                if is_serving(port):
+                    del waiting[context]
+            if waiting and time.monotonic() > deadline:
+                raise TimeoutError(f"not SERVING after {timeout:.0f}s: {', '.join(sorted(waiting))}")
+            time.sleep(0.1)
+
+    def dead(self) -> list[str]:
+        return [name for name, process in self.services.items() if not process.alive]
+
+    def stop(self) -> None:
+        for process in self.services.values():
+            process.signal(signal.SIGTERM)
+        for process in self.services.values():
+            process.stop(timeout=20)
+        if self.redis is not None:
+            self.redis.stop()
+
+
+def banner(mesh: LocalMesh) -> str:
+    lines = ["", "ordermesh is running:"]
+    for e in mesh.endpoints:
+        lines.append(f"  {e.context:<9} grpc localhost:{e.grpc_port}   metrics http://localhost:{e.metrics_port}/metrics")
+    catalog, payment = mesh.endpoints[0].grpc_port, mesh.endpoints[3].grpc_port
+    lines += [
+        f"  redis     {mesh.redis_url}{' (started here)' if mesh.redis else ''}",
+        f"  logs      {mesh.var_dir / 'logs'}",
+        "",
+        "Try:",
+        f"  grpcurl -plaintext localhost:{catalog} list",
+        f"  grpcurl -plaintext -d '{{\"page_size\": 3}}' localhost:{catalog} ordermesh.catalog.v1.CatalogService/ListProducts",
+        f"  grpcurl -plaintext localhost:{payment} grpc.health.v1.Health/Check",
+        "",
+        "Ctrl-C stops everything.",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Run the ordermesh services locally.")
+    parser.add_argument("--var-dir", type=Path, default=Path("var"))
+    parser.add_argument("--port-offset", type=int, default=0, help="added to every gRPC and metrics port")
+    parser.add_argument("--redis-url", default=None)
+    args = parser.parse_args()
+
+    stop = False
+
+    def on_signal(_sig: int, _frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    mesh = LocalMesh(args.var_dir, offset=args.port_offset, redis_url=args.redis_url)
+    try:
+        mesh.start()
+        print(banner(mesh), flush=True)
+        while not stop:
+            if dead := mesh.dead():
+                print(f"stopped unexpectedly: {', '.join(dead)} (see {mesh.var_dir / 'logs'})", file=sys.stderr)
+                break
+            time.sleep(0.5)
+    except (RuntimeError, TimeoutError) as error:
+        print(f"ordermesh: {error}", file=sys.stderr)
+        mesh.stop()
+        raise SystemExit(1) from None
+    print("stopping ...", flush=True)
+    mesh.stop()
+    print("stopped.", flush=True)
+    if not stop:
+        raise SystemExit(1)

@@ -1,0 +1,1 @@
+"""order: order records, the state machine, consumers and periodic workers."""
