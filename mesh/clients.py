@@ -58,6 +58,10 @@ def make_channel(
         # Spread calls over every address a headless Service resolves to.
         ("grpc.lb_policy_name", "round_robin"),
         ("grpc.enable_retries", 1),
+        # Reconnect quickly after a peer restarts (the default backoff grows to 2 minutes).
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 5_000),
     ]
     if service and idempotent_methods:
         options.append(("grpc.service_config", retry_service_config(service, idempotent_methods)))

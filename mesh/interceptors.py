@@ -147,7 +147,7 @@ class ErrorInterceptor(_UnaryInterceptor):
                 await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet")
             except Exception:
                 trace_id = current_trace_id()
-                log.exception("unexpected error in %s", method, extra={"grpc_method": method})
+                log.exception("unexpected error in %s", method, extra={"grpc_method": method, "trace_id": trace_id})
                 status = internal_status(trace_id)
             await context.abort(status.code, status.details, status.trailing_metadata)
 

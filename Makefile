@@ -1,0 +1,66 @@
+# ordermesh — the one entry point. `make run` and `make test` work on a new
+# machine with nothing but the repo: each target installs only what it needs.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+TOOLS := $(CURDIR)/.tools/bin
+export PATH := $(TOOLS):$(CURDIR)/$(VENV)/bin:$(PATH)
+
+# Debian packages per purpose: a newcomer's `make run` needs only redis-server.
+RUN_DEBS := redis-server
+TEST_DEBS := redis-server mariadb-server prometheus
+PYTEST_ARGS ?=
+
+.PHONY: help setup venv debs-run debs-test tools-test rocketmq-jars run test lint protos clean
+
+help:
+	@echo "make run      start the whole mesh locally (installs what it needs first)"
+	@echo "make test     lint + unit, integration and e2e tests against real Redis, SQLite and MariaDB"
+	@echo "make lint     ruff + mypy --strict (generated code excluded)"
+	@echo "make protos   regenerate ordermesh/ stubs from protos/"
+	@echo "make setup    install everything: Debian packages, .venv, Go-built tools, RocketMQ jars"
+
+# The venv is rebuilt only when the dependency pins change; pip reuses its cache.
+$(VENV)/.installed: pyproject.toml requirements.lock
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip >/dev/null
+	$(PY) -m pip install -q -c requirements.lock -e '.[dev]'
+	@touch $@
+
+venv: $(VENV)/.installed
+
+debs-run:
+	@scripts/setup/debs.sh $(RUN_DEBS)
+
+debs-test:
+	@scripts/setup/debs.sh $(TEST_DEBS)
+
+tools-test:
+	@scripts/setup/go-tools.sh grpcurl
+
+rocketmq-jars:
+	@scripts/setup/rocketmq.sh
+
+setup: venv debs-test rocketmq-jars
+	@scripts/setup/go-tools.sh
+
+run: venv debs-run
+	$(PY) -m mesh.local
+
+test: venv debs-test tools-test lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy .
+
+protos: venv
+	$(PY) scripts/gen_protos.py
+
+clean:
+	rm -rf var .mypy_cache .ruff_cache .pytest_cache

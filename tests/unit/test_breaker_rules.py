@@ -1,0 +1,41 @@
+"""Which failures count against a breaker (pure logic, fake calls)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+
+from mesh.breaker import Breaker
+from mesh.errors import Unavailable
+
+
+def rpc_error(code: grpc.StatusCode) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details=code.name)
+
+
+async def call(breaker: Breaker, error: BaseException) -> None:
+    with breaker.calling():
+        await asyncio.sleep(0)
+        raise error
+
+
+async def test_business_errors_and_cancellation_do_not_open_it() -> None:
+    breaker = Breaker("dep", fail_max=2, reset_timeout=60)
+    for error in [rpc_error(grpc.StatusCode.NOT_FOUND), rpc_error(grpc.StatusCode.INVALID_ARGUMENT)] * 3:
+        with pytest.raises(grpc.aio.AioRpcError):
+            await call(breaker, error)
+    for _ in range(3):
+        with pytest.raises(asyncio.CancelledError):
+            await call(breaker, asyncio.CancelledError())
+    assert breaker.state == "closed"
+
+
+async def test_unhealthy_errors_open_it() -> None:
+    breaker = Breaker("dep", fail_max=2, reset_timeout=60)
+    with pytest.raises(grpc.aio.AioRpcError):
+        await call(breaker, rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED))
+    with pytest.raises(Unavailable):
+        await call(breaker, rpc_error(grpc.StatusCode.UNAVAILABLE))
+    assert breaker.state == "open"

@@ -1,0 +1,37 @@
+"""Settings: a bad environment variable fails start-up with its name."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from mesh.settings import SettingsError, load_settings
+from payment.settings import PaymentSettings
+
+
+def test_bad_variable_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GRPC_PORT", "not-a-port")
+    monkeypatch.setenv("PAYMENT_FAILURE_RATE", "1.5")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(PaymentSettings)
+    assert "GRPC_PORT" in str(caught.value)
+    assert "PAYMENT_FAILURE_RATE" in str(caught.value)
+
+
+def test_defaults_are_the_local_ports(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("GRPC_PORT", "METRICS_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    settings = load_settings(PaymentSettings)
+    assert (settings.grpc_port, settings.metrics_port) == (50054, 9104)
+
+
+def test_process_refuses_to_start_naming_the_variable() -> None:
+    env = {**os.environ, "SHUTDOWN_GRACE_SECONDS": "-1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "shipping"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "SHUTDOWN_GRACE_SECONDS" in result.stderr
