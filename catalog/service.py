@@ -1,7 +1,7 @@
 """CatalogService servicer: validate, call the domain, map to the wire.
 
 ReserveStock, ReleaseStock and SetStock arrive with the stock engine; until
-then the generated base class answers UNIMPLEMENTED.
+then they answer UNIMPLEMENTED.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 
 from catalog.products import Catalog, Product
+from mesh.errors import Unimplemented
 from mesh.validation import Checker
 from ordermesh.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 
@@ -34,6 +35,17 @@ class CatalogService(catalog_pb2_grpc.CatalogServiceServicer):
         check.identifier(request.id, "id", max_length=64)
         check.raise_if_any()
         return to_proto(await self._catalog.get_product(request.id))
+
+    async def ReserveStock(self, request: catalog_pb2.ReserveStockRequest, context: Context) -> catalog_pb2.Reservation:
+        raise Unimplemented("ReserveStock is not implemented yet")
+
+    async def ReleaseStock(
+        self, request: catalog_pb2.ReleaseStockRequest, context: Context
+    ) -> catalog_pb2.ReleaseStockResponse:
+        raise Unimplemented("ReleaseStock is not implemented yet")
+
+    async def SetStock(self, request: catalog_pb2.SetStockRequest, context: Context) -> catalog_pb2.Product:
+        raise Unimplemented("SetStock is not implemented yet")
 
 
 def to_proto(product: Product) -> catalog_pb2.Product:

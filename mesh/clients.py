@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any, cast
 
 import grpc
 from opentelemetry import trace
@@ -66,5 +67,5 @@ def make_channel(
     if service and idempotent_methods:
         options.append(("grpc.service_config", retry_service_config(service, idempotent_methods)))
     return grpc.aio.insecure_channel(
-        target, options=options, interceptors=[ClientInterceptor(tracer, default_timeout)]
+        target, options=options, interceptors=[cast(Any, ClientInterceptor(tracer, default_timeout))]
     )

@@ -101,6 +101,12 @@ class FailedPrecondition(DomainError):
         return [_pack(failure)]
 
 
+class Unimplemented(DomainError):
+    """A method of the contract that this version does not serve yet."""
+
+    code = grpc.StatusCode.UNIMPLEMENTED
+
+
 class Unavailable(DomainError):
     """A dependency is down or behind an open breaker: the caller may retry."""
 

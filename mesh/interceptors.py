@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeAlias, cast
 
 import grpc
 from google.protobuf.message import DecodeError, Message
@@ -25,15 +25,15 @@ from mesh.wire import check_wire_types
 log = logging.getLogger(__name__)
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
-Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
+# Only the stubs make these generic; the runtime classes are not subscriptable.
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler]]
 
 # Infrastructure services: not traced (they would drown the real traces).
 _UNTRACED_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 
 
-def _rewrap(
-    handler: grpc.RpcMethodHandler, behavior: Behavior, deserializer: Any = None
-) -> grpc.RpcMethodHandler:
+def _rewrap(handler: Handler, behavior: Behavior, deserializer: Any = None) -> Handler:
     return grpc.unary_unary_rpc_method_handler(
         behavior,
         request_deserializer=deserializer if deserializer is not None else handler.request_deserializer,
@@ -41,20 +41,20 @@ def _rewrap(
     )
 
 
-class _UnaryInterceptor(grpc.aio.ServerInterceptor):
+class _UnaryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Base: wraps the behavior of unary-unary handlers with :meth:`wrap`."""
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> Handler:
         handler = await continuation(handler_call_details)
+        # None when the method does not exist (grpc answers UNIMPLEMENTED).
         if handler is None or handler.unary_unary is None:
             return handler
-        return self.wrap(handler, handler.unary_unary, handler_call_details)
+        behavior = cast(Behavior, handler.unary_unary)  # an aio server's behaviors are coroutines
+        return self.wrap(handler, behavior, handler_call_details)
 
-    def wrap(
-        self, handler: grpc.RpcMethodHandler, behavior: Behavior, details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler:
+    def wrap(self, handler: Handler, behavior: Behavior, details: grpc.HandlerCallDetails) -> Handler:
         raise NotImplementedError
 
 
@@ -64,9 +64,7 @@ class TracingInterceptor(_UnaryInterceptor):
     def __init__(self, tracer: trace.Tracer) -> None:
         self._tracer = tracer
 
-    def wrap(
-        self, handler: grpc.RpcMethodHandler, behavior: Behavior, details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler:
+    def wrap(self, handler: Handler, behavior: Behavior, details: grpc.HandlerCallDetails) -> Handler:
         method = details.method
         if method.startswith(_UNTRACED_PREFIXES):
             return handler
@@ -100,9 +98,7 @@ class MetricsInterceptor(_UnaryInterceptor):
     def __init__(self, metrics: ServerMetrics) -> None:
         self._metrics = metrics
 
-    def wrap(
-        self, handler: grpc.RpcMethodHandler, behavior: Behavior, details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler:
+    def wrap(self, handler: Handler, behavior: Behavior, details: grpc.HandlerCallDetails) -> Handler:
         service, name = split_method(details.method)
         metrics = self._metrics
 
@@ -130,9 +126,7 @@ class MetricsInterceptor(_UnaryInterceptor):
 class ErrorInterceptor(_UnaryInterceptor):
     """Domain errors become their status; anything else is logged once and is INTERNAL."""
 
-    def wrap(
-        self, handler: grpc.RpcMethodHandler, behavior: Behavior, details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler:
+    def wrap(self, handler: Handler, behavior: Behavior, details: grpc.HandlerCallDetails) -> Handler:
         method = details.method
 
         async def mapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
@@ -163,9 +157,7 @@ class DecodingInterceptor(_UnaryInterceptor):
     the field.
     """
 
-    def wrap(
-        self, handler: grpc.RpcMethodHandler, behavior: Behavior, details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler:
+    def wrap(self, handler: Handler, behavior: Behavior, details: grpc.HandlerCallDetails) -> Handler:
         parse = handler.request_deserializer
         if parse is None:
             return handler
@@ -186,7 +178,7 @@ def _identity(raw: bytes) -> bytes:
     return raw
 
 
-class ClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
+class ClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
     """Default deadline, CLIENT span, and trace context into the metadata."""
 
     def __init__(self, tracer: trace.Tracer, default_timeout: float) -> None:
@@ -211,8 +203,12 @@ class ClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
             for key, value in inject_context().items():
                 metadata[key] = value
             timeout = client_call_details.timeout
-            details = client_call_details._replace(
-                metadata=metadata, timeout=self._default_timeout if timeout is None else timeout
+            details = grpc.aio.ClientCallDetails(
+                method=client_call_details.method,
+                timeout=self._default_timeout if timeout is None else timeout,
+                metadata=metadata,
+                credentials=client_call_details.credentials,
+                wait_for_ready=client_call_details.wait_for_ready,
             )
             call = await continuation(details, request)
             try:

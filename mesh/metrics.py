@@ -7,6 +7,8 @@ without counting into each other.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 # Latency buckets tuned for in-cluster RPCs: sub-millisecond to a few seconds.
@@ -18,9 +20,7 @@ class ServerMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         labels = ["grpc_service", "grpc_method"]
-        self.started = Counter(
-            "grpc_server_started", "RPCs started on the server.", labels, registry=registry
-        )
+        self.started = Counter("grpc_server_started", "RPCs started on the server.", labels, registry=registry)
         self.handled = Counter(
             "grpc_server_handled",
             "RPCs completed on the server, by status code.",
@@ -39,7 +39,7 @@ class ServerMetrics:
 class BreakerMetrics:
     """Circuit-breaker state per protected dependency: 0 closed, 1 half-open, 2 open."""
 
-    STATES = {"closed": 0, "half-open": 1, "open": 2}
+    STATES: ClassVar[dict[str, int]] = {"closed": 0, "half-open": 1, "open": 2}
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.state = Gauge(

@@ -90,7 +90,8 @@ class Server:
     def __init__(self, app: App) -> None:
         self.app = app
         settings = app.settings
-        self.health = health.aio.HealthServicer()
+        # grpc-stubs predates the aio health servicer.
+        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._server = grpc.aio.server(
             interceptors=[
                 TracingInterceptor(app.tracer),

@@ -38,9 +38,7 @@ def build_tracer_provider(
         # Imported only when used: the exporter pulls in a gRPC client stack.
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        provider.add_span_processor(
-            BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint, insecure=True))
-        )
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint, insecure=True)))
     for processor in extra_processors:
         provider.add_span_processor(processor)
     return provider

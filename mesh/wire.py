@@ -7,6 +7,8 @@ be read as "no amount". Naming the field is kinder than guessing.
 
 from __future__ import annotations
 
+from typing import Any
+
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from google.protobuf.unknown_fields import UnknownFieldSet
@@ -23,14 +25,14 @@ def check_wire_types(message: Message) -> None:
 
 def _collect(message: Message, prefix: str, violations: list[FieldViolation]) -> None:
     descriptor = message.DESCRIPTOR
-    for unknown in UnknownFieldSet(message):
+    for unknown in iter(UnknownFieldSet(message)):  # the stubs miss __iter__; iter() uses __getitem__
         field = descriptor.fields_by_number.get(unknown.field_number)
         if field is not None:
             violations.append(FieldViolation(prefix + field.name, f"wrong type for a {_kind(field)} field"))
     for field, value in message.ListFields():
         if field.type != FieldDescriptor.TYPE_MESSAGE:
             continue
-        if field.message_type.GetOptions().map_entry:
+        if field.message_type is None or field.message_type.GetOptions().map_entry:
             continue
         if field.is_repeated:
             for index, item in enumerate(value):
@@ -39,9 +41,9 @@ def _collect(message: Message, prefix: str, violations: list[FieldViolation]) ->
             _collect(value, f"{prefix}{field.name}.", violations)
 
 
-def _kind(field: FieldDescriptor) -> str:
+def _kind(field: Any) -> str:
     if field.type == FieldDescriptor.TYPE_MESSAGE:
-        return field.message_type.name
+        return str(field.message_type.name)
     names = {
         FieldDescriptor.TYPE_STRING: "string",
         FieldDescriptor.TYPE_BOOL: "bool",

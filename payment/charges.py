@@ -81,11 +81,7 @@ class Payments:
         if stored.amount != amount:
             raise FailedPrecondition(
                 f"order {order_id} was already charged {stored.amount}, not {amount}",
-                [
-                    PreconditionViolation(
-                        "AMOUNT_MISMATCH", f"order/{order_id}", "a different amount was charged"
-                    )
-                ],
+                [PreconditionViolation("AMOUNT_MISMATCH", f"order/{order_id}", "a different amount was charged")],
             )
         if self._faults.latency_seconds:
             await asyncio.sleep(self._faults.latency_seconds)

@@ -42,9 +42,7 @@ class PaymentService(payment_pb2_grpc.PaymentServiceServicer):
         check.raise_if_any()
         return to_proto(await self._payments.refund(request.order_id, request.reason))
 
-    async def GetPayment(
-        self, request: payment_pb2.GetPaymentRequest, context: Context
-    ) -> payment_pb2.Payment:
+    async def GetPayment(self, request: payment_pb2.GetPaymentRequest, context: Context) -> payment_pb2.Payment:
         check = Checker()
         check.order_id(request.order_id)
         check.raise_if_any()

@@ -21,9 +21,7 @@ class SqlPaymentStore:
     async def insert_or_get(self, payment: Payment, now: datetime) -> Payment:
         try:
             async with UnitOfWork(self._engine) as uow:
-                await uow.connection.execute(
-                    payments.insert().values(**_row(payment), created_at=now, updated_at=now)
-                )
+                await uow.connection.execute(payments.insert().values(**_row(payment), created_at=now, updated_at=now))
                 await uow.commit()
             return payment
         except Exception as error:
@@ -48,9 +46,7 @@ class SqlPaymentStore:
                 .where(payments.c.order_id == order_id, payments.c.status == Status.CAPTURED.value)
                 .values(status=Status.REFUNDED.value, refund_reason=reason, updated_at=now)
             )
-            row = (
-                await uow.connection.execute(select(payments).where(payments.c.order_id == order_id))
-            ).first()
+            row = (await uow.connection.execute(select(payments).where(payments.c.order_id == order_id))).first()
             await uow.commit()
         return _payment(row._mapping) if row is not None else None
 

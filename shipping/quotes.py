@@ -36,6 +36,4 @@ def check_items(check: Checker, items: Iterable[common_pb2.LineItem], field: str
     check.require(len(lines) <= MAX_LINES, field, f"at most {MAX_LINES} lines")
     for index, item in enumerate(lines):
         check.require(bool(item.product_id), f"{field}[{index}].product_id", "is required")
-        check.require(
-            1 <= item.quantity <= MAX_QUANTITY, f"{field}[{index}].quantity", f"must be 1-{MAX_QUANTITY}"
-        )
+        check.require(1 <= item.quantity <= MAX_QUANTITY, f"{field}[{index}].quantity", f"must be 1-{MAX_QUANTITY}")

@@ -21,15 +21,15 @@ async def serving(app: App) -> AsyncIterator[tuple[Server, grpc.aio.Channel]]:
     try:
         yield server, channel
     finally:
-        await channel.close()
+        await channel.close(grace=None)
         await server.stop()
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0, what: str = "condition") -> None:
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 10.0, what: str = "condition") -> None:
     """Poll ``check`` until it is true or the deadline passes (no blind sleeps)."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if await check():
             return
         await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    raise AssertionError(f"timed out after {within}s waiting for {what}")

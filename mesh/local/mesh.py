@@ -114,7 +114,9 @@ class LocalMesh:
 def banner(mesh: LocalMesh) -> str:
     lines = ["", "ordermesh is running:"]
     for e in mesh.endpoints:
-        lines.append(f"  {e.context:<9} grpc localhost:{e.grpc_port}   metrics http://localhost:{e.metrics_port}/metrics")
+        lines.append(
+            f"  {e.context:<9} grpc localhost:{e.grpc_port}   metrics http://localhost:{e.metrics_port}/metrics"
+        )
     catalog, payment = mesh.endpoints[0].grpc_port, mesh.endpoints[3].grpc_port
     lines += [
         f"  redis     {mesh.redis_url}{' (started here)' if mesh.redis else ''}",
@@ -122,7 +124,8 @@ def banner(mesh: LocalMesh) -> str:
         "",
         "Try:",
         f"  grpcurl -plaintext localhost:{catalog} list",
-        f"  grpcurl -plaintext -d '{{\"page_size\": 3}}' localhost:{catalog} ordermesh.catalog.v1.CatalogService/ListProducts",
+        f"  grpcurl -plaintext -d '{{\"page_size\": 3}}' localhost:{catalog} "
+        "ordermesh.catalog.v1.CatalogService/ListProducts",
         f"  grpcurl -plaintext localhost:{payment} grpc.health.v1.Health/Check",
         "",
         "Ctrl-C stops everything.",

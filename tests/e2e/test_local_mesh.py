@@ -38,7 +38,9 @@ def test_grpcurl_lists_service_health_and_reflection(local_mesh: LocalMesh, cont
     listed = set(grpcurl("-plaintext", f"localhost:{port}", "list").split())
     assert listed == {SERVICES[context], "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
     assert '"status": "SERVING"' in grpcurl("-plaintext", f"localhost:{port}", "grpc.health.v1.Health/Check")
-    readiness = grpcurl("-plaintext", "-d", '{"service": "readiness"}', f"localhost:{port}", "grpc.health.v1.Health/Check")
+    readiness = grpcurl(
+        "-plaintext", "-d", '{"service": "readiness"}', f"localhost:{port}", "grpc.health.v1.Health/Check"
+    )
     assert '"status": "SERVING"' in readiness
 
 

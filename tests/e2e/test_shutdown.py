@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -31,7 +30,7 @@ async def test_sigterm_drains_in_flight_call_after_flipping_health(tmp_path: Pat
         "PAYMENT_LATENCY_SECONDS": "2",
         "SHUTDOWN_GRACE_SECONDS": "10",
     }
-    process = subprocess.Popen([sys.executable, "-m", "payment"], env=env, stderr=subprocess.PIPE)
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "payment", env=env)
     try:
 
         async def listening() -> bool:
@@ -60,10 +59,8 @@ async def test_sigterm_drains_in_flight_call_after_flipping_health(tmp_path: Pat
             assert not charge.done(), "the in-flight call should still be running after the flip"
             payment = await charge
             assert payment.status == payment_pb2.CAPTURED
-        assert await asyncio.to_thread(process.wait, 20) == 0
+        assert await asyncio.wait_for(process.wait(), 20) == 0
     finally:
-        if process.poll() is None:
+        if process.returncode is None:
             process.kill()
-        process.wait()
-        assert process.stderr is not None
-        process.stderr.close()
+            await process.wait()

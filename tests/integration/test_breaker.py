@@ -72,8 +72,8 @@ async def test_breaker_opens_fails_fast_and_closes(tmp_path: Path) -> None:
                 return False
             return breaker.state == "closed"
 
-        await eventually(closed, timeout=15, what="the breaker to close")
+        await eventually(closed, within=15, what="the breaker to close")
         assert state() == 0
     finally:
-        await channel.close()
+        await channel.close(grace=None)
         await server.stop()

@@ -55,16 +55,22 @@ async def test_unexpected_error_is_internal_with_trace_id_and_no_traceback(caplo
     settings = ShippingSettings(grpc_host="127.0.0.1", grpc_port=0, metrics_port=0)
     app = new_app("broken", settings)
 
-    class Broken(shipping_pb2_grpc.ShippingServiceServicer):
+    class Broken(shipping_pb2_grpc.ShippingServiceServicer):  # only GetShipment is called
         async def GetShipment(self, request: object, context: object) -> shipping_pb2.Shipment:
             raise RuntimeError("secret internals: /etc/passwd")
 
     app.services.append(
-        Registration(shipping_pb2_grpc.add_ShippingServiceServicer_to_server, Broken(), "ordermesh.shipping.v1.ShippingService")
+        Registration(
+            shipping_pb2_grpc.add_ShippingServiceServicer_to_server,
+            Broken(),  # type: ignore[abstract]
+            "ordermesh.shipping.v1.ShippingService",
+        )
     )
     async with serving(app) as (_server, channel):
         try:
-            await shipping_pb2_grpc.ShippingServiceStub(channel).GetShipment(shipping_pb2.GetShipmentRequest(order_id="x"))
+            await shipping_pb2_grpc.ShippingServiceStub(channel).GetShipment(
+                shipping_pb2.GetShipmentRequest(order_id="x")
+            )
         except grpc.aio.AioRpcError as error:
             assert error.code() == grpc.StatusCode.INTERNAL
             details = error.details() or ""

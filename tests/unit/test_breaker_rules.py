@@ -12,7 +12,9 @@ from mesh.errors import Unavailable
 
 
 def rpc_error(code: grpc.StatusCode) -> grpc.aio.AioRpcError:
-    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details=code.name)
+    return grpc.aio.AioRpcError(
+        code, grpc.aio.Metadata(), grpc.aio.Metadata(), details=code.name, debug_error_string=""
+    )
 
 
 async def call(breaker: Breaker, error: BaseException) -> None:

@@ -25,7 +25,12 @@ def violations(card: common_pb2.CreditCard) -> list[str]:
 
 
 def test_valid_card_passes() -> None:
-    assert violations(common_pb2.CreditCard(number="4432-8015-6152-0454", cvv=672, expiration_year=2026, expiration_month=11)) == []
+    assert (
+        violations(
+            common_pb2.CreditCard(number="4432-8015-6152-0454", cvv=672, expiration_year=2026, expiration_month=11)
+        )
+        == []
+    )
 
 
 def test_every_bad_part_is_named() -> None:

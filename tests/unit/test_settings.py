@@ -30,8 +30,6 @@ def test_defaults_are_the_local_ports(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_process_refuses_to_start_naming_the_variable() -> None:
     env = {**os.environ, "SHUTDOWN_GRACE_SECONDS": "-1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "shipping"], env=env, capture_output=True, text=True, timeout=60
-    )
+    result = subprocess.run([sys.executable, "-m", "shipping"], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "SHUTDOWN_GRACE_SECONDS" in result.stderr
