@@ -110,6 +110,7 @@ class Server:
         self._metrics_server: Any = None
         self._readiness_task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._last_checks: dict[str, bool] = {}
 
     async def start(self) -> None:
         app, settings = self.app, self.app.settings
@@ -141,8 +142,9 @@ class Server:
                 ok = await asyncio.wait_for(check(), timeout=self.app.settings.readiness_interval_seconds)
             except Exception:  # noqa: BLE001 - any failure of a probe means not ready
                 ok = False
-            if not ok:
-                log.warning("readiness check %s failed", name)
+            if self._last_checks.get(name) != ok:  # log changes, not every probe
+                log.log(logging.INFO if ok else logging.WARNING, "dependency %s is %s", name, "up" if ok else "down")
+                self._last_checks[name] = ok
             ready = ready and ok
         if self._stopping:
             return

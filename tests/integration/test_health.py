@@ -1,0 +1,53 @@
+"""Liveness is the process; readiness follows its dependencies (here: Redis)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from catalog.bootstrap import bootstrap
+from catalog.settings import CatalogSettings
+from mesh.local.procs import RedisServer, free_port
+from tests.support import eventually, serving
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def test_readiness_follows_redis_while_liveness_stays_up(tmp_path: Path) -> None:
+    redis_port = free_port()
+    settings = CatalogSettings(
+        grpc_host="127.0.0.1",
+        grpc_port=0,
+        metrics_port=0,
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'catalog.db'}",
+        redis_url=f"redis://127.0.0.1:{redis_port}/0",
+        readiness_interval_seconds=0.2,
+    )
+    async with serving(await bootstrap(settings)) as (_server, channel):
+        health = health_pb2_grpc.HealthStub(channel)
+
+        async def status(service: str) -> int:
+            return int((await health.Check(health_pb2.HealthCheckRequest(service=service))).status)
+
+        assert await status("") == SERVING
+        assert await status("readiness") == NOT_SERVING
+        assert await status("ordermesh.catalog.v1.CatalogService") == NOT_SERVING
+
+        redis = RedisServer(tmp_path / "redis", redis_port).start()
+        try:
+
+            async def ready() -> bool:
+                return await status("readiness") == SERVING
+
+            await eventually(ready, within=10, what="readiness after Redis started")
+            assert await status("ordermesh.catalog.v1.CatalogService") == SERVING
+        finally:
+            redis.stop()
+
+        async def not_ready() -> bool:
+            return await status("readiness") == NOT_SERVING
+
+        await eventually(not_ready, within=10, what="readiness to drop with Redis")
+        assert await status("") == SERVING
