@@ -39,7 +39,7 @@ async def test_readiness_follows_redis_while_liveness_stays_up(tmp_path: Path) -
         try:
 
             async def ready() -> bool:
-                return await status("readiness") == SERVING
+                return bool(await status("readiness") == SERVING)
 
             await eventually(ready, within=10, what="readiness after Redis started")
             assert await status("ordermesh.catalog.v1.CatalogService") == SERVING
@@ -47,7 +47,7 @@ async def test_readiness_follows_redis_while_liveness_stays_up(tmp_path: Path) -
             redis.stop()
 
         async def not_ready() -> bool:
-            return await status("readiness") == NOT_SERVING
+            return bool(await status("readiness") == NOT_SERVING)
 
         await eventually(not_ready, within=10, what="readiness to drop with Redis")
         assert await status("") == SERVING
