@@ -1,8 +1,4 @@
-"""CatalogService servicer: validate, call the domain, map to the wire.
-
-ReserveStock, ReleaseStock and SetStock arrive with the stock engine; until
-then they answer UNIMPLEMENTED.
-"""
+"""CatalogService servicer: validate, call the domain, map to the wire."""
 
 from __future__ import annotations
 
@@ -11,49 +7,82 @@ from typing import Any
 import grpc
 
 from catalog.products import Catalog, Product
-from mesh.errors import Unimplemented
+from catalog.reservations import StockEngine
+from catalog.stock import Limits, Line, check_lines
 from mesh.validation import Checker
 from ordermesh.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from ordermesh.common.v1 import common_pb2
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class CatalogService(catalog_pb2_grpc.CatalogServiceServicer):
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, stock: StockEngine, limits: Limits) -> None:
         self._catalog = catalog
+        self._stock = stock
+        self._limits = limits
 
     async def ListProducts(
         self, request: catalog_pb2.ListProductsRequest, context: Context
     ) -> catalog_pb2.ListProductsResponse:
         page = await self._catalog.list_products(request.page_size, request.page_token)
+        levels = await self._stock.stock_levels([p.id for p in page.products])
         return catalog_pb2.ListProductsResponse(
-            products=[to_proto(p) for p in page.products], next_page_token=page.next_page_token
+            products=[to_proto(p, levels.get(p.id, p.stock)) for p in page.products],
+            next_page_token=page.next_page_token,
         )
 
     async def GetProduct(self, request: catalog_pb2.GetProductRequest, context: Context) -> catalog_pb2.Product:
         check = Checker()
         check.identifier(request.id, "id", max_length=64)
         check.raise_if_any()
-        return to_proto(await self._catalog.get_product(request.id))
+        product = await self._catalog.get_product(request.id)
+        levels = await self._stock.stock_levels([product.id])
+        return to_proto(product, levels.get(product.id, product.stock))
 
     async def ReserveStock(self, request: catalog_pb2.ReserveStockRequest, context: Context) -> catalog_pb2.Reservation:
-        raise Unimplemented("ReserveStock is not implemented yet")
+        check = Checker()
+        check.order_id(request.order_id)
+        check_lines(check, request.items, self._limits)
+        if check.require(request.HasField("draft"), "draft", "is required"):
+            check.identifier(request.draft.user_id, "draft.user_id")
+            if request.draft.HasField("shipping_cost"):
+                check.money(request.draft.shipping_cost, "draft.shipping_cost", positive=False)
+        check.raise_if_any()
+        reserved = await self._stock.reserve(
+            request.order_id, [Line(i.product_id, i.quantity) for i in request.items], request.draft
+        )
+        return catalog_pb2.Reservation(
+            order_id=reserved.order_id,
+            items=[common_pb2.LineItem(product_id=line.product_id, quantity=line.quantity) for line in reserved.lines],
+            already_reserved=reserved.already_reserved,
+            priced_items=reserved.priced,
+            total=reserved.total.to_proto(),
+        )
 
     async def ReleaseStock(
         self, request: catalog_pb2.ReleaseStockRequest, context: Context
     ) -> catalog_pb2.ReleaseStockResponse:
-        raise Unimplemented("ReleaseStock is not implemented yet")
+        check = Checker()
+        check.order_id(request.order_id)
+        check.raise_if_any()
+        return catalog_pb2.ReleaseStockResponse(released=await self._stock.release(request.order_id))
 
     async def SetStock(self, request: catalog_pb2.SetStockRequest, context: Context) -> catalog_pb2.Product:
-        raise Unimplemented("SetStock is not implemented yet")
+        check = Checker()
+        check.identifier(request.product_id, "product_id", max_length=64)
+        check.require(request.stock >= 0, "stock", f"must not be negative, got {request.stock}")
+        check.raise_if_any()
+        product = await self._stock.set_stock(request.product_id, request.stock)
+        return to_proto(product, product.stock)
 
 
-def to_proto(product: Product) -> catalog_pb2.Product:
+def to_proto(product: Product, stock: int) -> catalog_pb2.Product:
     return catalog_pb2.Product(
         id=product.id,
         name=product.name,
         description=product.description,
         price=product.price.to_proto(),
-        stock=product.stock,
+        stock=stock,
         categories=product.categories,
     )

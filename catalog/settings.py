@@ -14,5 +14,21 @@ class CatalogSettings(ServiceSettings):
     metrics_port: int = Field(9101, ge=0, le=65535)
     database_url: str = "sqlite+aiosqlite:///var/catalog.db"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Fail fast on a dead Redis so the SQL path takes over quickly.
+    redis_timeout_seconds: float = Field(1.0, gt=0)
     # Load the bundled seed catalogue into an empty products table at start.
     catalog_seed: bool = True
+    catalog_key_prefix: str = "catalog"
+    order_stream: str = "events:order-placed"
+    max_lines_per_order: int = Field(100, ge=1)
+    max_units_per_line: int = Field(1000, ge=1)
+    # Reservation and release markers must outlive the longest an order can
+    # still be released (review, payment window, shipping retries): a week.
+    reservation_marker_ttl_seconds: int = Field(7 * 24 * 3600, ge=3600)
+    product_cache_ttl_seconds: float = Field(30.0, gt=0)
+    # Run the write-behind flusher in this process (it can also run alone:
+    # `python -m catalog flusher`).
+    flusher_enabled: bool = True
+    flusher_batch_size: int = Field(200, ge=1, le=10_000)
+    flusher_claim_idle_ms: int = Field(30_000, ge=100)
+    stock_recovery_interval_seconds: float = Field(0.5, gt=0)

@@ -25,6 +25,11 @@ class SqlProductStore:
             rows = (await connection.execute(query)).all()
         return [_product(row._mapping) for row in rows]
 
+    async def all_products(self) -> list[Product]:
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(select(products).order_by(products.c.id))).all()
+        return [_product(row._mapping) for row in rows]
+
     async def get(self, product_id: str) -> Product | None:
         async with self._engine.connect() as connection:
             row = (await connection.execute(select(products).where(products.c.id == product_id))).first()

@@ -1,4 +1,4 @@
-"""Liveness is the process; readiness follows its dependencies (here: Redis)."""
+"""Liveness is the process; readiness follows its dependencies (checkout: Redis)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from catalog.bootstrap import bootstrap
-from catalog.settings import CatalogSettings
+from checkout.bootstrap import bootstrap
+from checkout.settings import CheckoutSettings
 from mesh.local.procs import RedisServer, free_port
 from tests.support import eventually, serving
 
@@ -17,11 +17,10 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 async def test_readiness_follows_redis_while_liveness_stays_up(tmp_path: Path) -> None:
     redis_port = free_port()
-    settings = CatalogSettings(
+    settings = CheckoutSettings(
         grpc_host="127.0.0.1",
         grpc_port=0,
         metrics_port=0,
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'catalog.db'}",
         redis_url=f"redis://127.0.0.1:{redis_port}/0",
         readiness_interval_seconds=0.2,
     )
@@ -33,7 +32,7 @@ async def test_readiness_follows_redis_while_liveness_stays_up(tmp_path: Path) -
 
         assert await status("") == SERVING
         assert await status("readiness") == NOT_SERVING
-        assert await status("ordermesh.catalog.v1.CatalogService") == NOT_SERVING
+        assert await status("ordermesh.checkout.v1.CheckoutService") == NOT_SERVING
 
         redis = RedisServer(tmp_path / "redis", redis_port).start()
         try:
@@ -42,7 +41,7 @@ async def test_readiness_follows_redis_while_liveness_stays_up(tmp_path: Path) -
                 return bool(await status("readiness") == SERVING)
 
             await eventually(ready, within=10, what="readiness after Redis started")
-            assert await status("ordermesh.catalog.v1.CatalogService") == SERVING
+            assert await status("ordermesh.checkout.v1.CheckoutService") == SERVING
         finally:
             redis.stop()
 

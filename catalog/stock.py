@@ -1,0 +1,103 @@
+"""Stock rules shared by the Redis and SQL paths: lines, limits, shortages."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from mesh.errors import FailedPrecondition, PreconditionViolation
+from mesh.validation import Checker
+from ordermesh.common.v1 import common_pb2
+
+PRODUCT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class Line:
+    product_id: str
+    quantity: int
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_lines: int = 100
+    max_quantity: int = 1000
+
+
+@dataclass(frozen=True)
+class Shortage:
+    product_id: str
+    requested: int
+    available: int
+
+
+class InsufficientStock(FailedPrecondition):
+    def __init__(self, shortages: list[Shortage]) -> None:
+        self.shortages = shortages
+        super().__init__(
+            "; ".join(f"product {s.product_id}: requested {s.requested}, available {s.available}" for s in shortages),
+            [
+                PreconditionViolation(
+                    "INSUFFICIENT_STOCK",
+                    f"products/{s.product_id}",
+                    f"requested {s.requested}, available {s.available}",
+                )
+                for s in shortages
+            ],
+        )
+
+
+class CounterMissing(Exception):
+    """Redis has no counter for these products yet: load them from SQL first."""
+
+    def __init__(self, product_ids: list[str]) -> None:
+        super().__init__(", ".join(product_ids))
+        self.product_ids = product_ids
+
+
+class RedisDown(Exception):
+    """Redis did not answer: the SQL path takes over."""
+
+
+def merge(lines: Iterable[Line]) -> list[Line]:
+    """One line per product (quantities summed), in product-id order.
+
+    Sorted so that the SQL path locks rows in one global order (no deadlocks)
+    and so the reservation marker is canonical.
+    """
+    totals: dict[str, int] = {}
+    for line in lines:
+        totals[line.product_id] = totals.get(line.product_id, 0) + line.quantity
+    return [Line(pid, qty) for pid, qty in sorted(totals.items())]
+
+
+def encode_lines(lines: Iterable[Line]) -> str:
+    return ",".join(f"{line.product_id}={line.quantity}" for line in lines)
+
+
+def decode_lines(text: str) -> list[Line]:
+    lines = []
+    for part in filter(None, text.split(",")):
+        pid, _, qty = part.partition("=")
+        lines.append(Line(pid, int(qty)))
+    return lines
+
+
+def check_lines(check: Checker, items: Iterable[common_pb2.LineItem], limits: Limits, field: str = "items") -> None:
+    items = list(items)
+    if not items:
+        check.fail(field, "needs at least one line")
+    elif len(items) > limits.max_lines:
+        check.fail(field, f"has {len(items)} lines; at most {limits.max_lines} are allowed")
+    for index, item in enumerate(items[: limits.max_lines]):
+        if not PRODUCT_ID.match(item.product_id):
+            check.fail(f"{field}[{index}].product_id", "must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'")
+        if not 1 <= item.quantity <= limits.max_quantity:
+            check.fail(f"{field}[{index}].quantity", f"must be 1-{limits.max_quantity}, got {item.quantity}")
+    totals: dict[str, int] = {}
+    for item in items:
+        totals[item.product_id] = totals.get(item.product_id, 0) + item.quantity
+    for pid, total in totals.items():
+        if total > limits.max_quantity and all(1 <= i.quantity <= limits.max_quantity for i in items):
+            check.fail(field, f"product {pid}: {total} units in all exceeds {limits.max_quantity}")
