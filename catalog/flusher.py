@@ -90,9 +90,10 @@ class JournalFlusher:
         await self._ensure_group()
         total = 0
         while True:
+            reading_pending = self._read_own_pending
             count = await self.flush_once(block_ms=None)
             total += count
-            if count == 0 and not self._read_own_pending:
+            if count == 0 and not reading_pending:
                 return total
 
     async def _ensure_group(self) -> None:

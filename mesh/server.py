@@ -103,6 +103,11 @@ class Server:
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", settings.max_message_bytes),
                 ("grpc.so_reuseport", 0),
+                # C-core queues calls the Python server has not picked up yet and
+                # cancels them beyond a pending limit (default 1000), below our own
+                # in-flight cap: raise it to the cap, so bursts queue instead.
+                ("grpc.server.max_pending_requests", settings.max_concurrent_rpcs),
+                ("grpc.server.max_pending_requests_hard_limit", settings.max_concurrent_rpcs * 2),
             ],
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         )

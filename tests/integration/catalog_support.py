@@ -1,0 +1,98 @@
+"""A catalog under test: its own key prefix and streams on the shared Redis."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import redis.asyncio as redis
+from sqlalchemy import func, select
+
+from catalog.audit import AuditRow, audit
+from catalog.bootstrap import Parts, bootstrap, build_flusher, build_parts
+from catalog.flusher import JournalFlusher
+from catalog.settings import CatalogSettings
+from mesh.server import Server
+from ordermesh.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from ordermesh.common.v1 import common_pb2
+from tests.support import serving
+
+
+def catalog_settings(database_url: str, redis_url: str, **overrides: object) -> CatalogSettings:
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    values: dict[str, object] = {
+        "grpc_host": "127.0.0.1",
+        "grpc_port": 0,
+        "metrics_port": 0,
+        "database_url": database_url,
+        "redis_url": redis_url,
+        "catalog_key_prefix": prefix,
+        "order_stream": f"{prefix}:orders",
+        "flusher_enabled": False,
+        **overrides,
+    }
+    return CatalogSettings.model_validate(values)
+
+
+@dataclass
+class CatalogUnderTest:
+    settings: CatalogSettings
+    server: Server
+    stub: catalog_pb2_grpc.CatalogServiceAsyncStub
+    parts: Parts
+    redis: redis.Redis
+    flusher: JournalFlusher
+
+    async def reserve(self, order_id: str, *lines: tuple[str, int]) -> catalog_pb2.Reservation:
+        return await self.stub.ReserveStock(
+            catalog_pb2.ReserveStockRequest(
+                order_id=order_id,
+                items=[common_pb2.LineItem(product_id=p, quantity=q) for p, q in lines],
+                draft=common_pb2.OrderDraft(user_id="u1", request_id=f"r-{order_id}"),
+            )
+        )
+
+    async def stock(self, product_id: str) -> int:
+        product = await self.stub.GetProduct(catalog_pb2.GetProductRequest(id=product_id))
+        return int(product.stock)
+
+    async def set_stock(self, product_id: str, stock: int) -> None:
+        await self.stub.SetStock(catalog_pb2.SetStockRequest(product_id=product_id, stock=stock))
+
+    async def journal_length(self) -> int:
+        return int(await self.redis.xlen(self.parts.keys.journal))
+
+    async def placed_order_ids(self) -> list[str]:
+        entries = await self.redis.xrange(self.parts.keys.order_stream)
+        return [fields[b"order_id"].decode() for _id, fields in entries]
+
+    async def sql_stock(self, product_id: str) -> int:
+        return (await self.parts.sql_stock.stock([product_id]))[product_id]
+
+    async def audit(self) -> list[AuditRow]:
+        return await audit(self.parts.redis_stock, self.parts.sql_stock)
+
+    async def count(self, table: object) -> int:
+        async with self.parts.engine.connect() as connection:
+            return int((await connection.execute(select(func.count()).select_from(table))).scalar_one())  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def running_catalog(settings: CatalogSettings) -> AsyncIterator[CatalogUnderTest]:
+    parts = await build_parts(settings)
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        async with serving(await bootstrap(settings)) as (server, channel):
+            yield CatalogUnderTest(
+                settings,
+                server,
+                catalog_pb2_grpc.CatalogServiceStub(channel),
+                parts,
+                client,
+                build_flusher(parts, settings),
+            )
+    finally:
+        await client.aclose()
+        await parts.close()

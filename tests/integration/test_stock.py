@@ -1,0 +1,183 @@
+"""The stock engine on real Redis and real SQL (SQLite and MariaDB)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from catalog.models import journal_applied
+from mesh.local.procs import RedisServer
+from ordermesh.catalog.v1 import catalog_pb2
+from ordermesh.common.v1 import common_pb2
+from tests.integration.catalog_support import CatalogUnderTest, catalog_settings, running_catalog
+
+TYPEWRITER, CAMERA = "sku-1001", "sku-1002"
+
+
+@pytest.fixture
+async def catalog(database_url: str, redis_server: RedisServer) -> AsyncIterator[CatalogUnderTest]:
+    async with running_catalog(catalog_settings(database_url, redis_server.url)) as under_test:
+        yield under_test
+
+
+async def test_reserve_and_release_are_all_or_nothing_and_idempotent(catalog: CatalogUnderTest) -> None:
+    await catalog.set_stock(TYPEWRITER, 10)
+    await catalog.set_stock(CAMERA, 4)
+
+    # Two lines of one product are summed into one.
+    first = await catalog.reserve("o-1", (TYPEWRITER, 2), (TYPEWRITER, 3), (CAMERA, 1))
+    assert not first.already_reserved
+    assert [(i.product_id, i.quantity) for i in first.items] == [(TYPEWRITER, 5), (CAMERA, 1)]
+    assert (first.total.units, first.total.nanos) == (5 * 67 + 4 + 129, 950_000_000)
+    assert (await catalog.stock(TYPEWRITER), await catalog.stock(CAMERA)) == (5, 3)
+
+    again = await catalog.reserve("o-1", (TYPEWRITER, 2), (TYPEWRITER, 3), (CAMERA, 1))
+    assert again.already_reserved
+    assert (await catalog.stock(TYPEWRITER), await catalog.stock(CAMERA)) == (5, 3)
+
+    # Summed lines are checked as one: 3 + 3 > 5 although each line fits.
+    with pytest.raises(grpc.aio.AioRpcError) as short:
+        await catalog.reserve("o-2", (CAMERA, 1), (TYPEWRITER, 3), (TYPEWRITER, 3))
+    assert short.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert short.value.details() == f"product {TYPEWRITER}: requested 6, available 5"
+    status = rpc_status.from_call(short.value)  # type: ignore[arg-type]
+    failure = error_details_pb2.PreconditionFailure()
+    assert status.details[0].Unpack(failure)
+    assert failure.violations[0].subject == f"products/{TYPEWRITER}"
+    assert (await catalog.stock(TYPEWRITER), await catalog.stock(CAMERA)) == (5, 3), "nothing partially reserved"
+
+    released = [await catalog.stub.ReleaseStock(catalog_pb2.ReleaseStockRequest(order_id="o-1")) for _ in range(2)]
+    assert [r.released for r in released] == [True, False]
+    unknown = await catalog.stub.ReleaseStock(catalog_pb2.ReleaseStockRequest(order_id="o-never"))
+    assert unknown.released is False
+    assert (await catalog.stock(TYPEWRITER), await catalog.stock(CAMERA)) == (10, 4)
+
+    assert await catalog.placed_order_ids() == ["o-1"]
+    await catalog.flusher.run_until_idle()
+    assert await catalog.journal_length() == 0
+    assert (await catalog.sql_stock(TYPEWRITER), await catalog.sql_stock(CAMERA)) == (10, 4)
+    assert all(row.ok for row in await catalog.audit())
+
+
+async def test_scripts_reload_after_script_flush_and_counters_load_from_sql(catalog: CatalogUnderTest) -> None:
+    await catalog.set_stock(TYPEWRITER, 7)
+    await catalog.flusher.run_until_idle()
+    await catalog.redis.script_flush()  # as after a Redis restart: EVALSHA answers NOSCRIPT
+    await catalog.redis.delete(catalog.parts.keys.stock(TYPEWRITER))  # the counter is gone too
+    await catalog.reserve("o-reload", (TYPEWRITER, 2))
+    assert await catalog.stock(TYPEWRITER) == 5
+
+
+async def test_missing_counter_is_not_loaded_while_journal_is_unflushed(catalog: CatalogUnderTest) -> None:
+    await catalog.set_stock(TYPEWRITER, 7)  # journaled, not flushed: SQL still says 25
+    await catalog.redis.delete(catalog.parts.keys.stock(TYPEWRITER))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await catalog.reserve("o-wait", (TYPEWRITER, 1))
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert await catalog.redis.get(catalog.parts.keys.stock(TYPEWRITER)) is None
+
+
+async def test_set_stock_is_journaled_and_flushed(catalog: CatalogUnderTest) -> None:
+    await catalog.set_stock(CAMERA, 42)
+    entries = await catalog.redis.xrange(catalog.parts.keys.journal)
+    assert [(f[b"product_id"], f[b"delta"], f[b"reason"]) for _i, f in entries] == [(CAMERA.encode(), b"2", b"set")]
+    assert await catalog.flusher.run_until_idle() == 1
+    assert await catalog.sql_stock(CAMERA) == 42
+    assert await catalog.count(journal_applied) == 1
+
+
+def line(product_id: str, quantity: int) -> common_pb2.LineItem:
+    return common_pb2.LineItem(product_id=product_id, quantity=quantity)
+
+
+DRAFT = common_pb2.OrderDraft(user_id="u1")
+BAD = {
+    "items[0].quantity (zero)": (
+        catalog_pb2.ReserveStockRequest(order_id="o", items=[line(CAMERA, 0)], draft=DRAFT),
+        "items[0].quantity",
+    ),
+    "items[0].quantity (negative)": (
+        catalog_pb2.ReserveStockRequest(order_id="o", items=[line(CAMERA, -3)], draft=DRAFT),
+        "items[0].quantity",
+    ),
+    "items[1].quantity (above max)": (
+        catalog_pb2.ReserveStockRequest(order_id="o", items=[line(CAMERA, 1), line(TYPEWRITER, 1001)], draft=DRAFT),
+        "items[1].quantity",
+    ),
+    "order_id (empty)": (
+        catalog_pb2.ReserveStockRequest(order_id="", items=[line(CAMERA, 1)], draft=DRAFT),
+        "order_id",
+    ),
+    "items (none)": (catalog_pb2.ReserveStockRequest(order_id="o", draft=DRAFT), "items"),
+    "items (too many)": (
+        catalog_pb2.ReserveStockRequest(order_id="o", items=[line(CAMERA, 1)] * 101, draft=DRAFT),
+        "items",
+    ),
+    "draft (missing)": (catalog_pb2.ReserveStockRequest(order_id="o", items=[line(CAMERA, 1)]), "draft"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+async def test_bad_reservations_name_the_field_and_deduct_nothing(catalog: CatalogUnderTest, case: str) -> None:
+    request, field = BAD[case]
+    before = await catalog.stock(CAMERA)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await catalog.stub.ReserveStock(request)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"{field}:" in (caught.value.details() or "")
+    assert await catalog.stock(CAMERA) == before
+    assert await catalog.journal_length() == 0
+
+
+async def test_unknown_product_is_not_found_and_deducts_nothing(catalog: CatalogUnderTest) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await catalog.reserve("o-unknown", (CAMERA, 1), ("sku-nope", 1))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "sku-nope" in (caught.value.details() or "")
+    assert await catalog.stock(CAMERA) == 40
+    assert await catalog.journal_length() == 0
+    with pytest.raises(grpc.aio.AioRpcError) as negative:
+        await catalog.stub.SetStock(catalog_pb2.SetStockRequest(product_id=CAMERA, stock=-1))
+    assert negative.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_hot_product_two_thousand_buyers_from_four_processes(
+    database_url: str, redis_server: RedisServer
+) -> None:
+    # All 2,000 calls are in flight at once: lift the in-flight cap above that.
+    settings = catalog_settings(database_url, redis_server.url, max_concurrent_rpcs=4000)
+    async with running_catalog(settings) as catalog:
+        await hot_product(catalog)
+
+
+async def hot_product(catalog: CatalogUnderTest) -> None:
+    await catalog.set_stock(TYPEWRITER, 100)
+    port = str(catalog.server.port)
+    clients = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tests.load_reserve", port, TYPEWRITER, "500", f"c{n}", stdout=asyncio.subprocess.PIPE
+        )
+        for n in range(4)
+    ]
+    outputs = [json.loads((await client.communicate())[0]) for client in clients]
+    assert all(client.returncode == 0 for client in clients)
+    assert all(set(o) == {"ok", "short"} for o in outputs), outputs
+    assert sum(o["ok"] for o in outputs) == 100
+    assert sum(o["short"] for o in outputs) == 1900
+    assert all(set(o) == {"ok", "short"} for o in outputs), outputs
+    assert await catalog.stock(TYPEWRITER) == 0
+    # The journal shows every intermediate counter value: it never went below zero.
+    entries = await catalog.redis.xrange(catalog.parts.keys.journal)
+    afters = [int(f[b"after"]) for _i, f in entries if f[b"reason"] == b"reserve"]
+    assert len(afters) == 100 and min(afters) == 0
+    assert len(set(await catalog.placed_order_ids())) == 100
+    await catalog.flusher.run_until_idle()
+    assert await catalog.sql_stock(TYPEWRITER) == 0
+    assert all(row.ok for row in await catalog.audit())
