@@ -6,6 +6,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as redis
 from sqlalchemy import func, select
@@ -64,9 +65,15 @@ class CatalogUnderTest:
     async def journal_length(self) -> int:
         return int(await self.redis.xlen(self.parts.keys.journal))
 
+    async def stream(self, name: str) -> list[dict[bytes, bytes]]:
+        entries: Any = await self.redis.xrange(name)
+        return [fields for _id, fields in entries]
+
+    async def journal(self) -> list[dict[bytes, bytes]]:
+        return await self.stream(self.parts.keys.journal)
+
     async def placed_order_ids(self) -> list[str]:
-        entries = await self.redis.xrange(self.parts.keys.order_stream)
-        return [fields[b"order_id"].decode() for _id, fields in entries]
+        return [fields[b"order_id"].decode() for fields in await self.stream(self.parts.keys.order_stream)]
 
     async def sql_stock(self, product_id: str) -> int:
         return (await self.parts.sql_stock.stock([product_id]))[product_id]

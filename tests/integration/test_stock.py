@@ -86,8 +86,8 @@ async def test_missing_counter_is_not_loaded_while_journal_is_unflushed(catalog:
 
 async def test_set_stock_is_journaled_and_flushed(catalog: CatalogUnderTest) -> None:
     await catalog.set_stock(CAMERA, 42)
-    entries = await catalog.redis.xrange(catalog.parts.keys.journal)
-    assert [(f[b"product_id"], f[b"delta"], f[b"reason"]) for _i, f in entries] == [(CAMERA.encode(), b"2", b"set")]
+    entries = await catalog.journal()
+    assert [(f[b"product_id"], f[b"delta"], f[b"reason"]) for f in entries] == [(CAMERA.encode(), b"2", b"set")]
     assert await catalog.flusher.run_until_idle() == 1
     assert await catalog.sql_stock(CAMERA) == 42
     assert await catalog.count(journal_applied) == 1
@@ -174,8 +174,7 @@ async def hot_product(catalog: CatalogUnderTest) -> None:
     assert all(set(o) == {"ok", "short"} for o in outputs), outputs
     assert await catalog.stock(TYPEWRITER) == 0
     # The journal shows every intermediate counter value: it never went below zero.
-    entries = await catalog.redis.xrange(catalog.parts.keys.journal)
-    afters = [int(f[b"after"]) for _i, f in entries if f[b"reason"] == b"reserve"]
+    afters = [int(f[b"after"]) for f in await catalog.journal() if f[b"reason"] == b"reserve"]
     assert len(afters) == 100 and min(afters) == 0
     assert len(set(await catalog.placed_order_ids())) == 100
     await catalog.flusher.run_until_idle()
