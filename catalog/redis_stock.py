@@ -11,7 +11,16 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from catalog.keys import Keys
-from catalog.stock import CounterMissing, InsufficientStock, Line, RedisDown, Shortage, decode_lines, encode_lines
+from catalog.stock import (
+    COPIED_FROM_SQL,
+    CounterMissing,
+    InsufficientStock,
+    Line,
+    RedisDown,
+    Shortage,
+    decode_lines,
+    encode_lines,
+)
 
 
 def _lua(name: str) -> str:
@@ -72,9 +81,10 @@ class RedisStock:
         values = await self._call(lambda: self._client.mget([self._keys.stock(p) for p in product_ids]))
         return {pid: int(v) if v is not None else None for pid, v in zip(product_ids, values, strict=True)}
 
-    async def reservation(self, order_id: str) -> list[Line] | None:
+    async def reserved_by_lua(self, order_id: str) -> bool:
+        """True if reserve.lua itself reserved this order (not a marker copied from SQL)."""
         value = await self._call(lambda: self._client.get(self._keys.reserved(order_id)))
-        return decode_lines(_text(value)) if value is not None else None
+        return value is not None and not _text(value).startswith(COPIED_FROM_SQL)
 
     async def put_counter(self, product_id: str, stock: int, *, overwrite: bool) -> bool:
         """Set a counter from SQL: only if absent (a load) or unconditionally (a rebuild)."""
@@ -84,7 +94,7 @@ class RedisStock:
     async def put_markers(self, order_id: str, lines: list[Line], released: bool) -> None:
         """Copy a SQL-path reservation into Redis so a retry on Redis is recognised."""
         pipe = self._client.pipeline(transaction=True)
-        pipe.set(self._keys.reserved(order_id), encode_lines(lines), ex=self._ttl, nx=True)
+        pipe.set(self._keys.reserved(order_id), COPIED_FROM_SQL + encode_lines(lines), ex=self._ttl, nx=True)
         if released:
             pipe.set(self._keys.released(order_id), "1", ex=self._ttl, nx=True)
         await self._call(pipe.execute)

@@ -8,7 +8,9 @@ oversell. Redis is trusted again only after (1) the journal has drained into
 SQL, (2) every product changed on the SQL path has its counter rebuilt from
 SQL, (3) SQL-path reservation markers are copied to Redis, and (4) their
 OrderPlaced events are relayed to the order stream. New calls wait the few
-milliseconds this takes.
+milliseconds this takes. An order reserved on both paths (a Lua call that ran
+but whose reply was lost when Redis died, then retried on SQL) keeps its Redis
+reservation; the SQL copy is undone first.
 """
 
 from __future__ import annotations
@@ -70,9 +72,12 @@ class StockEngine:
         self.path = Path.REDIS
         self._open = asyncio.Event()
         self._open.set()
-        self._sql_in_flight = 0
-        self._sql_idle = asyncio.Event()
-        self._sql_idle.set()
+        # Calls in progress on either path: the switch back to Redis waits for
+        # all of them, or a late Lua call could land between reading SQL stock
+        # and overwriting the counter with it.
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._load_lock = asyncio.Lock()
         self._recovery: asyncio.Task[None] | None = None
 
@@ -141,19 +146,28 @@ class StockEngine:
 
     async def _either(self, on_redis: Callable[[], Awaitable[T]], on_sql: Callable[[], Awaitable[T]]) -> T:
         await self._open.wait()
-        if self.path is Path.REDIS:
-            try:
-                return await on_redis()
-            except RedisDown as error:
-                self._enter_sql(str(error))
-        self._sql_in_flight += 1
-        self._sql_idle.clear()
+        self._in_flight += 1
+        self._idle.clear()
         try:
+            if self.path is Path.REDIS:
+                try:
+                    return await on_redis()
+                except RedisDown as error:
+                    failure = error
+                # A pooled connection broken by a Redis restart fails once and
+                # then reconnects: confirm before leaving Redis. Every Redis
+                # operation here is idempotent (markers), so trying again is safe.
+                if await self._redis.ping():
+                    try:
+                        return await on_redis()
+                    except RedisDown as error:
+                        failure = error
+                self._enter_sql(str(failure))
             return await on_sql()
         finally:
-            self._sql_in_flight -= 1
-            if not self._sql_in_flight:
-                self._sql_idle.set()
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
 
     def _enter_sql(self, reason: str) -> None:
         if self.path is not Path.REDIS:
@@ -172,7 +186,10 @@ class StockEngine:
                     continue  # the flusher is still writing Redis-path changes to SQL
                 self.path = Path.SWITCHING
                 self._open.clear()
-                await self._sql_idle.wait()
+                await self._idle.wait()
+                if await self._redis.journal_length():
+                    self.path = Path.SQL  # late Redis-path calls journaled more: let it drain
+                    continue
                 await self._rebuild()
             except (RedisDown, SQLAlchemyError, OSError) as error:
                 log.warning("stock: recovery attempt failed (%s); staying on SQL", error)
@@ -185,6 +202,16 @@ class StockEngine:
             return
 
     async def _rebuild(self) -> None:
+        # A Lua call whose reply was lost as Redis went down did reserve; the
+        # retry on SQL then reserved the same order again. Redis's copy stands
+        # (its OrderPlaced is already published); the SQL copy is undone.
+        released_meanwhile = []
+        for reservation in await self._sql.reservations():
+            if await self._redis.reserved_by_lua(reservation.order_id):
+                log.warning("stock: %s was reserved on both paths; undoing the SQL copy", reservation.order_id)
+                await self._sql.forget_duplicate(reservation.order_id)
+                if reservation.released:
+                    released_meanwhile.append(reservation.order_id)
         while True:
             dirty = await self._sql.dirty_stock()
             for product_id, stock in dirty.items():
@@ -197,6 +224,8 @@ class StockEngine:
             for event in events:
                 await self._redis.publish_order_placed(event.order_id, event.event)
             await self._sql.delete_outbox([e.id for e in events])
+        for order_id in released_meanwhile:  # released on SQL: release Redis's copy too
+            await self._redis.release(order_id)
 
     # -- counters -------------------------------------------------------------------
 

@@ -9,6 +9,8 @@ rebuilt before Redis is trusted again.
 
 from __future__ import annotations
 
+import asyncio
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,7 +27,7 @@ from mesh.db import UnitOfWork
 from mesh.errors import NotFound
 
 T = TypeVar("T")
-ATTEMPTS = 5
+ATTEMPTS = 8
 
 
 @dataclass(frozen=True)
@@ -56,9 +58,10 @@ class SqlStock:
                     return result
             except DBAPIError as error:
                 # Duplicate key (a concurrent twin won), deadlock, lock wait:
-                # all resolved by running again on fresh state.
+                # all resolved by running again on fresh state, a little later.
                 if attempt == ATTEMPTS - 1 or error.connection_invalidated:
                     raise
+                await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))
         raise AssertionError("unreachable")
 
     # -- the write-behind target -------------------------------------------------
@@ -121,7 +124,9 @@ class SqlStock:
         """Like reserve.lua: None when reserved now, the earlier lines for a repeat."""
 
         async def work(connection: AsyncConnection) -> list[Line] | None:
-            earlier = await self._reservation(connection, order_id)
+            # Not a locking read: a concurrent twin is stopped by the primary key
+            # at INSERT, and the retry then finds it here.
+            earlier = await self._reservation(connection, order_id, lock=False)
             if earlier is not None:
                 return earlier.lines
             pids = [line.product_id for line in lines]  # already in id order: merge() sorts
@@ -195,12 +200,11 @@ class SqlStock:
 
         await self._transaction(work)
 
-    async def _reservation(self, connection: AsyncConnection, order_id: str) -> SqlReservation | None:
-        row = (
-            await connection.execute(
-                select(sql_reservations).where(sql_reservations.c.order_id == order_id).with_for_update()
-            )
-        ).first()
+    async def _reservation(
+        self, connection: AsyncConnection, order_id: str, lock: bool = True
+    ) -> SqlReservation | None:
+        query = select(sql_reservations).where(sql_reservations.c.order_id == order_id)
+        row = (await connection.execute(query.with_for_update() if lock else query)).first()
         if row is None:
             return None
         return SqlReservation(row.order_id, decode_lines(row.lines), bool(row.released))
@@ -255,6 +259,31 @@ class SqlStock:
             )
         ).all()
         return {row.id: int(row.stock) for row in rows}
+
+    async def forget_duplicate(self, order_id: str) -> SqlReservation | None:
+        """Undo a SQL-path reservation of an order that Redis also reserved.
+
+        Gives its stock back (unless it was released already), drops its
+        OrderPlaced from the outbox (Redis already published one) and forgets it.
+        """
+
+        async def work(connection: AsyncConnection) -> SqlReservation | None:
+            reservation = await self._reservation(connection, order_id)
+            if reservation is None:
+                return None
+            if not reservation.released:
+                for line in reservation.lines:
+                    await connection.execute(
+                        update(products)
+                        .where(products.c.id == line.product_id)
+                        .values(stock=products.c.stock + line.quantity)
+                    )
+                await self._mark_dirty(connection, [line.product_id for line in reservation.lines])
+            await connection.execute(delete(stock_outbox).where(stock_outbox.c.order_id == order_id))
+            await connection.execute(delete(sql_reservations).where(sql_reservations.c.order_id == order_id))
+            return reservation
+
+        return await self._transaction(work)
 
     async def reservations(self) -> list[SqlReservation]:
         async with self._engine.connect() as connection:

@@ -76,9 +76,14 @@ def encode_lines(lines: Iterable[Line]) -> str:
     return ",".join(f"{line.product_id}={line.quantity}" for line in lines)
 
 
+# Marks a reservation marker copied into Redis from a SQL-path reservation, as
+# opposed to one written by reserve.lua.
+COPIED_FROM_SQL = "sql:"
+
+
 def decode_lines(text: str) -> list[Line]:
     lines = []
-    for part in filter(None, text.split(",")):
+    for part in filter(None, text.removeprefix(COPIED_FROM_SQL).split(",")):
         pid, _, qty = part.partition("=")
         lines.append(Line(pid, int(qty)))
     return lines

@@ -24,6 +24,10 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
     return create_async_engine(
         url,
         echo=echo,
+        # Correctness here rests on row locks and unique keys, never on
+        # repeatable reads; READ COMMITTED also drops InnoDB's gap locks, the
+        # usual source of deadlocks between concurrent inserts.
+        isolation_level="READ COMMITTED",
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,

@@ -13,6 +13,7 @@ local lines = redis.call('GET', KEYS[1])
 if not lines then
   return 0
 end
+lines = string.gsub(lines, '^sql:', '')  -- a marker copied from a SQL-path reservation
 for pid, qty in string.gmatch(lines, '([^=,]+)=(%d+)') do
   local after = redis.call('INCRBY', ARGV[3] .. pid, qty)
   redis.call('XADD', KEYS[3], '*', 'product_id', pid, 'delta', qty,
