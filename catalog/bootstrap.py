@@ -83,6 +83,7 @@ async def bootstrap(settings: CatalogSettings) -> App:
         cache,
         clock=utc_now,
         recovery_interval=settings.stock_recovery_interval_seconds,
+        sql_only=settings.stock_path == "sql",
     )
     await engine.warm(list(await cache.all()))
     limits = Limits(settings.max_lines_per_order, settings.max_units_per_line)

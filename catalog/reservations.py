@@ -63,13 +63,15 @@ class StockEngine:
         *,
         clock: Clock,
         recovery_interval: float = 0.5,
+        sql_only: bool = False,
     ) -> None:
         self._redis = redis_stock
         self._sql = sql_stock
         self._cache = cache
         self._clock = clock
         self._recovery_interval = recovery_interval
-        self.path = Path.REDIS
+        self._sql_only = sql_only
+        self.path = Path.SQL if sql_only else Path.REDIS
         self._open = asyncio.Event()
         self._open.set()
         # Calls in progress on either path: the switch back to Redis waits for
@@ -132,6 +134,8 @@ class StockEngine:
 
     async def warm(self, product_ids: list[str]) -> None:
         """Load missing counters at start-up, so the first orders do not pay for it."""
+        if self._sql_only:
+            return
         try:
             await self._load_counters(product_ids)
         except RedisDown:
@@ -170,7 +174,7 @@ class StockEngine:
                 self._idle.set()
 
     def _enter_sql(self, reason: str) -> None:
-        if self.path is not Path.REDIS:
+        if self.path is not Path.REDIS or self._sql_only:
             return
         log.warning("stock: Redis unavailable (%s); reservations take the SQL path", reason)
         self.path = Path.SQL

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -32,3 +32,6 @@ class CatalogSettings(ServiceSettings):
     flusher_batch_size: int = Field(200, ge=1, le=10_000)
     flusher_claim_idle_ms: int = Field(30_000, ge=100)
     stock_recovery_interval_seconds: float = Field(0.5, gt=0)
+    # "auto": Redis, with the SQL path while Redis is down. "sql": the SQL path
+    # only (Redis maintenance; also the benchmark's baseline).
+    stock_path: Literal["auto", "sql"] = "auto"

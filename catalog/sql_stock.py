@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from catalog.journal import JournalEntry, totals
 from catalog.models import dead_letters, journal_applied, products, sql_reservations, stock_dirty, stock_outbox
 from catalog.stock import InsufficientStock, Line, Shortage, decode_lines, encode_lines
-from mesh.db import UnitOfWork
+from mesh.db import UnitOfWork, reading
 from mesh.errors import NotFound
 
 T = TypeVar("T")
@@ -107,14 +107,14 @@ class SqlStock:
             await uow.commit()
 
     async def stock(self, product_ids: list[str]) -> dict[str, int]:
-        async with self._engine.connect() as connection:
+        async with reading(self._engine) as connection:
             rows = (
                 await connection.execute(select(products.c.id, products.c.stock).where(products.c.id.in_(product_ids)))
             ).all()
         return {row.id: int(row.stock) for row in rows}
 
     async def all_stock(self) -> dict[str, int]:
-        async with self._engine.connect() as connection:
+        async with reading(self._engine) as connection:
             rows = (await connection.execute(select(products.c.id, products.c.stock).order_by(products.c.id))).all()
         return {row.id: int(row.stock) for row in rows}
 
@@ -227,7 +227,7 @@ class SqlStock:
 
     async def dirty_stock(self) -> dict[str, int]:
         """Stock of every product changed on the SQL path since the last rebuild."""
-        async with self._engine.connect() as connection:
+        async with reading(self._engine) as connection:
             rows = (
                 await connection.execute(
                     select(products.c.id, products.c.stock).join(stock_dirty, stock_dirty.c.product_id == products.c.id)
@@ -286,12 +286,12 @@ class SqlStock:
         return await self._transaction(work)
 
     async def reservations(self) -> list[SqlReservation]:
-        async with self._engine.connect() as connection:
+        async with reading(self._engine) as connection:
             rows = (await connection.execute(select(sql_reservations))).all()
         return [SqlReservation(r.order_id, decode_lines(r.lines), bool(r.released)) for r in rows]
 
     async def outbox(self, limit: int = 500) -> list[OutboxEvent]:
-        async with self._engine.connect() as connection:
+        async with reading(self._engine) as connection:
             rows = (await connection.execute(select(stock_outbox).order_by(stock_outbox.c.id).limit(limit))).all()
         return [OutboxEvent(r.id, r.order_id, bytes(r.event)) for r in rows]
 

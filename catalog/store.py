@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from catalog.models import products
 from catalog.products import Product
-from mesh.db import UnitOfWork, is_unique_violation
+from mesh.db import UnitOfWork, is_unique_violation, reading
 from mesh.money import Money
 
 
@@ -21,17 +21,17 @@ class SqlProductStore:
 
     async def page_after(self, last_id: str, limit: int) -> list[Product]:
         query = select(products).where(products.c.id > last_id).order_by(products.c.id).limit(limit)
-        async with self._engine.connect() as connection:
+        async with reading(self._engine) as connection:
             rows = (await connection.execute(query)).all()
         return [_product(row._mapping) for row in rows]
 
     async def all_products(self) -> list[Product]:
-        async with self._engine.connect() as connection:
+        async with reading(self._engine) as connection:
             rows = (await connection.execute(select(products).order_by(products.c.id))).all()
         return [_product(row._mapping) for row in rows]
 
     async def get(self, product_id: str) -> Product | None:
-        async with self._engine.connect() as connection:
+        async with reading(self._engine) as connection:
             row = (await connection.execute(select(products).where(products.c.id == product_id))).first()
         return _product(row._mapping) if row is not None else None
 

@@ -7,6 +7,8 @@ each context's adapter module does its SQL through a UnitOfWork.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -15,6 +17,15 @@ from sqlalchemy import MetaData, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+READONLY = "ordermesh_readonly"
+
+
+@asynccontextmanager
+async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection for reads only (on SQLite it takes no write lock)."""
+    async with engine.connect() as connection:
+        yield await connection.execution_options(**{READONLY: True})
 
 
 def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
@@ -56,8 +67,10 @@ def _sqlite_engine(url: str, *, echo: bool) -> AsyncEngine:
     def _on_begin(connection: Any) -> None:
         # IMMEDIATE takes the write lock up front: a deferred transaction that
         # reads and then writes can fail with SQLITE_BUSY without waiting, and
-        # SQLite has one writer anyway.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # SQLite has one writer anyway. Reads (see ``reading``) need no lock:
+        # in WAL mode they never wait for the writer.
+        readonly = connection.get_execution_options().get(READONLY, False)
+        connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -120,7 +133,7 @@ def is_unique_violation(error: BaseException) -> bool:
 
 async def ping(engine: AsyncEngine) -> bool:
     try:
-        async with engine.connect() as connection:
+        async with reading(engine) as connection:
             await connection.execute(text("SELECT 1"))
         return True
     except Exception:  # noqa: BLE001 - readiness reports any failure as not ready

@@ -45,4 +45,14 @@ def run_service(name: str, settings_cls: type[S], bootstrap: Callable[[S], Await
         trace.set_tracer_provider(app.tracer_provider)
         await serve(app)
 
+    _fast_event_loop()
     asyncio.run(main())
+
+
+def _fast_event_loop() -> None:
+    """uvloop where installed: a faster event loop for the same asyncio code."""
+    try:
+        import uvloop
+    except ImportError:
+        return
+    uvloop.install()

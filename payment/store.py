@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from mesh.db import UnitOfWork, is_unique_violation
+from mesh.db import UnitOfWork, is_unique_violation, reading
 from mesh.money import Money
 from payment.charges import Payment, Status
 from payment.models import payments
@@ -34,7 +34,7 @@ class SqlPaymentStore:
         return existing
 
     async def get(self, order_id: str) -> Payment | None:
-        async with self._engine.connect() as connection:
+        async with reading(self._engine) as connection:
             row = (await connection.execute(select(payments).where(payments.c.order_id == order_id))).first()
         return _payment(row._mapping) if row is not None else None
 

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from mesh.db import UnitOfWork, is_unique_violation
+from mesh.db import UnitOfWork, is_unique_violation, reading
 from shipping.models import shipments
 from shipping.shipments import Shipment
 
@@ -42,7 +42,7 @@ class SqlShipmentStore:
         return existing
 
     async def get(self, order_id: str) -> Shipment | None:
-        async with self._engine.connect() as connection:
+        async with reading(self._engine) as connection:
             row = (await connection.execute(select(shipments).where(shipments.c.order_id == order_id))).first()
         return _shipment(row._mapping) if row is not None else None
 

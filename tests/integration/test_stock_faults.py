@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -69,10 +70,10 @@ async def test_sigkilled_flusher_applies_every_entry_exactly_once(database_url: 
 
 
 @pytest.fixture
-def private_mariadb(tmp_path: Path) -> MariaDBServer:
+def private_mariadb(tmp_path: Path) -> Iterator[MariaDBServer]:
     server = MariaDBServer(tmp_path / "mariadb", free_port()).start()
     server.create_database("catalog")
-    yield server  # type: ignore[misc]
+    yield server
     server.stop()
 
 
