@@ -15,13 +15,15 @@ RUN_DEBS := redis-server
 TEST_DEBS := redis-server mariadb-server prometheus
 PYTEST_ARGS ?=
 
-.PHONY: help setup venv debs-run debs-test tools-test rocketmq-jars run test lint protos clean
+.PHONY: help setup venv debs-run debs-test tools-test rocketmq-jars run test lint protos clean audit bench bench-stock
 
 help:
 	@echo "make run      start the whole mesh locally (installs what it needs first)"
 	@echo "make test     lint + unit, integration and e2e tests against real Redis, SQLite and MariaDB"
 	@echo "make lint     ruff + mypy --strict (generated code excluded)"
 	@echo "make protos   regenerate ordermesh/ stubs from protos/"
+	@echo "make audit    check stock conservation of the local mesh (Redis vs SQL vs journal)"
+	@echo "make bench    all benchmarks (bench-stock: Redis path vs SQL path)"
 	@echo "make setup    install everything: Debian packages, .venv, Go-built tools, RocketMQ jars"
 
 # The venv is rebuilt only when the dependency pins change; pip reuses its cache.
@@ -58,6 +60,15 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy .
+
+audit: venv
+	$(PY) -m catalog audit
+
+bench: bench-stock
+
+bench-stock: venv debs-test
+	@scripts/setup/go-tools.sh ghz
+	$(PY) scripts/bench_stock.py
 
 protos: venv
 	$(PY) scripts/gen_protos.py

@@ -83,7 +83,8 @@ class LocalMesh:
         port = parsed.port or 6379
         if port_open(port, parsed.hostname or "127.0.0.1"):
             return
-        self.redis = RedisServer(self.var_dir / "redis", port).start()
+        # Append-only: the stock journal survives a restart of the local Redis.
+        self.redis = RedisServer(self.var_dir / "redis", port, appendonly=True).start()
 
     def _wait_serving(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
