@@ -123,8 +123,10 @@ async def main() -> None:
         finally:
             mariadb.stop()
             redis.stop()
-    print(f"\nReserveStock through gRPC: one catalog process; ghz with {CONCURRENCY} calls in flight over "
-          f"{CONNECTIONS} connections; {SECONDS:.0f} s per run; {os.cpu_count()} cores; SQL path on MariaDB")  # fmt: skip
+    print(
+        f"\nReserveStock through gRPC: one catalog process; ghz with {CONCURRENCY} calls in flight over "
+        f"{CONNECTIONS} connections; {SECONDS:.0f} s per run; {os.cpu_count()} cores; SQL path on MariaDB"
+    )
     print(f"{'scenario':<16} {'path':<6} {'res/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
     for (label, path), r in table.items():
         print(f"{label:<16} {path:<6} {r['rps']:>9.0f} {r['p50']:>8.1f} {r['p99']:>8.1f} {r['errors']:>7.0f}")
