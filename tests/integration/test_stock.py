@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import AsyncIterator
 
@@ -12,7 +13,7 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from catalog.models import journal_applied
+from catalog.models import dead_letters, journal_applied
 from mesh.local.procs import RedisServer
 from ordermesh.catalog.v1 import catalog_pb2
 from ordermesh.common.v1 import common_pb2
@@ -180,3 +181,42 @@ async def hot_product(catalog: CatalogUnderTest) -> None:
     await catalog.flusher.run_until_idle()
     assert await catalog.sql_stock(TYPEWRITER) == 0
     assert all(row.ok for row in await catalog.audit())
+
+
+async def test_malformed_journal_entry_is_dead_lettered_and_the_rest_flows(catalog: CatalogUnderTest) -> None:
+    await catalog.reserve("o-before", (CAMERA, 1))
+    await catalog.redis.xadd(catalog.parts.keys.journal, {"product_id": CAMERA, "delta": "lots"})
+    await catalog.reserve("o-after", (CAMERA, 2))
+    assert await catalog.flusher.run_until_idle() == 3
+    assert await catalog.journal_length() == 0
+    dead = await catalog.stream(catalog.parts.keys.dead_letters)
+    assert len(dead) == 1 and dead[0][b"delta"] == b"lots" and b"dead_reason" in dead[0]
+    assert await catalog.count(dead_letters) == 1
+    assert await catalog.sql_stock(CAMERA) == 40 - 3
+    assert all(row.ok for row in await catalog.audit())
+
+
+async def test_audit_command_exits_non_zero_on_a_mismatch(catalog: CatalogUnderTest) -> None:
+    env = {
+        **os.environ,
+        "DATABASE_URL": catalog.settings.database_url,
+        "REDIS_URL": catalog.settings.redis_url,
+        "CATALOG_KEY_PREFIX": catalog.settings.catalog_key_prefix,
+        "CATALOG_SEED": "false",
+    }
+
+    async def run_audit() -> tuple[int, str]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "catalog", "audit", env=env, stdout=asyncio.subprocess.PIPE
+        )
+        output = (await process.communicate())[0].decode()
+        return int(process.returncode or 0), output
+
+    await catalog.reserve("o-audit", (CAMERA, 1))
+    code, output = await run_audit()
+    assert code == 0, output
+    assert f"{CAMERA:<20} {39:>10} {-1:>10} {40:>10}  ok" in output
+    await catalog.redis.incrby(catalog.parts.keys.stock(CAMERA), 5)  # a counter that lies
+    code, output = await run_audit()
+    assert code == 1
+    assert "MISMATCH" in output and "1 mismatched" in output
