@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from catalog.cache import ProductCache
 from catalog.flusher import FlusherConfig, JournalFlusher
 from catalog.keys import Keys
+from catalog.metrics import FlusherMetrics, StockPathMetric
 from catalog.models import metadata
 from catalog.products import Catalog
 from catalog.redis_stock import RedisStock
@@ -68,9 +69,9 @@ async def build_parts(settings: CatalogSettings) -> Parts:
     )
 
 
-def build_flusher(parts: Parts, settings: CatalogSettings) -> JournalFlusher:
+def build_flusher(parts: Parts, settings: CatalogSettings, metrics: FlusherMetrics | None = None) -> JournalFlusher:
     config = FlusherConfig(batch_size=settings.flusher_batch_size, claim_idle_ms=settings.flusher_claim_idle_ms)
-    return JournalFlusher(parts.client, parts.keys, parts.sql_stock, clock=utc_now, config=config)
+    return JournalFlusher(parts.client, parts.keys, parts.sql_stock, clock=utc_now, config=config, metrics=metrics)
 
 
 async def bootstrap(settings: CatalogSettings) -> App:
@@ -94,8 +95,9 @@ async def bootstrap(settings: CatalogSettings) -> App:
             catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
         )
     )
+    StockPathMetric(app.registry, engine)
     if settings.flusher_enabled:
-        app.workers.append(build_flusher(parts, settings))
+        app.workers.append(build_flusher(parts, settings, FlusherMetrics(app.registry)))
     # Redis is not a readiness condition: without it reservations take the SQL path.
     app.readiness["database"] = lambda: ping(parts.engine)
     app.closers += [parts.close, engine.close]

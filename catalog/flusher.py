@@ -26,6 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from catalog.journal import JournalEntry, MalformedEntry, parse
 from catalog.keys import Keys
+from catalog.metrics import FlusherMetrics
 from catalog.sql_stock import SqlStock
 from mesh.clock import Clock
 
@@ -56,6 +57,7 @@ class JournalFlusher:
         clock: Clock,
         config: FlusherConfig = FlusherConfig(),
         consumer: str | None = None,
+        metrics: FlusherMetrics | None = None,
     ) -> None:
         self._client = client
         self._keys = keys
@@ -66,8 +68,7 @@ class JournalFlusher:
         self._running = False
         self._task: asyncio.Task[None] | None = None
         self._read_own_pending = True
-        self.applied = 0
-        self.dead_lettered = 0
+        self._metrics = metrics
 
     async def start(self) -> None:
         # The consumer group is created by the loop, which retries: a flusher
@@ -173,7 +174,12 @@ class JournalFlusher:
             except MalformedEntry as error:
                 await self._dead_letter(entry_id.decode(), fields, str(error))
         if entries:
-            self.applied += await self._sql.apply_journal(entries, self._clock())
+            applied = await self._sql.apply_journal(entries, self._clock())
+            if self._metrics is not None:
+                self._metrics.applied.inc(applied)
+                # Stream ids start with the append time in milliseconds.
+                oldest_ms = int(entries[0].entry_id.split("-", 1)[0])
+                self._metrics.lag.set(max(0.0, self._clock().timestamp() - oldest_ms / 1000))
         await self._acknowledge([entry_id for entry_id, _ in raw])
         return len(raw)
 
@@ -182,7 +188,8 @@ class JournalFlusher:
         dead: dict[Any, Any] = {**payload, "dead_entry_id": entry_id, "dead_reason": reason}
         await self._client.xadd(self._keys.dead_letters, dead)
         await self._sql.dead_letter(self._keys.journal, entry_id, reason, repr(payload), self._clock())
-        self.dead_lettered += 1
+        if self._metrics is not None:
+            self._metrics.dead_lettered.inc()
         log.error("flusher: dead-lettered %s: %s", entry_id, reason)
 
     async def _acknowledge(self, entry_ids: list[bytes]) -> None:

@@ -59,6 +59,9 @@ class CatalogUnderTest:
         product = await self.stub.GetProduct(catalog_pb2.GetProductRequest(id=product_id))
         return int(product.stock)
 
+    def metric(self, name: str) -> float | None:
+        return self.server.app.registry.get_sample_value(name)
+
     async def set_stock(self, product_id: str, stock: int) -> None:
         await self.stub.SetStock(catalog_pb2.SetStockRequest(product_id=product_id, stock=stock))
 

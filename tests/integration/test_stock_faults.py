@@ -136,6 +136,7 @@ async def test_redis_down_under_load_falls_back_to_sql_and_recovers(database_url
             during = len(placed)
             await asyncio.sleep(1.5)
             assert len(placed) > during + 20, "orders must keep flowing through SQL while Redis is down"
+            assert catalog.metric("ordermesh_stock_path") == 1
             assert await catalog.count(sql_reservations) > 0
             await asyncio.to_thread(redis.start)
 
@@ -149,6 +150,8 @@ async def test_redis_down_under_load_falls_back_to_sql_and_recovers(database_url
             await catalog.flusher.run_until_idle()
 
             assert failures == []
+            assert catalog.metric("ordermesh_stock_path") == 0
+            assert (catalog.metric("ordermesh_flusher_applied_entries_total") or 0) > 0
             rows = await catalog.audit()
             assert all(row.ok for row in rows), [row for row in rows if not row.ok]
             sold = sum([initial[p] - await catalog.sql_stock(p) for p in PRODUCTS])
