@@ -101,9 +101,11 @@ class MetricsInterceptor(_UnaryInterceptor):
     def wrap(self, handler: Handler, behavior: Behavior, details: grpc.HandlerCallDetails) -> Handler:
         service, name = split_method(details.method)
         metrics = self._metrics
+        started_count = metrics.started.labels(service, name)
+        latency = metrics.latency.labels(service, name)
 
         async def measured(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            metrics.started.labels(service, name).inc()
+            started_count.inc()
             start = time.perf_counter()
             code = grpc.StatusCode.UNKNOWN
             try:
@@ -118,7 +120,7 @@ class MetricsInterceptor(_UnaryInterceptor):
                 raise
             finally:
                 metrics.handled.labels(service, name, code.name).inc()
-                metrics.latency.labels(service, name).observe(time.perf_counter() - start)
+                latency.observe(time.perf_counter() - start)
 
         return _rewrap(handler, measured)
 
