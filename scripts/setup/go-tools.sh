@@ -15,6 +15,8 @@ declare -A PKG=(
   [grpcurl]="github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4"
   [helm]="helm.sh/helm/v3/cmd/helm@v3.22.0"
   [k6]="go.k6.io/k6@v1.8.1"
+  # gRPC load generator used by `make bench-stock`.
+  [ghz]="github.com/bojand/ghz/cmd/ghz@v0.121.0"
   # Jaeger v2 binary (runs as all-in-one with in-memory storage when started
   # without --config). Module tag v1.76.0 is the Dec 2025 release that ships
   # both cmd/all-in-one (v1) and cmd/jaeger (v2). Its go.mod has a replace
@@ -27,12 +29,13 @@ declare -A PKG=(
 declare -A SRC=(
   [jaeger]="github.com/jaegertracing/jaeger@v1.76.0 ./cmd/jaeger"
 )
-ORDER=(grpcurl helm k6 jaeger)
+ORDER=(grpcurl helm k6 ghz jaeger)
 
 # Extra linker flags per tool: these read their version from ldflags only
 # (otherwise `--version` prints "dev build"/empty); k6 uses Go build info.
 declare -A LDX=(
   [grpcurl]="-X main.version=v1.9.4"
+  [ghz]="-X main.version=v0.121.0"
   [helm]="-X helm.sh/helm/v3/internal/version.version=v3.22.0"
   [jaeger]="-X github.com/jaegertracing/jaeger/internal/version.latestVersion=v1.76.0"
 )

@@ -33,7 +33,7 @@ command -v mvn >/dev/null || { echo "rocketmq: mvn not found (apt-get install ma
 mkdir -p "$DEST"
 TMP="$(mktemp -d "$DEST/lib.tmp.XXXXXX")"
 trap 'rm -rf "$TMP"' EXIT
-MVN=(mvn -B -q -f "$POM" dependency:copy-dependencies
+MVN=(mvn -B -q -Dstyle.color=never -f "$POM" dependency:copy-dependencies
      -DincludeScope=runtime -DoutputDirectory="$TMP")
 
 echo "rocketmq: fetching $VERSION jars"

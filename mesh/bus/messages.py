@@ -1,0 +1,56 @@
+"""What handlers see: transport-neutral messages and the outcome of a batch."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from ordermesh.events.v1 import events_pb2
+
+
+@dataclass(frozen=True)
+class Message:
+    id: str  # the transport's id (a stream entry id)
+    stream: str
+    type: str  # the event type, e.g. "OrderPlaced"
+    order_id: str
+    payload: bytes  # a serialized events.v1.Envelope
+    attempt: int = 1  # 1 on first delivery; counts handler failures of this message
+
+    def envelope(self) -> events_pb2.Envelope:
+        return decode_envelope(self.payload)
+
+
+@dataclass
+class BatchOutcome:
+    """What the handler made durable. Messages not named in ``failed`` are
+    acknowledged; each failed one is retried later (with its reason) and
+    dead-lettered after the maximum number of attempts."""
+
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def fail(self, message: Message, reason: str) -> None:
+        self.failed[message.id] = reason
+
+
+Handler = Callable[[list[Message]], Awaitable[BatchOutcome]]
+
+
+def decode_envelope(payload: bytes) -> events_pb2.Envelope:
+    return events_pb2.Envelope.FromString(payload)
+
+
+def encode_fields(envelope: events_pb2.Envelope) -> dict[str, str | bytes]:
+    """Stream fields for an envelope: the type and order id readable without parsing."""
+    return {
+        "type": _type_name(envelope),
+        "order_id": envelope.order_id,
+        "event": envelope.SerializeToString(),
+    }
+
+
+def _type_name(envelope: events_pb2.Envelope) -> str:
+    kind = envelope.WhichOneof("payload")
+    if kind is None:
+        raise ValueError("an envelope needs a payload")
+    return "".join(part.capitalize() for part in kind.split("_"))

@@ -1,0 +1,295 @@
+"""The embedded transport: Redis Streams with consumer groups.
+
+Acknowledgement policy: a message is acknowledged (XACK) only after the
+handler returned without naming it as failed, i.e. after its effect is
+durable. A failed message stays pending and is re-read from this consumer's pending list after a backoff; its attempts
+are counted in Redis (shared by all consumers, kept across restarts) and after
+``max_attempts`` it is dead-lettered: persisted through the sink first, then
+acknowledged. If the handler raises (a dependency such as SQL is down), the
+whole batch stays pending and is retried after a backoff, without counting
+attempts: an outage is not the messages' fault. Messages a dead consumer left
+pending are taken over with XAUTOCLAIM after ``claim_idle_ms``.
+
+Trimming: a stream may feed several groups, so a consumer never deletes what
+it acknowledged; it trims (XTRIM MINID) below the oldest entry that any group
+still has pending or has not been delivered yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis.asyncio as redis
+from opentelemetry import trace
+from redis.exceptions import ResponseError
+
+from mesh.bus.dead_letters import DeadLetter, DeadLetterSink
+from mesh.bus.messages import BatchOutcome, Handler, Message, decode_envelope
+from mesh.clock import Clock, utc_now
+from mesh.telemetry import span_link
+
+log = logging.getLogger(__name__)
+
+
+class RedisPublisher:
+    """Append events to a stream (the outbox of the producing context)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+
+    async def publish(self, stream: str, fields: dict[str, str | bytes]) -> str:
+        entry_id = await self._client.xadd(stream, cast(Any, fields))
+        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+    async def republish(self, stream: str, type_: str, order_id: str, payload: bytes) -> str:
+        return await self.publish(stream, {"type": type_, "order_id": order_id, "event": payload})
+
+
+@dataclass(frozen=True)
+class ConsumerConfig:
+    batch_size: int = 100
+    block_ms: int = 200
+    max_attempts: int = 5
+    retry_backoff_seconds: float = 0.5
+    retry_backoff_max_seconds: float = 10.0
+    claim_idle_ms: int = 30_000
+    claim_every_seconds: float = 5.0
+
+
+class StreamConsumer:
+    """One consumer of one group on one stream, delivering batches to ``handler``."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        stream: str,
+        group: str,
+        handler: Handler,
+        dead_letters: DeadLetterSink,
+        *,
+        tracer: trace.Tracer,
+        config: ConsumerConfig = ConsumerConfig(),
+        consumer: str | None = None,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._client = client
+        self.stream = stream
+        self.group = group
+        self._handler = handler
+        self._dead_letters = dead_letters
+        self._tracer = tracer
+        self._config = config
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
+        self._clock = clock
+        self._attempts_key = f"bus:attempts:{stream}:{group}"
+        self._running = False
+        self._task: asyncio.Task[None] | None = None
+        self._pending_due = 0.0  # loop time when this consumer's pending list is due again
+
+    # -- lifecycle ------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._running = True
+        self._task = asyncio.create_task(self._run(), name=f"consume:{self.stream}:{self.group}")
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Finish the batch in hand (up to ``grace``); what is unacknowledged
+        stays pending for the next consumer."""
+        self._running = False
+        if self._task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), grace)
+        except TimeoutError:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def run_until_idle(self) -> int:
+        """Consume until nothing new or due is left (tests); returns messages handled."""
+        await self.ensure_group()
+        total = 0
+        while True:
+            handled = await self.poll(block_ms=None, force_pending=True)
+            total += handled
+            if handled == 0:
+                return total
+
+    async def ensure_group(self) -> None:
+        try:
+            await self._client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except ResponseError as error:
+            if "BUSYGROUP" not in str(error):
+                raise
+
+    # -- the loop ------------------------------------------------------------
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        backoff = self._config.retry_backoff_seconds
+        group_ready = False
+        next_claim = 0.0
+        while self._running:
+            try:
+                if not group_ready:
+                    await self.ensure_group()
+                    group_ready = True
+                if loop.time() >= next_claim:
+                    await self.claim_stale()
+                    await trim_acknowledged(self._client, self.stream)
+                    next_claim = loop.time() + self._config.claim_every_seconds
+                await self.poll(block_ms=self._config.block_ms)
+                backoff = self._config.retry_backoff_seconds
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - a consume loop must survive anything; logged
+                log.warning("consumer %s/%s: %s; retrying in %.1fs", self.stream, self.group, error, backoff)
+                self._pending_due = 0.0
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._config.retry_backoff_max_seconds)
+
+    async def claim_stale(self) -> int:
+        reply = await self._client.xautoclaim(
+            self.stream, self.group, self.consumer, self._config.claim_idle_ms, "0-0", count=self._config.batch_size
+        )
+        claimed = len(reply[1]) if reply else 0
+        if claimed:
+            log.info("consumer %s/%s: claimed %d stale messages", self.stream, self.group, claimed)
+            self._pending_due = 0.0
+        return claimed
+
+    async def poll(self, block_ms: int | None, force_pending: bool = False) -> int:
+        """Handle this consumer's due pending messages, else one batch of new ones."""
+        loop = asyncio.get_running_loop()
+        if force_pending or loop.time() >= self._pending_due:
+            handled = await self._consume("0", None)
+            if handled:
+                return handled
+            self._pending_due = float("inf")  # nothing pending: until a failure schedules it
+        return await self._consume(">", block_ms)
+
+    async def _consume(self, start_id: str, block_ms: int | None) -> int:
+        reply: Any = await self._client.xreadgroup(
+            self.group, self.consumer, {self.stream: start_id}, count=self._config.batch_size, block=block_ms
+        )
+        delivered: list[tuple[bytes, dict[bytes, bytes] | None]] = reply[0][1] if reply else []
+        if not delivered:
+            return 0
+        gone = [entry_id for entry_id, fields in delivered if not fields]  # trimmed after an ack was lost
+        if gone:
+            await self._acknowledge([e.decode() for e in gone])
+        entries = [(entry_id.decode(), fields) for entry_id, fields in delivered if fields]
+        if entries:
+            await self._handle(entries)
+        return len(delivered)
+
+    async def _handle(self, entries: list[tuple[str, dict[bytes, bytes]]]) -> None:
+        attempts = await self._attempts([entry_id for entry_id, _ in entries])
+        messages = [
+            Message(
+                id=entry_id,
+                stream=self.stream,
+                type=fields.get(b"type", b"").decode(),
+                order_id=fields.get(b"order_id", b"").decode(),
+                payload=fields.get(b"event", b""),
+                attempt=attempts.get(entry_id, 0) + 1,
+            )
+            for entry_id, fields in entries
+        ]
+        links = [link for m in messages if (link := _producer_link(m)) is not None]
+        with self._tracer.start_as_current_span(
+            f"consume {self.stream}",
+            kind=trace.SpanKind.CONSUMER,
+            links=links,
+            attributes={"messaging.system": "redis", "messaging.batch.message_count": len(messages)},
+        ):
+            outcome = await self._handler(messages)
+        await self._settle(messages, outcome)
+
+    async def _settle(self, messages: list[Message], outcome: BatchOutcome) -> None:
+        done = [m.id for m in messages if m.id not in outcome.failed]
+        retry_later = False
+        for message in messages:
+            reason = outcome.failed.get(message.id)
+            if reason is None:
+                continue
+            if message.attempt >= self._config.max_attempts:
+                await self._dead_letter(message, reason)
+                done.append(message.id)
+            else:
+                await self._client.hincrby(self._attempts_key, message.id, 1)
+                log.warning("consumer %s: %s failed (attempt %d): %s", self.stream, message.id, message.attempt, reason)
+                retry_later = True
+        if done:
+            await self._acknowledge(done)
+        if retry_later:
+            attempt = max(m.attempt for m in messages if m.id in outcome.failed)
+            delay = min(self._config.retry_backoff_seconds * 2 ** (attempt - 1), self._config.retry_backoff_max_seconds)
+            self._pending_due = asyncio.get_running_loop().time() + delay
+
+    async def _dead_letter(self, message: Message, reason: str) -> None:
+        letter = DeadLetter(
+            0, self.stream, message.id, message.type, message.order_id, reason, message.attempt, message.payload
+        )
+        await self._dead_letters.store(letter, self._clock())
+        dead_fields: Any = {
+            "type": message.type,
+            "order_id": message.order_id,
+            "event": message.payload,
+            "reason": reason,
+            "attempts": message.attempt,
+            "message_id": message.id,
+        }
+        await self._client.xadd(f"{self.stream}:dead", dead_fields)
+        log.error(
+            "consumer %s: dead-lettered %s after %d attempts: %s", self.stream, message.id, message.attempt, reason
+        )
+
+    async def _attempts(self, entry_ids: list[str]) -> dict[str, int]:
+        values = await self._client.hmget(self._attempts_key, entry_ids)
+        return {entry_id: int(v) for entry_id, v in zip(entry_ids, values, strict=True) if v is not None}
+
+    async def _acknowledge(self, entry_ids: list[str]) -> None:
+        pipe = self._client.pipeline(transaction=True)
+        pipe.xack(self.stream, self.group, *entry_ids)
+        pipe.hdel(self._attempts_key, *entry_ids)
+        await pipe.execute()
+
+
+async def trim_acknowledged(client: redis.Redis, stream: str) -> None:
+    """Drop entries every group has acknowledged; keep anything any group still needs."""
+    groups: Any = await client.xinfo_groups(stream)
+    if not groups:
+        return
+    floor: tuple[int, int] | None = None
+    for group in groups:
+        if int(group["pending"]):
+            summary: Any = await client.xpending(stream, group["name"])
+            needed = _parse_id(summary["min"])
+        else:
+            # Everything up to last-delivered-id is acknowledged; the next one is needed.
+            ms, seq = _parse_id(group["last-delivered-id"])
+            needed = (ms, seq + 1)
+        floor = needed if floor is None else min(floor, needed)
+    if floor is not None and floor > (0, 0):
+        await client.xtrim(stream, minid=f"{floor[0]}-{floor[1]}", approximate=False)
+
+
+def _parse_id(value: Any) -> tuple[int, int]:
+    text = value.decode() if isinstance(value, bytes) else str(value)
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _producer_link(message: Message) -> trace.Link | None:
+    try:
+        envelope = decode_envelope(message.payload)
+    except Exception:  # noqa: BLE001 - an unreadable payload has no link; the handler will reject it
+        return None
+    return span_link(envelope.trace_context)
