@@ -198,9 +198,14 @@ class OrderDraft(_message.Message):
     ADDRESS_FIELD_NUMBER: _builtins.int
     EMAIL_FIELD_NUMBER: _builtins.int
     SHIPPING_COST_FIELD_NUMBER: _builtins.int
+    INITIAL_STATUS_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     user_id: _builtins.str
     email: _builtins.str
+    initial_status: Global___OrderStatus.ValueType
+    """The status the order starts in (PENDING, or AWAITING_REVIEW at or above
+    the review threshold): decided by checkout, carried by OrderPlaced.
+    """
     @_builtins.property
     def address(self) -> Global___Address: ...
     @_builtins.property
@@ -213,10 +218,11 @@ class OrderDraft(_message.Message):
         address: Global___Address | None = ...,
         email: _builtins.str = ...,
         shipping_cost: Global___Money | None = ...,
+        initial_status: Global___OrderStatus.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "shipping_cost", b"shipping_cost"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "email", b"email", "request_id", b"request_id", "shipping_cost", b"shipping_cost", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "email", b"email", "initial_status", b"initial_status", "request_id", b"request_id", "shipping_cost", b"shipping_cost", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from ordermesh.common.v1 import common_pb2 as ordermesh_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n ordermesh/events/v1/events.proto\x12\x13ordermesh.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a ordermesh/common/v1/common.proto\"\xa8\x05\n\x08\x45nvelope\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12/\n\x0boccurred_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x46\n\rtrace_context\x18\x04 \x03(\x0b\x32/.ordermesh.events.v1.Envelope.TraceContextEntry\x12:\n\rstock_changed\x18\n \x01(\x0b\x32!.ordermesh.events.v1.StockChangedH\x00\x12\x38\n\x0corder_placed\x18\x0b \x01(\x0b\x32 .ordermesh.events.v1.OrderPlacedH\x00\x12@\n\x10payment_captured\x18\x0c \x01(\x0b\x32$.ordermesh.events.v1.PaymentCapturedH\x00\x12@\n\x10payment_declined\x18\r \x01(\x0b\x32$.ordermesh.events.v1.PaymentDeclinedH\x00\x12>\n\x0forder_cancelled\x18\x0e \x01(\x0b\x32#.ordermesh.events.v1.OrderCancelledH\x00\x12<\n\x0eorder_reviewed\x18\x0f \x01(\x0b\x32\".ordermesh.events.v1.OrderReviewedH\x00\x12G\n\x14order_status_changed\x18\x10 \x01(\x0b\x32\'.ordermesh.events.v1.OrderStatusChangedH\x00\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\t\n\x07payload\"A\n\x0cStockChanged\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\r\n\x05\x64\x65lta\x18\x02 \x01(\x03\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xd1\x01\n\x0bOrderPlaced\x12.\n\x05\x64raft\x18\x01 \x01(\x0b\x32\x1f.ordermesh.common.v1.OrderDraft\x12-\n\x05items\x18\x02 \x03(\x0b\x32\x1e.ordermesh.common.v1.OrderItem\x12)\n\x05total\x18\x03 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\x12\x38\n\x0einitial_status\x18\x04 \x01(\x0e\x32 .ordermesh.common.v1.OrderStatus\"U\n\x0fPaymentCaptured\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12*\n\x06\x61mount\x18\x02 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\"!\n\x0fPaymentDeclined\x12\x0e\n\x06reason\x18\x01 \x01(\t\"/\n\x0eOrderCancelled\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\"A\n\rOrderReviewed\x12\x10\n\x08\x61pproved\x18\x01 \x01(\x08\x12\x10\n\x08reviewer\x18\x02 \x01(\t\x12\x0c\n\x04note\x18\x03 \x01(\t\"\xa5\x01\n\x12OrderStatusChanged\x12\x35\n\x0b\x66rom_status\x18\x01 \x01(\x0e\x32 .ordermesh.common.v1.OrderStatus\x12\x33\n\tto_status\x18\x02 \x01(\x0e\x32 .ordermesh.common.v1.OrderStatus\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x13\n\x0btracking_id\x18\x04 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n ordermesh/events/v1/events.proto\x12\x13ordermesh.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a ordermesh/common/v1/common.proto\"\xa8\x05\n\x08\x45nvelope\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12/\n\x0boccurred_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x46\n\rtrace_context\x18\x04 \x03(\x0b\x32/.ordermesh.events.v1.Envelope.TraceContextEntry\x12:\n\rstock_changed\x18\n \x01(\x0b\x32!.ordermesh.events.v1.StockChangedH\x00\x12\x38\n\x0corder_placed\x18\x0b \x01(\x0b\x32 .ordermesh.events.v1.OrderPlacedH\x00\x12@\n\x10payment_captured\x18\x0c \x01(\x0b\x32$.ordermesh.events.v1.PaymentCapturedH\x00\x12@\n\x10payment_declined\x18\r \x01(\x0b\x32$.ordermesh.events.v1.PaymentDeclinedH\x00\x12>\n\x0forder_cancelled\x18\x0e \x01(\x0b\x32#.ordermesh.events.v1.OrderCancelledH\x00\x12<\n\x0eorder_reviewed\x18\x0f \x01(\x0b\x32\".ordermesh.events.v1.OrderReviewedH\x00\x12G\n\x14order_status_changed\x18\x10 \x01(\x0b\x32\'.ordermesh.events.v1.OrderStatusChangedH\x00\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\t\n\x07payload\"A\n\x0cStockChanged\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\r\n\x05\x64\x65lta\x18\x02 \x01(\x03\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x97\x01\n\x0bOrderPlaced\x12.\n\x05\x64raft\x18\x01 \x01(\x0b\x32\x1f.ordermesh.common.v1.OrderDraft\x12-\n\x05items\x18\x02 \x03(\x0b\x32\x1e.ordermesh.common.v1.OrderItem\x12)\n\x05total\x18\x03 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\"U\n\x0fPaymentCaptured\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12*\n\x06\x61mount\x18\x02 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\"!\n\x0fPaymentDeclined\x12\x0e\n\x06reason\x18\x01 \x01(\t\"/\n\x0eOrderCancelled\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\"A\n\rOrderReviewed\x12\x10\n\x08\x61pproved\x18\x01 \x01(\x08\x12\x10\n\x08reviewer\x18\x02 \x01(\t\x12\x0c\n\x04note\x18\x03 \x01(\t\"\xa5\x01\n\x12OrderStatusChanged\x12\x35\n\x0b\x66rom_status\x18\x01 \x01(\x0e\x32 .ordermesh.common.v1.OrderStatus\x12\x33\n\tto_status\x18\x02 \x01(\x0e\x32 .ordermesh.common.v1.OrderStatus\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x13\n\x0btracking_id\x18\x04 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,15 +42,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STOCKCHANGED']._serialized_start=807
   _globals['_STOCKCHANGED']._serialized_end=872
   _globals['_ORDERPLACED']._serialized_start=875
-  _globals['_ORDERPLACED']._serialized_end=1084
-  _globals['_PAYMENTCAPTURED']._serialized_start=1086
-  _globals['_PAYMENTCAPTURED']._serialized_end=1171
-  _globals['_PAYMENTDECLINED']._serialized_start=1173
-  _globals['_PAYMENTDECLINED']._serialized_end=1206
-  _globals['_ORDERCANCELLED']._serialized_start=1208
-  _globals['_ORDERCANCELLED']._serialized_end=1255
-  _globals['_ORDERREVIEWED']._serialized_start=1257
-  _globals['_ORDERREVIEWED']._serialized_end=1322
-  _globals['_ORDERSTATUSCHANGED']._serialized_start=1325
-  _globals['_ORDERSTATUSCHANGED']._serialized_end=1490
+  _globals['_ORDERPLACED']._serialized_end=1026
+  _globals['_PAYMENTCAPTURED']._serialized_start=1028
+  _globals['_PAYMENTCAPTURED']._serialized_end=1113
+  _globals['_PAYMENTDECLINED']._serialized_start=1115
+  _globals['_PAYMENTDECLINED']._serialized_end=1148
+  _globals['_ORDERCANCELLED']._serialized_start=1150
+  _globals['_ORDERCANCELLED']._serialized_end=1197
+  _globals['_ORDERREVIEWED']._serialized_start=1199
+  _globals['_ORDERREVIEWED']._serialized_end=1264
+  _globals['_ORDERSTATUSCHANGED']._serialized_start=1267
+  _globals['_ORDERSTATUSCHANGED']._serialized_end=1432
 # @@protoc_insertion_point(module_scope)

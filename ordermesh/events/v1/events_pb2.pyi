@@ -142,8 +142,6 @@ class OrderPlaced(_message.Message):
     DRAFT_FIELD_NUMBER: _builtins.int
     ITEMS_FIELD_NUMBER: _builtins.int
     TOTAL_FIELD_NUMBER: _builtins.int
-    INITIAL_STATUS_FIELD_NUMBER: _builtins.int
-    initial_status: _common_pb2.OrderStatus.ValueType
     @_builtins.property
     def draft(self) -> _common_pb2.OrderDraft: ...
     @_builtins.property
@@ -156,11 +154,10 @@ class OrderPlaced(_message.Message):
         draft: _common_pb2.OrderDraft | None = ...,
         items: _abc.Iterable[_common_pb2.OrderItem] | None = ...,
         total: _common_pb2.Money | None = ...,
-        initial_status: _common_pb2.OrderStatus.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["draft", b"draft", "total", b"total"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["draft", b"draft", "initial_status", b"initial_status", "items", b"items", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["draft", b"draft", "items", b"items", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,81 @@
+"""SQL tables of the order context; every shard database has all of them."""
+
+from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, LargeBinary, MetaData, String, Table
+
+from mesh.bus.dead_letters import dead_letters_table
+
+metadata = MetaData()
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("order_id", String(64), primary_key=True),  # OrderPlaced -> row is idempotent by this key
+    Column("user_id", String(128), nullable=False),
+    Column("request_id", String(128), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("total_units", BigInteger, nullable=False),
+    Column("total_nanos", Integer, nullable=False),
+    Column("shipping_units", BigInteger, nullable=False),
+    Column("shipping_nanos", Integer, nullable=False),
+    Column("street_address", String(200), nullable=False),
+    Column("city", String(100), nullable=False),
+    Column("state", String(100), nullable=False),
+    Column("country", String(100), nullable=False),
+    Column("zip_code", String(16), nullable=False),
+    Column("email", String(200), nullable=False),
+    Column("tracking_id", String(40), nullable=False),
+    Column("failure_reason", String(500), nullable=False),
+    Column("trace_id", String(32), nullable=False),
+    Column("ship_attempts", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_orders_user_created", "user_id", "created_at"),
+    Index("ix_orders_status_updated", "status", "updated_at"),
+)
+
+order_items = Table(
+    "order_items",
+    metadata,
+    Column("order_id", String(64), primary_key=True),
+    Column("line", Integer, primary_key=True),
+    Column("product_id", String(64), nullable=False),
+    Column("quantity", Integer, nullable=False),
+    Column("unit_units", BigInteger, nullable=False),
+    Column("unit_nanos", Integer, nullable=False),
+)
+
+order_history = Table(
+    "order_history",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("order_id", String(64), nullable=False, index=True),
+    Column("status", String(16), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("reason", String(500), nullable=False),
+)
+
+# One row per status event applied (or recognised as illegal): redelivery of
+# the same event is a no-op.
+applied_events = Table(
+    "applied_events",
+    metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("order_id", String(64), nullable=False),
+    Column("outcome", String(16), nullable=False),  # "applied" or "illegal"
+    Column("detail", String(500), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+
+# OrderStatusChanged events, written in the same transaction as the change and
+# relayed to the bus (transactional outbox).
+order_outbox = Table(
+    "order_outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("order_id", String(64), nullable=False),
+    Column("event", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+dead_letters = dead_letters_table(metadata)

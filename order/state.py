@@ -1,0 +1,38 @@
+"""The order state machine: an explicit transition table, never "a larger number wins"."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    PENDING = "PENDING"
+    AWAITING_REVIEW = "AWAITING_REVIEW"
+    PAID = "PAID"
+    SHIPPED = "SHIPPED"
+    SHIP_FAILED = "SHIP_FAILED"
+    CANCELLED = "CANCELLED"
+
+
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.AWAITING_REVIEW: frozenset({Status.PENDING, Status.CANCELLED}),
+    Status.PENDING: frozenset({Status.PAID, Status.CANCELLED}),
+    Status.PAID: frozenset({Status.SHIPPED, Status.SHIP_FAILED, Status.CANCELLED}),
+    Status.SHIP_FAILED: frozenset({Status.SHIPPED, Status.CANCELLED}),
+    Status.SHIPPED: frozenset(),
+    Status.CANCELLED: frozenset(),
+}
+
+INITIAL = frozenset({Status.PENDING, Status.AWAITING_REVIEW})
+TERMINAL = frozenset({Status.SHIPPED, Status.CANCELLED})
+
+
+def allowed(current: Status, target: Status) -> bool:
+    return target in TRANSITIONS[current]
+
+
+class IllegalTransition(Exception):
+    def __init__(self, order_id: str, current: Status, target: Status) -> None:
+        super().__init__(f"order {order_id}: {current} -> {target} is not a legal transition")
+        self.current = current
+        self.target = target

@@ -1,0 +1,277 @@
+"""SQL adapter of one order shard: batch inserts, transitions with history and
+outbox in one transaction, reads."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from mesh.db import UnitOfWork, reading
+from mesh.money import NANOS_PER_UNIT, Money
+from order.models import applied_events, order_history, order_items, order_outbox, orders
+from order.orders import Address, Applied, Change, Item, Order, Transition
+from order.state import Status, allowed
+
+T = TypeVar("T")
+ATTEMPTS = 6
+OutboxEvent = Callable[[str, Status | None, Status, str, str], bytes]
+
+
+class OrderStore:
+    def __init__(self, engine: AsyncEngine, status_event: OutboxEvent) -> None:
+        self.engine = engine
+        # Builds the OrderStatusChanged envelope (order id, from, to, reason, tracking id).
+        self._status_event = status_event
+
+    async def _transaction(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        for attempt in range(ATTEMPTS):
+            try:
+                async with UnitOfWork(self.engine) as uow:
+                    result = await work(uow.connection)
+                    await uow.commit()
+                    return result
+            except IntegrityError:
+                raise
+            except DBAPIError as error:  # deadlock or lock wait: run again on fresh state
+                if attempt == ATTEMPTS - 1 or error.connection_invalidated:
+                    raise
+                await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))
+        raise AssertionError("unreachable")
+
+    # -- OrderPlaced -> rows ------------------------------------------------------
+
+    async def insert(self, new: Sequence[Order], now: datetime) -> None:
+        """All in one multi-row INSERT; if any already exists, row by row (a
+        duplicate order id is success: at-least-once delivery)."""
+        if not new:
+            return
+        try:
+            await self._transaction(lambda c: self._insert(c, new, now))
+        except IntegrityError:
+            for order in new:
+                try:
+                    await self._transaction(lambda c, o=order: self._insert(c, [o], now))  # type: ignore[misc]
+                except IntegrityError:
+                    continue  # already there
+
+    async def _insert(self, connection: AsyncConnection, new: Sequence[Order], now: datetime) -> None:
+        await connection.execute(insert(orders), [_order_row(o) for o in new])
+        items = [_item_row(o.order_id, n, item) for o in new for n, item in enumerate(o.items)]
+        if items:
+            await connection.execute(insert(order_items), items)
+        await connection.execute(
+            insert(order_history),
+            [{"order_id": o.order_id, "status": o.status.value, "at": o.created_at, "reason": "placed"} for o in new],
+        )
+        await connection.execute(
+            insert(order_outbox),
+            [
+                {
+                    "order_id": o.order_id,
+                    "event": self._status_event(o.order_id, None, o.status, "placed", ""),
+                    "created_at": now,
+                }
+                for o in new
+            ],
+        )
+
+    # -- transitions --------------------------------------------------------------
+
+    async def apply(self, transition: Transition, now: datetime) -> tuple[Applied, Status | None]:
+        """Apply one transition exactly once; returns the outcome and the status before."""
+
+        async def work(connection: AsyncConnection) -> tuple[Applied, Status | None]:
+            seen = (
+                await connection.execute(
+                    select(applied_events.c.event_id).where(applied_events.c.event_id == transition.event_id)
+                )
+            ).first()
+            if seen is not None:
+                return Applied.DUPLICATE, None
+            row = (
+                await connection.execute(
+                    select(orders.c.status, orders.c.ship_attempts)
+                    .where(orders.c.order_id == transition.order_id)
+                    .with_for_update()
+                )
+            ).first()
+            if row is None:
+                return Applied.MISSING, None
+            current = Status(row.status)
+            if not allowed(current, transition.target):
+                await self._record(connection, transition, "illegal", f"{current} -> {transition.target}", now)
+                return Applied.ILLEGAL, current
+            values: dict[str, Any] = {"status": transition.target.value, "updated_at": now}
+            if transition.tracking_id:
+                values["tracking_id"] = transition.tracking_id
+            if transition.failure_reason:
+                values["failure_reason"] = transition.failure_reason[:500]
+            if transition.target is Status.SHIP_FAILED:
+                values["ship_attempts"] = row.ship_attempts + 1
+            await connection.execute(update(orders).where(orders.c.order_id == transition.order_id).values(**values))
+            await connection.execute(
+                insert(order_history).values(
+                    order_id=transition.order_id, status=transition.target.value, at=now, reason=transition.reason[:500]
+                )
+            )
+            event = self._status_event(
+                transition.order_id, current, transition.target, transition.reason, transition.tracking_id
+            )
+            await connection.execute(
+                insert(order_outbox).values(order_id=transition.order_id, event=event, created_at=now)
+            )
+            await self._record(connection, transition, "applied", f"{current} -> {transition.target}", now)
+            return Applied.APPLIED, current
+
+        try:
+            return await self._transaction(work)
+        except IntegrityError:
+            return Applied.DUPLICATE, None  # a concurrent twin of this event won
+
+    async def _record(
+        self, connection: AsyncConnection, t: Transition, outcome: str, detail: str, now: datetime
+    ) -> None:
+        await connection.execute(
+            insert(applied_events).values(
+                event_id=t.event_id, order_id=t.order_id, outcome=outcome, detail=detail, at=now
+            )
+        )
+
+    # -- reads --------------------------------------------------------------------
+
+    async def get(self, order_id: str) -> Order | None:
+        async with reading(self.engine) as connection:
+            row = (await connection.execute(select(orders).where(orders.c.order_id == order_id))).first()
+            if row is None:
+                return None
+            return (await self._complete(connection, [row]))[0]
+
+    async def by_user(self, user_id: str, limit: int, before: tuple[datetime, str] | None) -> list[Order]:
+        query = select(orders).where(orders.c.user_id == user_id)
+        if before is not None:
+            created, order_id = before
+            query = query.where(
+                or_(orders.c.created_at < created, and_(orders.c.created_at == created, orders.c.order_id < order_id))
+            )
+        query = query.order_by(orders.c.created_at.desc(), orders.c.order_id.desc()).limit(limit)
+        async with reading(self.engine) as connection:
+            rows = (await connection.execute(query)).all()
+            return await self._complete(connection, rows)
+
+    async def in_status(self, status: Status, updated_before: datetime, limit: int) -> list[Order]:
+        query = (
+            select(orders)
+            .where(orders.c.status == status.value, orders.c.updated_at <= updated_before)
+            .order_by(orders.c.updated_at)
+            .limit(limit)
+        )
+        async with reading(self.engine) as connection:
+            rows = (await connection.execute(query)).all()
+            return await self._complete(connection, rows)
+
+    async def _complete(self, connection: AsyncConnection, rows: Sequence[Any]) -> list[Order]:
+        ids = [r.order_id for r in rows]
+        items: dict[str, list[Item]] = {i: [] for i in ids}
+        history: dict[str, list[Change]] = {i: [] for i in ids}
+        if ids:
+            for r in (
+                await connection.execute(
+                    select(order_items).where(order_items.c.order_id.in_(ids)).order_by(order_items.c.line)
+                )
+            ).all():
+                items[r.order_id].append(
+                    Item(r.product_id, r.quantity, Money.of(_currency(rows, r.order_id), r.unit_units, r.unit_nanos))
+                )
+            for r in (
+                await connection.execute(
+                    select(order_history).where(order_history.c.order_id.in_(ids)).order_by(order_history.c.id)
+                )
+            ).all():
+                history[r.order_id].append(Change(Status(r.status), _aware(r.at), r.reason))
+        return [_order(r, tuple(items[r.order_id]), tuple(history[r.order_id])) for r in rows]
+
+    # -- outbox relay ---------------------------------------------------------------
+
+    async def outbox(self, limit: int) -> list[tuple[int, str, bytes]]:
+        async with reading(self.engine) as connection:
+            rows = (await connection.execute(select(order_outbox).order_by(order_outbox.c.id).limit(limit))).all()
+        return [(r.id, r.order_id, bytes(r.event)) for r in rows]
+
+    async def delete_outbox(self, ids: list[int]) -> None:
+        async with UnitOfWork(self.engine) as uow:
+            await uow.connection.execute(order_outbox.delete().where(order_outbox.c.id.in_(ids)))
+            await uow.commit()
+
+
+def _currency(rows: Sequence[Any], order_id: str) -> str:
+    return next(str(r.currency) for r in rows if r.order_id == order_id)
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite returns naive datetimes; every time here is UTC.
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _order_row(o: Order) -> dict[str, Any]:
+    return {
+        "order_id": o.order_id,
+        "user_id": o.user_id,
+        "request_id": o.request_id,
+        "status": o.status.value,
+        "currency": o.total.currency,
+        "total_units": o.total.nanos_total // NANOS_PER_UNIT,
+        "total_nanos": o.total.nanos_total % NANOS_PER_UNIT,
+        "shipping_units": o.shipping_cost.nanos_total // NANOS_PER_UNIT,
+        "shipping_nanos": o.shipping_cost.nanos_total % NANOS_PER_UNIT,
+        "street_address": o.address.street_address,
+        "city": o.address.city,
+        "state": o.address.state,
+        "country": o.address.country,
+        "zip_code": o.address.zip_code,
+        "email": o.email,
+        "tracking_id": o.tracking_id,
+        "failure_reason": o.failure_reason,
+        "trace_id": o.trace_id,
+        "ship_attempts": 0,
+        "created_at": o.created_at,
+        "updated_at": o.created_at,
+    }
+
+
+def _item_row(order_id: str, line: int, item: Item) -> dict[str, Any]:
+    return {
+        "order_id": order_id,
+        "line": line,
+        "product_id": item.product_id,
+        "quantity": item.quantity,
+        "unit_units": item.unit_price.nanos_total // NANOS_PER_UNIT,
+        "unit_nanos": item.unit_price.nanos_total % NANOS_PER_UNIT,
+    }
+
+
+def _order(r: Any, items: tuple[Item, ...], history: tuple[Change, ...]) -> Order:
+    return Order(
+        order_id=r.order_id,
+        user_id=r.user_id,
+        request_id=r.request_id,
+        status=Status(r.status),
+        items=items,
+        total=Money.of(r.currency, r.total_units, r.total_nanos),
+        shipping_cost=Money.of(r.currency, r.shipping_units, r.shipping_nanos),
+        address=Address(r.street_address, r.city, r.state, r.country, r.zip_code),
+        email=r.email,
+        trace_id=r.trace_id,
+        created_at=_aware(r.created_at),
+        updated_at=_aware(r.updated_at),
+        tracking_id=r.tracking_id,
+        failure_reason=r.failure_reason,
+        ship_attempts=r.ship_attempts,
+        history=history,
+    )
