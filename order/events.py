@@ -15,6 +15,9 @@ from order.state import INITIAL, Status
 from ordermesh.common.v1 import common_pb2
 from ordermesh.events.v1 import events_pb2
 
+PAYABLE = frozenset({Status.PENDING})
+REVIEWABLE = frozenset({Status.AWAITING_REVIEW})
+
 
 def parse(payload: bytes) -> events_pb2.Envelope:
     try:
@@ -62,19 +65,21 @@ def transition(envelope: events_pb2.Envelope) -> Transition:
     kind = envelope.WhichOneof("payload")
     order_id, event_id = envelope.order_id, envelope.event_id
     if kind == "payment_captured":
-        return Transition(order_id, event_id, Status.PAID, "payment captured")
+        return Transition(order_id, event_id, Status.PAID, "payment captured", only_from=PAYABLE)
     if kind == "payment_declined":
         reason = envelope.payment_declined.reason or "payment declined"
-        return Transition(order_id, event_id, Status.CANCELLED, reason, failure_reason=reason)
+        return Transition(order_id, event_id, Status.CANCELLED, reason, failure_reason=reason, only_from=PAYABLE)
     if kind == "order_cancelled":
         reason = envelope.order_cancelled.reason or "cancelled"
         return Transition(order_id, event_id, Status.CANCELLED, reason, failure_reason=reason)
     if kind == "order_reviewed":
         review = envelope.order_reviewed
         if review.approved:
-            return Transition(order_id, event_id, Status.PENDING, f"approved by {review.reviewer}")
+            return Transition(
+                order_id, event_id, Status.PENDING, f"approved by {review.reviewer}", only_from=REVIEWABLE
+            )
         reason = f"rejected by {review.reviewer}" + (f": {review.note}" if review.note else "")
-        return Transition(order_id, event_id, Status.CANCELLED, reason, failure_reason=reason)
+        return Transition(order_id, event_id, Status.CANCELLED, reason, failure_reason=reason, only_from=REVIEWABLE)
     raise MalformedEvent(f"no status change for a {kind} event")
 
 

@@ -63,6 +63,9 @@ class Transition:
     reason: str
     tracking_id: str = ""
     failure_reason: str = ""
+    # The event only makes sense from these states (a PaymentDeclined must not
+    # cancel a PAID order even though PAID -> CANCELLED is a legal transition).
+    only_from: frozenset[Status] | None = None
 
 
 class Applied(StrEnum):

@@ -12,3 +12,18 @@ class OrderSettings(ServiceSettings):
 
     grpc_port: int = Field(50053, ge=0, le=65535)
     metrics_port: int = Field(9103, ge=0, le=65535)
+    # One SQLAlchemy URL per shard, comma-separated; orders shard by user id.
+    # Changing the number of shards re-homes users: only on an empty system.
+    database_urls: str = Field("sqlite+aiosqlite:///var/order-0.db", min_length=1)
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    order_placed_stream: str = "events:order-placed"
+    order_updates_stream: str = "events:order-updates"
+    order_status_stream: str = "events:order-status"
+    consumer_group: str = "order"
+    consumer_batch_size: int = Field(100, ge=1, le=1000)
+    consumer_max_attempts: int = Field(5, ge=1)
+    consumer_claim_idle_ms: int = Field(30_000, ge=100)
+
+    @property
+    def shard_urls(self) -> list[str]:
+        return [url.strip() for url in self.database_urls.split(",") if url.strip()]

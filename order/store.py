@@ -105,7 +105,9 @@ class OrderStore:
             if row is None:
                 return Applied.MISSING, None
             current = Status(row.status)
-            if not allowed(current, transition.target):
+            if not allowed(current, transition.target) or (
+                transition.only_from is not None and current not in transition.only_from
+            ):
                 await self._record(connection, transition, "illegal", f"{current} -> {transition.target}", now)
                 return Applied.ILLEGAL, current
             values: dict[str, Any] = {"status": transition.target.value, "updated_at": now}

@@ -28,9 +28,16 @@ class BatchOutcome:
     dead-lettered after the maximum number of attempts."""
 
     failed: dict[str, str] = field(default_factory=dict)
+    # Not handled *yet* (e.g. a status event before its order exists): retried
+    # later without spending attempts; dead-lettered only when it has waited
+    # longer than the consumer's ``max_defer_seconds``.
+    deferred: dict[str, str] = field(default_factory=dict)
 
     def fail(self, message: Message, reason: str) -> None:
         self.failed[message.id] = reason
+
+    def defer(self, message: Message, reason: str) -> None:
+        self.deferred[message.id] = reason
 
 
 Handler = Callable[[list[Message]], Awaitable[BatchOutcome]]

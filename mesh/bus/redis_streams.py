@@ -60,6 +60,7 @@ class ConsumerConfig:
     retry_backoff_max_seconds: float = 10.0
     claim_idle_ms: int = 30_000
     claim_every_seconds: float = 5.0
+    max_defer_seconds: float = 3600.0
 
 
 class StreamConsumer:
@@ -213,8 +214,18 @@ class StreamConsumer:
         await self._settle(messages, outcome)
 
     async def _settle(self, messages: list[Message], outcome: BatchOutcome) -> None:
-        done = [m.id for m in messages if m.id not in outcome.failed]
+        done = [m.id for m in messages if m.id not in outcome.failed and m.id not in outcome.deferred]
         retry_later = False
+        now_ms = self._clock().timestamp() * 1000
+        for message in messages:
+            waiting = outcome.deferred.get(message.id)
+            if waiting is None:
+                continue
+            if now_ms - _parse_id(message.id)[0] > self._config.max_defer_seconds * 1000:
+                await self._dead_letter(message, f"deferred too long: {waiting}")
+                done.append(message.id)
+            else:
+                retry_later = True
         for message in messages:
             reason = outcome.failed.get(message.id)
             if reason is None:
@@ -229,7 +240,7 @@ class StreamConsumer:
         if done:
             await self._acknowledge(done)
         if retry_later:
-            attempt = max(m.attempt for m in messages if m.id in outcome.failed)
+            attempt = max((m.attempt for m in messages if m.id in outcome.failed), default=1)
             delay = min(self._config.retry_backoff_seconds * 2 ** (attempt - 1), self._config.retry_backoff_max_seconds)
             self._pending_due = asyncio.get_running_loop().time() + delay
 

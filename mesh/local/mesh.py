@@ -66,6 +66,7 @@ class LocalMesh:
                 "METRICS_PORT": str(endpoint.metrics_port),
                 "REDIS_URL": self.redis_url,
                 "DATABASE_URL": f"sqlite+aiosqlite:///{self.var_dir / f'{endpoint.context}.db'}",
+                "DATABASE_URLS": f"sqlite+aiosqlite:///{self.var_dir / f'{endpoint.context}-0.db'}",
                 "PYTHONUNBUFFERED": "1",
             }
             process = ManagedProcess(

@@ -28,5 +28,5 @@ def test_cancelled_never_overwrites_shipped_and_paid_never_goes_back() -> None:
     assert not allowed(Status.SHIPPED, Status.CANCELLED)
     assert not allowed(Status.PAID, Status.PENDING)
     assert not allowed(Status.CANCELLED, Status.PAID)
-    assert INITIAL == {Status.PENDING, Status.AWAITING_REVIEW}
-    assert TERMINAL == {Status.SHIPPED, Status.CANCELLED}
+    assert {Status.PENDING, Status.AWAITING_REVIEW} == INITIAL
+    assert {Status.SHIPPED, Status.CANCELLED} == TERMINAL

@@ -1,0 +1,23 @@
+"""Routing orders to their shard database: by order id, or by user id."""
+
+from __future__ import annotations
+
+from mesh.order_ids import shard_of_order, shard_of_user
+from order.store import OrderStore
+
+
+class Shards:
+    def __init__(self, stores: list[OrderStore]) -> None:
+        if not stores:
+            raise ValueError("at least one order database is needed")
+        self.stores = stores
+
+    def for_user(self, user_id: str) -> OrderStore:
+        return self.stores[shard_of_user(user_id, len(self.stores))]
+
+    def for_order(self, order_id: str, user_id: str = "") -> OrderStore | None:
+        """The shard in the id; for ids not minted by checkout, the user's shard."""
+        shard = shard_of_order(order_id, len(self.stores))
+        if shard is not None:
+            return self.stores[shard]
+        return self.for_user(user_id) if user_id else None
