@@ -113,13 +113,14 @@ class StreamConsumer:
                 await self._task
 
     async def run_until_idle(self) -> int:
-        """Consume until nothing new or due is left (tests); returns messages handled."""
+        """Consume until a pass makes no progress (tests): everything is
+        acknowledged, dead-lettered or deferred. Returns the progress made."""
         await self.ensure_group()
         total = 0
         while True:
-            handled = await self.poll(block_ms=None, force_pending=True)
-            total += handled
-            if handled == 0:
+            progress = await self.poll(block_ms=None, force_pending=True)
+            total += progress
+            if progress == 0:
                 return total
 
     async def ensure_group(self) -> None:
@@ -166,31 +167,35 @@ class StreamConsumer:
         return claimed
 
     async def poll(self, block_ms: int | None, force_pending: bool = False) -> int:
-        """Handle this consumer's due pending messages, else one batch of new ones."""
+        """Handle this consumer's due pending messages, else one batch of new
+        ones. Returns the progress: messages acknowledged, dead-lettered, or
+        failed once more (each failure brings a poison message nearer its end)."""
         loop = asyncio.get_running_loop()
+        progress = 0
         if force_pending or loop.time() >= self._pending_due:
-            handled = await self._consume("0", None)
-            if handled:
-                return handled
-            self._pending_due = float("inf")  # nothing pending: until a failure schedules it
-        return await self._consume(">", block_ms)
+            delivered, progress = await self._consume("0", None)
+            if not delivered:
+                self._pending_due = float("inf")  # nothing pending until a failure schedules it
+            elif progress:
+                return progress
+        return progress + (await self._consume(">", block_ms))[1]
 
-    async def _consume(self, start_id: str, block_ms: int | None) -> int:
+    async def _consume(self, start_id: str, block_ms: int | None) -> tuple[int, int]:
+        """Read one batch and settle it: (messages delivered, progress)."""
         reply: Any = await self._client.xreadgroup(
             self.group, self.consumer, {self.stream: start_id}, count=self._config.batch_size, block=block_ms
         )
         delivered: list[tuple[bytes, dict[bytes, bytes] | None]] = reply[0][1] if reply else []
         if not delivered:
-            return 0
+            return 0, 0
         gone = [entry_id for entry_id, fields in delivered if not fields]  # trimmed after an ack was lost
         if gone:
             await self._acknowledge([e.decode() for e in gone])
         entries = [(entry_id.decode(), fields) for entry_id, fields in delivered if fields]
-        if entries:
-            await self._handle(entries)
-        return len(delivered)
+        progress = await self._handle(entries) if entries else 0
+        return len(delivered), len(gone) + progress
 
-    async def _handle(self, entries: list[tuple[str, dict[bytes, bytes]]]) -> None:
+    async def _handle(self, entries: list[tuple[str, dict[bytes, bytes]]]) -> int:
         attempts = await self._attempts([entry_id for entry_id, _ in entries])
         messages = [
             Message(
@@ -211,9 +216,9 @@ class StreamConsumer:
             attributes={"messaging.system": "redis", "messaging.batch.message_count": len(messages)},
         ):
             outcome = await self._handler(messages)
-        await self._settle(messages, outcome)
+        return await self._settle(messages, outcome)
 
-    async def _settle(self, messages: list[Message], outcome: BatchOutcome) -> None:
+    async def _settle(self, messages: list[Message], outcome: BatchOutcome) -> int:
         done = [m.id for m in messages if m.id not in outcome.failed and m.id not in outcome.deferred]
         retry_later = False
         now_ms = self._clock().timestamp() * 1000
@@ -226,6 +231,7 @@ class StreamConsumer:
                 done.append(message.id)
             else:
                 retry_later = True
+        counted = 0
         for message in messages:
             reason = outcome.failed.get(message.id)
             if reason is None:
@@ -235,6 +241,7 @@ class StreamConsumer:
                 done.append(message.id)
             else:
                 await self._client.hincrby(self._attempts_key, message.id, 1)
+                counted += 1
                 log.warning("consumer %s: %s failed (attempt %d): %s", self.stream, message.id, message.attempt, reason)
                 retry_later = True
         if done:
@@ -243,6 +250,7 @@ class StreamConsumer:
             attempt = max((m.attempt for m in messages if m.id in outcome.failed), default=1)
             delay = min(self._config.retry_backoff_seconds * 2 ** (attempt - 1), self._config.retry_backoff_max_seconds)
             self._pending_due = asyncio.get_running_loop().time() + delay
+        return len(done) + counted
 
     async def _dead_letter(self, message: Message, reason: str) -> None:
         letter = DeadLetter(

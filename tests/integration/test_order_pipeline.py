@@ -1,0 +1,255 @@
+"""The order context on real Redis and real SQL with two shards: events in, rows out."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from mesh.bus import encode_fields
+from mesh.bus.dead_letters import replay
+from mesh.bus.redis_streams import StreamConsumer
+from mesh.clock import utc_now
+from mesh.lease import Lease
+from mesh.local.procs import MariaDBServer, RedisServer
+from mesh.order_ids import mint, shard_of_user
+from order.bootstrap import Parts, bootstrap, build_consumers, build_parts
+from order.relay import OutboxRelay
+from order.settings import OrderSettings
+from ordermesh.common.v1 import common_pb2
+from ordermesh.events.v1 import events_pb2
+from ordermesh.order.v1 import order_pb2, order_pb2_grpc
+from tests.support import serving
+
+FAST = dict(consumer_batch_size=50, consumer_max_attempts=3, consumer_claim_idle_ms=100)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb)])
+def shard_urls(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return ",".join(f"sqlite+aiosqlite:///{tmp_path / f'order-{n}.db'}" for n in range(2))
+    server: MariaDBServer = request.getfixturevalue("mariadb_server")
+    names = [f"o_{uuid.uuid4().hex[:10]}" for _ in range(2)]
+    for name in names:
+        server.create_database(name)
+    return ",".join(server.url(name) for name in names)
+
+
+@dataclass
+class Pipeline:
+    settings: OrderSettings
+    parts: Parts
+    stub: order_pb2_grpc.OrderServiceAsyncStub
+    consumers: list[StreamConsumer]
+
+    async def send(self, stream: str, envelope: events_pb2.Envelope) -> None:
+        await self.parts.publisher.publish(stream, encode_fields(envelope))
+
+    async def placed(self, envelope: events_pb2.Envelope) -> None:
+        await self.send(self.settings.order_placed_stream, envelope)
+
+    async def update(self, envelope: events_pb2.Envelope) -> None:
+        await self.send(self.settings.order_updates_stream, envelope)
+
+    async def drain(self) -> None:
+        """Consume both streams until nothing is left (placed first, then updates, twice for deferrals)."""
+        for _ in range(2):
+            for consumer in self.consumers:
+                await consumer.run_until_idle()
+
+    async def get(self, order_id: str) -> order_pb2.Order:
+        return await self.stub.GetOrder(order_pb2.GetOrderRequest(order_id=order_id))
+
+
+@pytest.fixture
+async def pipeline(shard_urls: str, redis_server: RedisServer) -> AsyncIterator[Pipeline]:
+    prefix = uuid.uuid4().hex[:8]
+    settings = OrderSettings(
+        grpc_host="127.0.0.1",
+        grpc_port=0,
+        metrics_port=0,
+        database_urls=shard_urls,
+        redis_url=redis_server.url,
+        order_placed_stream=f"{prefix}:placed",
+        order_updates_stream=f"{prefix}:updates",
+        order_status_stream=f"{prefix}:status",
+        **FAST,  # type: ignore[arg-type]
+    )
+    app = await bootstrap(settings)
+    app.workers.clear()  # the test drives consumers itself, deterministically
+    parts = await build_parts(settings)
+    consumers = build_consumers(parts, settings, app.tracer)
+    async with serving(app) as (_server, channel):
+        yield Pipeline(settings, parts, order_pb2_grpc.OrderServiceStub(channel), consumers)
+    await parts.close()
+
+
+def usd(units: int, nanos: int = 0) -> common_pb2.Money:
+    return common_pb2.Money(currency_code="USD", units=units, nanos=nanos)
+
+
+def order_placed(
+    order_id: str, user_id: str, *, at: datetime | None = None, review: bool = False
+) -> events_pb2.Envelope:
+    occurred = Timestamp()
+    occurred.FromDatetime(at or datetime.now(UTC))
+    return events_pb2.Envelope(
+        event_id=uuid.uuid4().hex,
+        order_id=order_id,
+        occurred_at=occurred,
+        trace_context={"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+        order_placed=events_pb2.OrderPlaced(
+            draft=common_pb2.OrderDraft(
+                request_id=f"r-{order_id}",
+                user_id=user_id,
+                address=common_pb2.Address(
+                    street_address="1 Main St", city="Springfield", country="US", zip_code="62701"
+                ),
+                email="ada@example.com",
+                shipping_cost=usd(5, 990_000_000),
+                initial_status=common_pb2.AWAITING_REVIEW if review else common_pb2.PENDING,
+            ),
+            items=[
+                common_pb2.OrderItem(product_id="sku-1001", quantity=2, unit_price=usd(67, 990_000_000)),
+                common_pb2.OrderItem(product_id="sku-1004", quantity=1, unit_price=usd(24)),
+            ],
+            total=usd(165, 970_000_000),
+        ),
+    )
+
+
+def event(order_id: str, event_id: str | None = None, **payload: Any) -> events_pb2.Envelope:
+    return events_pb2.Envelope(event_id=event_id or uuid.uuid4().hex, order_id=order_id, **payload)
+
+
+def statuses(order: order_pb2.Order) -> list[str]:
+    return [common_pb2.OrderStatus.Name(change.status) for change in order.history]
+
+
+async def test_orders_keep_every_field_and_land_on_their_users_shard(pipeline: Pipeline) -> None:
+    created = datetime(2026, 11, 1, 12, 30, tzinfo=UTC)
+    users = [f"user-{n}" for n in range(6)]
+    ids = {user: mint(user, 2) for user in users}
+    assert {shard_of_user(u, 2) for u in users} == {0, 1}, "the users should cover both shards"
+    for user, order_id in ids.items():
+        await pipeline.placed(order_placed(order_id, user, at=created))
+    await pipeline.placed(order_placed(ids["user-0"], "user-0", at=created))  # a duplicate delivery
+    await pipeline.drain()
+
+    order = await pipeline.get(ids["user-0"])
+    assert order.status == common_pb2.PENDING
+    assert (order.address.city, order.email, order.trace_id) == (
+        "Springfield",
+        "ada@example.com",
+        "0af7651916cd43dd8448eb211c80319c",
+    )
+    assert [(i.product_id, i.quantity, i.unit_price.units, i.unit_price.nanos) for i in order.items] == [
+        ("sku-1001", 2, 67, 990_000_000),
+        ("sku-1004", 1, 24, 0),
+    ]
+    assert (order.total.units, order.total.nanos, order.shipping_cost.units) == (165, 970_000_000, 5)
+    assert order.created_at.ToDatetime(tzinfo=UTC) == created
+    for user, order_id in ids.items():
+        store = pipeline.parts.shards.stores[shard_of_user(user, 2)]
+        assert await store.get(order_id) is not None
+        other = pipeline.parts.shards.stores[1 - shard_of_user(user, 2)]
+        assert await other.get(order_id) is None
+
+
+async def test_list_orders_is_newest_first_and_paged(pipeline: Pipeline) -> None:
+    ids = []
+    for n in range(5):
+        order_id = mint("pager", 2)
+        ids.append(order_id)
+        await pipeline.placed(order_placed(order_id, "pager", at=datetime(2026, 11, 1, 12, n, tzinfo=UTC)))
+    await pipeline.drain()
+    seen: list[str] = []
+    token = ""
+    while True:
+        page = await pipeline.stub.ListOrders(
+            order_pb2.ListOrdersRequest(user_id="pager", page_size=2, page_token=token)
+        )
+        seen += [o.order_id for o in page.orders]
+        if not (token := page.next_page_token):
+            break
+    assert seen == list(reversed(ids))
+
+
+async def test_events_out_of_order_and_twice_apply_once(pipeline: Pipeline) -> None:
+    order_id = mint("ooo", 2)
+    captured = event(order_id, "evt-captured", payment_captured=events_pb2.PaymentCaptured(transaction_id="t1"))
+    await pipeline.update(captured)  # before the order exists: deferred, not dropped
+    await pipeline.update(captured)  # and delivered twice
+    await pipeline.consumers[1].run_until_idle()
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await pipeline.get(order_id)
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+    await pipeline.placed(order_placed(order_id, "ooo"))
+    await pipeline.drain()
+    order = await pipeline.get(order_id)
+    assert order.status == common_pb2.PAID
+    assert statuses(order) == ["PENDING", "PAID"]
+
+    # A late decline must not cancel a PAID order; an illegal event is ignored.
+    await pipeline.update(event(order_id, payment_declined=events_pb2.PaymentDeclined(reason="card declined")))
+    await pipeline.update(event(order_id, order_reviewed=events_pb2.OrderReviewed(approved=True, reviewer="bob")))
+    await pipeline.drain()
+    order = await pipeline.get(order_id)
+    assert order.status == common_pb2.PAID and statuses(order) == ["PENDING", "PAID"]
+
+
+async def test_review_and_decline_paths(pipeline: Pipeline) -> None:
+    reviewed, declined = mint("rev", 2), mint("dec", 2)
+    await pipeline.placed(order_placed(reviewed, "rev", review=True))
+    await pipeline.placed(order_placed(declined, "dec"))
+    await pipeline.drain()
+    await pipeline.update(
+        event(reviewed, order_reviewed=events_pb2.OrderReviewed(approved=False, reviewer="eve", note="fraud"))
+    )
+    await pipeline.update(event(declined, payment_declined=events_pb2.PaymentDeclined(reason="card declined")))
+    await pipeline.drain()
+    first, second = await pipeline.get(reviewed), await pipeline.get(declined)
+    assert statuses(first) == ["AWAITING_REVIEW", "CANCELLED"]
+    assert first.failure_reason == "rejected by eve: fraud"
+    assert statuses(second) == ["PENDING", "CANCELLED"] and second.failure_reason == "card declined"
+
+
+async def test_poison_event_is_dead_lettered_then_replayed(pipeline: Pipeline) -> None:
+    good = mint("p", 2)
+    await pipeline.placed(order_placed(good, "p"))
+    bad = order_placed(mint("q", 2), "")  # no user: can never be inserted
+    await pipeline.placed(bad)
+    await pipeline.drain()
+    assert (await pipeline.get(good)).status == common_pb2.PENDING
+    dead = pipeline.parts.dead_letters()
+    [letter] = await dead.pending()
+    assert letter.attempts == 3 and "lacks user" in letter.reason
+    assert await replay(dead, pipeline.parts.publisher, utc_now()) == 1
+    await pipeline.drain()
+    assert len(await dead.pending()) == 1, "replayed, failed again, dead-lettered again: still visible"
+
+
+async def test_every_transition_is_relayed_as_order_status_changed(pipeline: Pipeline) -> None:
+    order_id = mint("relay", 2)
+    await pipeline.placed(order_placed(order_id, "relay"))
+    await pipeline.drain()
+    await pipeline.update(event(order_id, payment_captured=events_pb2.PaymentCaptured(transaction_id="t")))
+    await pipeline.drain()
+    relay = OutboxRelay(pipeline.parts.shards, pipeline.parts.publisher, pipeline.settings.order_status_stream,
+                        Lease(pipeline.parts.client, f"relay-{uuid.uuid4().hex}", 5000))  # fmt: skip
+    assert await relay.relay_once() == 2
+    assert await relay.relay_once() == 0
+    entries: Any = await pipeline.parts.client.xrange(pipeline.settings.order_status_stream)
+    changes = [events_pb2.Envelope.FromString(fields[b"event"]).order_status_changed for _id, fields in entries]
+    assert [(c.from_status, c.to_status) for c in changes] == [
+        (common_pb2.ORDER_STATUS_UNSPECIFIED, common_pb2.PENDING),
+        (common_pb2.PENDING, common_pb2.PAID),
+    ]
