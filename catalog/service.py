@@ -8,7 +8,7 @@ import grpc
 
 from catalog.products import Catalog, Product
 from catalog.reservations import StockEngine
-from catalog.stock import Limits, Line, check_lines
+from catalog.stock import Limits, Line
 from mesh.validation import Checker
 from ordermesh.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from ordermesh.common.v1 import common_pb2
@@ -43,7 +43,7 @@ class CatalogService(catalog_pb2_grpc.CatalogServiceServicer):
     async def ReserveStock(self, request: catalog_pb2.ReserveStockRequest, context: Context) -> catalog_pb2.Reservation:
         check = Checker()
         check.order_id(request.order_id)
-        check_lines(check, request.items, self._limits)
+        check.line_items(request.items, max_lines=self._limits.max_lines, max_quantity=self._limits.max_quantity)
         if check.require(request.HasField("draft"), "draft", "is required"):
             check.identifier(request.draft.user_id, "draft.user_id")
             if request.draft.HasField("shipping_cost"):

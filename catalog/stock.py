@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from mesh.errors import FailedPrecondition, PreconditionViolation
-from mesh.validation import Checker
-from ordermesh.common.v1 import common_pb2
-
-PRODUCT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 @dataclass(frozen=True)
@@ -87,22 +82,3 @@ def decode_lines(text: str) -> list[Line]:
         pid, _, qty = part.partition("=")
         lines.append(Line(pid, int(qty)))
     return lines
-
-
-def check_lines(check: Checker, items: Iterable[common_pb2.LineItem], limits: Limits, field: str = "items") -> None:
-    items = list(items)
-    if not items:
-        check.fail(field, "needs at least one line")
-    elif len(items) > limits.max_lines:
-        check.fail(field, f"has {len(items)} lines; at most {limits.max_lines} are allowed")
-    for index, item in enumerate(items[: limits.max_lines]):
-        if not PRODUCT_ID.match(item.product_id):
-            check.fail(f"{field}[{index}].product_id", "must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'")
-        if not 1 <= item.quantity <= limits.max_quantity:
-            check.fail(f"{field}[{index}].quantity", f"must be 1-{limits.max_quantity}, got {item.quantity}")
-    totals: dict[str, int] = {}
-    for item in items:
-        totals[item.product_id] = totals.get(item.product_id, 0) + item.quantity
-    for pid, total in totals.items():
-        if total > limits.max_quantity and all(1 <= i.quantity <= limits.max_quantity for i in items):
-            check.fail(field, f"product {pid}: {total} units in all exceeds {limits.max_quantity}")

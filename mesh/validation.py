@@ -8,12 +8,17 @@ check.raise_if_any()
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from datetime import date
 
 from mesh.errors import FieldViolation, InvalidArgument
 from mesh.money import NANOS_PER_UNIT
 from ordermesh.common.v1 import common_pb2
 
 ORDER_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+PRODUCT_ID = ORDER_ID
+MAX_LINES = 100
+MAX_QUANTITY = 1000
 CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 
@@ -51,6 +56,57 @@ class Checker:
         elif positive and value.units == 0 and value.nanos == 0:
             self.fail(f"{field}.units", "must be greater than zero")
 
+    def line_items(
+        self,
+        items: Iterable[common_pb2.LineItem],
+        field: str = "items",
+        *,
+        max_lines: int = MAX_LINES,
+        max_quantity: int = MAX_QUANTITY,
+    ) -> None:
+        """1..max_lines lines, product ids well-formed, 1..max_quantity units per
+        line and per product (lines of one product are summed)."""
+        lines = list(items)
+        if not lines:
+            self.fail(field, "needs at least one line")
+        elif len(lines) > max_lines:
+            self.fail(field, f"has {len(lines)} lines; at most {max_lines} are allowed")
+        for index, item in enumerate(lines[:max_lines]):
+            if not PRODUCT_ID.match(item.product_id):
+                self.fail(f"{field}[{index}].product_id", "must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'")
+            if not 1 <= item.quantity <= max_quantity:
+                self.fail(f"{field}[{index}].quantity", f"must be 1-{max_quantity}, got {item.quantity}")
+        if all(1 <= i.quantity <= max_quantity for i in lines):
+            totals: dict[str, int] = {}
+            for item in lines:
+                totals[item.product_id] = totals.get(item.product_id, 0) + item.quantity
+            for pid, total in totals.items():
+                if total > max_quantity:
+                    self.fail(field, f"product {pid}: {total} units in all exceeds {max_quantity}")
+
+    def card(self, card: common_pb2.CreditCard, today: date, field: str = "credit_card") -> None:
+        number = card.number.replace(" ", "").replace("-", "")
+        if not number:
+            self.fail(f"{field}.number", "is required")
+        elif not number.isdigit() or not 12 <= len(number) <= 19:
+            self.fail(f"{field}.number", "must be 12-19 digits")
+        elif not luhn_ok(number):
+            self.fail(f"{field}.number", "fails the Luhn check")
+        self.require(100 <= card.cvv <= 9999, f"{field}.cvv", "must be 3 or 4 digits")
+        if self.require(1 <= card.expiration_month <= 12, f"{field}.expiration_month", "must be 1-12"):
+            expired = (card.expiration_year, card.expiration_month) < (today.year, today.month)
+            self.require(not expired, f"{field}.expiration_year", "card has expired")
+
     def raise_if_any(self) -> None:
         if self.violations:
             raise InvalidArgument(self.violations)
+
+
+def luhn_ok(number: str) -> bool:
+    total = 0
+    for index, char in enumerate(reversed(number)):
+        digit = int(char)
+        if index % 2 == 1:
+            digit = digit * 2 - 9 if digit > 4 else digit * 2
+        total += digit
+    return total % 10 == 0

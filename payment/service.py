@@ -11,7 +11,6 @@ import grpc
 from mesh.money import Money
 from mesh.validation import Checker
 from ordermesh.payment.v1 import payment_pb2, payment_pb2_grpc
-from payment.cards import check_card
 from payment.charges import Payment, Payments
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -28,7 +27,7 @@ class PaymentService(payment_pb2_grpc.PaymentServiceServicer):
         if check.require(request.HasField("amount"), "amount", "is required"):
             check.money(request.amount, "amount")
         if check.require(request.HasField("credit_card"), "credit_card", "is required"):
-            check_card(check, request.credit_card, self._today())
+            check.card(request.credit_card, self._today())
         check.raise_if_any()
         payment = await self._payments.charge(
             request.order_id, Money.from_proto(request.amount), request.credit_card.number

@@ -12,8 +12,6 @@ BASE = Money.of("USD", 5, 990_000_000)  # first unit
 PER_EXTRA_UNIT = Money.of("USD", 0, 500_000_000)
 INTERNATIONAL = Money.of("USD", 10)
 DOMESTIC = frozenset({"US", "USA", "UNITED STATES"})
-MAX_LINES = 100
-MAX_QUANTITY = 1000
 
 
 def quote(country: str, quantities: Iterable[int]) -> Money:
@@ -28,12 +26,3 @@ def check_address(check: Checker, address: common_pb2.Address, field: str = "add
     check.require(bool(address.country.strip()), f"{field}.country", "is required")
     check.require(bool(address.zip_code.strip()), f"{field}.zip_code", "is required")
     check.require(len(address.zip_code) <= 16, f"{field}.zip_code", "must be at most 16 characters")
-
-
-def check_items(check: Checker, items: Iterable[common_pb2.LineItem], field: str = "items") -> None:
-    lines = list(items)
-    check.require(bool(lines), field, "needs at least one line")
-    check.require(len(lines) <= MAX_LINES, field, f"at most {MAX_LINES} lines")
-    for index, item in enumerate(lines):
-        check.require(bool(item.product_id), f"{field}[{index}].product_id", "is required")
-        check.require(1 <= item.quantity <= MAX_QUANTITY, f"{field}[{index}].quantity", f"must be 1-{MAX_QUANTITY}")

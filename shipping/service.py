@@ -8,7 +8,7 @@ import grpc
 
 from mesh.validation import Checker
 from ordermesh.shipping.v1 import shipping_pb2, shipping_pb2_grpc
-from shipping.quotes import check_address, check_items, quote
+from shipping.quotes import check_address, quote
 from shipping.shipments import Shipment, Shipping
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -21,7 +21,7 @@ class ShippingService(shipping_pb2_grpc.ShippingServiceServicer):
     async def GetQuote(self, request: shipping_pb2.GetQuoteRequest, context: Context) -> shipping_pb2.GetQuoteResponse:
         check = Checker()
         check_address(check, request.address)
-        check_items(check, request.items)
+        check.line_items(request.items)
         check.raise_if_any()
         cost = quote(request.address.country, (i.quantity for i in request.items))
         return shipping_pb2.GetQuoteResponse(cost=cost.to_proto())
@@ -30,7 +30,7 @@ class ShippingService(shipping_pb2_grpc.ShippingServiceServicer):
         check = Checker()
         check.order_id(request.order_id)
         check_address(check, request.address)
-        check_items(check, request.items)
+        check.line_items(request.items)
         check.raise_if_any()
         shipment = await self._shipping.ship(
             request.order_id,

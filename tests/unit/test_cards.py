@@ -4,9 +4,9 @@ from datetime import date
 
 import pytest
 
-from mesh.validation import Checker
+from mesh.validation import Checker, luhn_ok
 from ordermesh.common.v1 import common_pb2
-from payment.cards import check_card, decline_reason, last4, luhn_ok
+from payment.cards import decline_reason, last4
 
 TODAY = date(2026, 11, 21)
 
@@ -20,7 +20,7 @@ def test_luhn(number: str, ok: bool) -> None:
 
 def violations(card: common_pb2.CreditCard) -> list[str]:
     check = Checker()
-    check_card(check, card, TODAY)
+    check.card(card, TODAY)
     return [v.field for v in check.violations]
 
 
