@@ -2,18 +2,78 @@
 
 from __future__ import annotations
 
+import grpc
 import redis.asyncio as redis
 
+from checkout.idempotency import Requests
+from checkout.remote import Remote
+from checkout.saga import PlaceOrder, SagaConfig
 from checkout.service import CheckoutService
 from checkout.settings import CheckoutSettings
+from mesh.breaker import Breaker
+from mesh.bus.redis_streams import RedisPublisher
+from mesh.clients import make_channel
+from mesh.clock import utc_now
 from mesh.process import new_app
 from mesh.server import App, Registration
+from ordermesh.catalog.v1 import catalog_pb2_grpc
 from ordermesh.checkout.v1 import checkout_pb2, checkout_pb2_grpc
+from ordermesh.payment.v1 import payment_pb2_grpc
+from ordermesh.shipping.v1 import shipping_pb2_grpc
+
+# Safe to retry transparently: reads, and writes keyed by the order id.
+IDEMPOTENT = {
+    "ordermesh.catalog.v1.CatalogService": ("GetProduct", "ReserveStock", "ReleaseStock"),
+    "ordermesh.shipping.v1.ShippingService": ("GetQuote",),
+    "ordermesh.payment.v1.PaymentService": ("Charge", "GetPayment"),
+}
 
 
 async def bootstrap(settings: CheckoutSettings) -> App:
     app = new_app("checkout", settings)
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+
+    def channel(address: str, service: str) -> grpc.aio.Channel:
+        return make_channel(
+            address,
+            tracer=app.tracer,
+            default_timeout=settings.client_deadline_seconds,
+            service=service,
+            idempotent_methods=IDEMPOTENT[service],
+        )
+
+    catalog = channel(settings.catalog_address, "ordermesh.catalog.v1.CatalogService")
+    shipping = channel(settings.shipping_address, "ordermesh.shipping.v1.ShippingService")
+    payment = channel(settings.payment_address, "ordermesh.payment.v1.PaymentService")
+    breakers = {
+        name: Breaker(
+            name,
+            fail_max=settings.breaker_fail_max,
+            reset_timeout=settings.breaker_reset_seconds,
+            metrics=app.breaker_metrics,
+        )
+        for name in ("catalog", "shipping", "payment")
+    }
+    remote = Remote(
+        catalog_pb2_grpc.CatalogServiceStub(catalog),
+        shipping_pb2_grpc.ShippingServiceStub(shipping),
+        payment_pb2_grpc.PaymentServiceStub(payment),
+        breakers,
+        settings.payment_deadline_seconds,
+    )
+    requests = Requests(
+        client,
+        ttl_seconds=settings.idempotency_ttl_seconds,
+        wait_seconds=settings.duplicate_wait_seconds,
+        takeover_after=settings.takeover_after_seconds,
+    )
+    saga = PlaceOrder(
+        remote,
+        requests,
+        RedisPublisher(client),
+        SagaConfig(settings.review_threshold_units, settings.order_shards, settings.order_updates_stream),
+        utc_now,
+    )
 
     async def redis_ready() -> bool:
         return bool(await client.ping())
@@ -21,10 +81,17 @@ async def bootstrap(settings: CheckoutSettings) -> App:
     app.services.append(
         Registration(
             checkout_pb2_grpc.add_CheckoutServiceServicer_to_server,
-            CheckoutService(),
+            CheckoutService(
+                saga,
+                lambda: utc_now().date(),
+                max_lines=settings.max_lines_per_order,
+                max_quantity=settings.max_units_per_line,
+            ),
             checkout_pb2.DESCRIPTOR.services_by_name["CheckoutService"].full_name,
         )
     )
     app.readiness["redis"] = redis_ready
     app.closers.append(client.aclose)
+    for ch in (catalog, shipping, payment):
+        app.closers.append(lambda ch=ch: ch.close(grace=None))  # type: ignore[misc]
     return app

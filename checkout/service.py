@@ -1,24 +1,41 @@
-"""CheckoutService servicer.
-
-PlaceOrder arrives with the saga (the order-pipeline issue); until then it
-answers UNIMPLEMENTED while the process already serves health, reflection and
-metrics.
-"""
+"""CheckoutService servicer: validate, call the saga, map to the wire."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import date
 from typing import Any
 
 import grpc
 
-from mesh.errors import Unimplemented
+from checkout.saga import PlaceOrder
+from mesh.validation import Checker
 from ordermesh.checkout.v1 import checkout_pb2, checkout_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class CheckoutService(checkout_pb2_grpc.CheckoutServiceServicer):
+    def __init__(
+        self, place_order: PlaceOrder, today: Callable[[], date], *, max_lines: int, max_quantity: int
+    ) -> None:
+        self._place_order = place_order
+        self._today = today
+        self._max_lines = max_lines
+        self._max_quantity = max_quantity
+
     async def PlaceOrder(
         self, request: checkout_pb2.PlaceOrderRequest, context: Context
     ) -> checkout_pb2.PlaceOrderResponse:
-        raise Unimplemented("PlaceOrder is not implemented yet")
+        check = Checker()
+        check.identifier(request.request_id, "request_id")
+        check.identifier(request.user_id, "user_id")
+        check.line_items(request.items, max_lines=self._max_lines, max_quantity=self._max_quantity)
+        if check.require(request.HasField("address"), "address", "is required"):
+            check.require(bool(request.address.country.strip()), "address.country", "is required")
+            check.require(bool(request.address.zip_code.strip()), "address.zip_code", "is required")
+        check.require("@" in request.email and len(request.email) <= 200, "email", "must be an email address")
+        if check.require(request.HasField("credit_card"), "credit_card", "is required"):
+            check.card(request.credit_card, self._today())
+        check.raise_if_any()
+        return await self._place_order(request)

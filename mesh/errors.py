@@ -113,6 +113,26 @@ class Unavailable(DomainError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class Relayed(DomainError):
+    """A dependency's expected error, passed on to our caller unchanged
+    (code, message and google.rpc details), e.g. catalog's FAILED_PRECONDITION
+    naming the short products, relayed by checkout."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, details: list[any_pb2.Any]) -> None:
+        super().__init__(message)
+        self.code = code
+        self._details = details
+
+    @classmethod
+    def of(cls, error: grpc.aio.AioRpcError) -> Relayed:
+        status = rpc_status.from_call(error)  # type: ignore[arg-type]
+        details = list(status.details) if status is not None else []
+        return cls(error.code(), error.details() or error.code().name, details)
+
+    def details(self) -> list[any_pb2.Any]:
+        return self._details
+
+
 def _pack(message: object) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)  # type: ignore[arg-type]

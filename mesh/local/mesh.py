@@ -57,6 +57,9 @@ class LocalMesh:
         self.redis: RedisServer | None = None
         self.services: dict[str, ManagedProcess] = {}
 
+    def address(self, context: str) -> str:
+        return f"127.0.0.1:{next(e.grpc_port for e in self.endpoints if e.context == context)}"
+
     def start(self, timeout: float = 60.0) -> None:
         self._ensure_redis()
         for endpoint in self.endpoints:
@@ -67,6 +70,9 @@ class LocalMesh:
                 "REDIS_URL": self.redis_url,
                 "DATABASE_URL": f"sqlite+aiosqlite:///{self.var_dir / f'{endpoint.context}.db'}",
                 "DATABASE_URLS": f"sqlite+aiosqlite:///{self.var_dir / f'{endpoint.context}-0.db'}",
+                "CATALOG_ADDRESS": self.address("catalog"),
+                "PAYMENT_ADDRESS": self.address("payment"),
+                "SHIPPING_ADDRESS": self.address("shipping"),
                 "PYTHONUNBUFFERED": "1",
             }
             process = ManagedProcess(

@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from mesh.local.mesh import CONTEXTS, LocalMesh
-from ordermesh.checkout.v1 import checkout_pb2, checkout_pb2_grpc
+from ordermesh.order.v1 import order_pb2, order_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = {
@@ -61,10 +61,9 @@ def test_readme_grpcurl_examples_run_against_the_mesh(local_mesh: LocalMesh) -> 
 
 
 async def test_unfinished_methods_answer_unimplemented(local_mesh: LocalMesh) -> None:
-    port = next(e.grpc_port for e in local_mesh.endpoints if e.context == "checkout")
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with grpc.aio.insecure_channel(local_mesh.address("order")) as channel:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await checkout_pb2_grpc.CheckoutServiceStub(channel).PlaceOrder(checkout_pb2.PlaceOrderRequest())
+            await order_pb2_grpc.OrderServiceStub(channel).ReviewOrder(order_pb2.ReviewOrderRequest(order_id="o1"))
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 

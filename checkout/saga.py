@@ -1,0 +1,111 @@
+"""PlaceOrder: price, quote, reserve, then review or charge.
+
+Every step is idempotent by the order id minted into the request's claim, so
+a retry or a takeover re-runs the saga without doing anything twice.
+Outcomes: AWAITING_REVIEW (total at or above the threshold), PAID (captured),
+CANCELLED (declined: stock released first), PENDING (payment outcome unknown;
+the order context reconciles it with payment.GetPayment).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import grpc
+
+from checkout.events import payment_captured, payment_declined
+from checkout.idempotency import Requests
+from checkout.remote import ChargeOutcome, Remote
+from mesh.bus import encode_fields
+from mesh.bus.redis_streams import RedisPublisher
+from mesh.clock import Clock
+from mesh.errors import InvalidArgument, Relayed
+from mesh.money import Money
+from mesh.order_ids import mint
+from ordermesh.checkout.v1 import checkout_pb2
+from ordermesh.common.v1 import common_pb2
+from ordermesh.events.v1 import events_pb2
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SagaConfig:
+    review_threshold_units: int
+    order_shards: int
+    updates_stream: str
+
+
+class PlaceOrder:
+    def __init__(
+        self, remote: Remote, requests: Requests, publisher: RedisPublisher, config: SagaConfig, clock: Clock
+    ) -> None:
+        self._remote = remote
+        self._requests = requests
+        self._publisher = publisher
+        self._config = config
+        self._clock = clock
+
+    async def __call__(self, request: checkout_pb2.PlaceOrderRequest) -> checkout_pb2.PlaceOrderResponse:
+        claim = await self._requests.claim(request.request_id, mint(request.user_id, self._config.order_shards))
+        if claim.answer is not None:
+            return checkout_pb2.PlaceOrderResponse.FromString(claim.answer)
+        try:
+            response = await self._run(claim.order_id, request)
+        except BaseException:
+            await self._requests.abandon(request.request_id)
+            raise
+        await self._requests.answer(request.request_id, claim.order_id, response.SerializeToString())
+        return response
+
+    async def _run(self, order_id: str, request: checkout_pb2.PlaceOrderRequest) -> checkout_pb2.PlaceOrderResponse:
+        items = list(request.items)
+        prices = await self._prices(items)
+        shipping = await self._remote.quote(request.address, items)
+        estimate = shipping
+        for item in items:
+            estimate = estimate + prices[item.product_id].times(item.quantity)
+        review = estimate.nanos_total >= self._config.review_threshold_units * 1_000_000_000
+        draft = common_pb2.OrderDraft(
+            request_id=request.request_id,
+            user_id=request.user_id,
+            address=request.address,
+            email=request.email,
+            shipping_cost=shipping.to_proto(),
+            initial_status=common_pb2.AWAITING_REVIEW if review else common_pb2.PENDING,
+        )
+        reservation = await self._remote.reserve(order_id, items, draft)
+        total = Money.from_proto(reservation.total)
+        answer = checkout_pb2.PlaceOrderResponse(
+            order_id=order_id, total=total.to_proto(), shipping_cost=shipping.to_proto()
+        )
+        if review:
+            answer.status = common_pb2.AWAITING_REVIEW
+            return answer
+        charge = await self._remote.charge(order_id, total, request.credit_card)
+        if charge.outcome is ChargeOutcome.CAPTURED:
+            await self._publish(payment_captured(order_id, charge.transaction_id, total, self._clock()))
+            answer.status = common_pb2.PAID
+        elif charge.outcome is ChargeOutcome.DECLINED:
+            await self._remote.release(order_id)
+            await self._publish(payment_declined(order_id, charge.decline_reason, self._clock()))
+            answer.status = common_pb2.CANCELLED
+            answer.failure_reason = charge.decline_reason
+        else:
+            log.warning("order %s: payment outcome unknown; left PENDING for reconciliation", order_id)
+            answer.status = common_pb2.PENDING
+        return answer
+
+    async def _prices(self, items: list[common_pb2.LineItem]) -> dict[str, Money]:
+        """Current prices; an unknown product is bad input of this request, named by field."""
+        try:
+            return await self._remote.prices(sorted({i.product_id for i in items}))
+        except Relayed as error:
+            if error.code is not grpc.StatusCode.NOT_FOUND:
+                raise
+            index = next((n for n, i in enumerate(items) if i.product_id in error.message), 0)
+            raise InvalidArgument.one(f"items[{index}].product_id", f"unknown product ({error.message})") from None
+
+    async def _publish(self, envelope: events_pb2.Envelope) -> None:
+        await self._publisher.publish(self._config.updates_stream, encode_fields(envelope))

@@ -1,0 +1,174 @@
+"""PlaceOrder through the whole local mesh: catalog, checkout, payment, shipping, order."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+import pytest
+
+from mesh.local.mesh import LocalMesh
+from ordermesh.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from ordermesh.checkout.v1 import checkout_pb2, checkout_pb2_grpc
+from ordermesh.common.v1 import common_pb2
+from ordermesh.order.v1 import order_pb2, order_pb2_grpc
+from ordermesh.payment.v1 import payment_pb2, payment_pb2_grpc
+from tests.support import eventually
+
+CARD = common_pb2.CreditCard(number="4432801561520454", cvv=672, expiration_year=2039, expiration_month=1)
+DECLINED = common_pb2.CreditCard(number="4000000000000002", cvv=123, expiration_year=2039, expiration_month=1)
+HOME = common_pb2.Address(street_address="1 Main St", city="Springfield", state="IL", country="US", zip_code="62701")
+
+
+@dataclass
+class Clients:
+    catalog: catalog_pb2_grpc.CatalogServiceAsyncStub
+    checkout: checkout_pb2_grpc.CheckoutServiceAsyncStub
+    order: order_pb2_grpc.OrderServiceAsyncStub
+    payment: payment_pb2_grpc.PaymentServiceAsyncStub
+
+    async def stock(self, product_id: str) -> int:
+        return int((await self.catalog.GetProduct(catalog_pb2.GetProductRequest(id=product_id))).stock)
+
+    async def place(
+        self, *lines: tuple[str, int], card: common_pb2.CreditCard = CARD, request_id: str | None = None
+    ) -> checkout_pb2.PlaceOrderResponse:
+        return await self.checkout.PlaceOrder(
+            checkout_pb2.PlaceOrderRequest(
+                request_id=request_id or uuid.uuid4().hex,
+                user_id="ada",
+                items=[common_pb2.LineItem(product_id=p, quantity=q) for p, q in lines],
+                address=HOME,
+                email="ada@example.com",
+                credit_card=card,
+            ),
+            timeout=30,
+        )
+
+    async def order_in(self, order_id: str, status: int) -> order_pb2.Order:
+        found: list[order_pb2.Order] = []
+
+        async def reached() -> bool:
+            try:
+                order = await self.order.GetOrder(order_pb2.GetOrderRequest(order_id=order_id))
+            except grpc.aio.AioRpcError as error:
+                if error.code() != grpc.StatusCode.NOT_FOUND:
+                    raise
+                return False
+            found[:] = [order]
+            return order.status == status
+
+        await eventually(reached, within=20, what=f"order {order_id} to reach {common_pb2.OrderStatus.Name(status)}")
+        return found[0]
+
+
+@pytest.fixture
+async def clients(local_mesh: LocalMesh) -> AsyncIterator[Clients]:
+    channels = {
+        c: grpc.aio.insecure_channel(local_mesh.address(c)) for c in ("catalog", "checkout", "order", "payment")
+    }
+    yield Clients(
+        catalog_pb2_grpc.CatalogServiceStub(channels["catalog"]),
+        checkout_pb2_grpc.CheckoutServiceStub(channels["checkout"]),
+        order_pb2_grpc.OrderServiceStub(channels["order"]),
+        payment_pb2_grpc.PaymentServiceStub(channels["payment"]),
+    )
+    for channel in channels.values():
+        await channel.close(grace=None)
+
+
+def history(order: order_pb2.Order) -> list[str]:
+    return [common_pb2.OrderStatus.Name(c.status) for c in order.history]
+
+
+async def test_a_normal_order_is_paid_and_persisted(clients: Clients) -> None:
+    before = await clients.stock("sku-1004")
+    placed = await clients.place(("sku-1004", 2), ("sku-1008", 1))
+    assert placed.status == common_pb2.PAID and placed.order_id.startswith("o0-")
+    # 2 x 24.00 + 9.50 + shipping (5.99 for the first unit + 0.50 for each of the other two)
+    assert (placed.total.units, placed.total.nanos) == (64, 490_000_000)
+    order = await clients.order_in(placed.order_id, common_pb2.PAID)
+    assert history(order) == ["PENDING", "PAID"]
+    assert order.address.city == "Springfield" and order.email == "ada@example.com" and order.trace_id
+    assert await clients.stock("sku-1004") == before - 2
+    payment = await clients.payment.GetPayment(payment_pb2.GetPaymentRequest(order_id=placed.order_id))
+    assert payment.status == payment_pb2.CAPTURED
+    assert (payment.amount.units, payment.amount.nanos) == (placed.total.units, placed.total.nanos)
+
+
+async def test_declined_card_cancels_and_restores_stock(clients: Clients) -> None:
+    before = await clients.stock("sku-1005")
+    placed = await clients.place(("sku-1005", 3), card=DECLINED)
+    assert placed.status == common_pb2.CANCELLED and placed.failure_reason == "card declined"
+    order = await clients.order_in(placed.order_id, common_pb2.CANCELLED)
+    assert history(order) == ["PENDING", "CANCELLED"] and order.failure_reason == "card declined"
+    assert await clients.stock("sku-1005") == before
+
+
+async def test_twenty_concurrent_duplicates_make_one_order(clients: Clients) -> None:
+    before = await clients.stock("sku-1007")
+    request_id = uuid.uuid4().hex
+    answers = await asyncio.gather(*(clients.place(("sku-1007", 1), request_id=request_id) for _ in range(20)))
+    assert len({a.order_id for a in answers}) == 1
+    assert all(a == answers[0] for a in answers) and answers[0].status == common_pb2.PAID
+    assert await clients.stock("sku-1007") == before - 1
+    order = await clients.order_in(answers[0].order_id, common_pb2.PAID)
+    assert history(order) == ["PENDING", "PAID"]
+    listed = await clients.order.ListOrders(order_pb2.ListOrdersRequest(user_id="ada", page_size=100))
+    assert [o.order_id for o in listed.orders].count(answers[0].order_id) == 1
+
+
+async def test_high_value_orders_wait_for_review(clients: Clients) -> None:
+    placed = await clients.place(("sku-1012", 1))
+    assert placed.status == common_pb2.AWAITING_REVIEW
+    order = await clients.order_in(placed.order_id, common_pb2.AWAITING_REVIEW)
+    assert history(order) == ["AWAITING_REVIEW"]
+    with pytest.raises(grpc.aio.AioRpcError) as never_charged:
+        await clients.payment.GetPayment(payment_pb2.GetPaymentRequest(order_id=placed.order_id))
+    assert never_charged.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_short_stock_is_failed_precondition_naming_the_product(clients: Clients) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await clients.place(("sku-1011", 31))
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "product sku-1011: requested 31, available 30" in (caught.value.details() or "")
+
+
+@pytest.mark.parametrize(
+    ("field", "change"),
+    [
+        ("request_id", {"request_id": ""}),
+        ("items", {"items": []}),
+        ("items[0].quantity", {"items": [common_pb2.LineItem(product_id="sku-1001", quantity=0)]}),
+        ("items[0].product_id", {"items": [common_pb2.LineItem(product_id="sku-nope", quantity=1)]}),
+        (
+            "credit_card.number",
+            {"credit_card": common_pb2.CreditCard(number="1234", cvv=123, expiration_year=2039, expiration_month=1)},
+        ),
+        ("email", {"email": "nobody"}),
+    ],
+)
+async def test_bad_input_names_the_field_and_creates_nothing(
+    clients: Clients, field: str, change: dict[str, object]
+) -> None:
+    fields: dict[str, object] = {
+        "request_id": uuid.uuid4().hex,
+        "user_id": "mallory",
+        "items": [common_pb2.LineItem(product_id="sku-1001", quantity=1)],
+        "address": HOME,
+        "email": "m@example.com",
+        "credit_card": CARD,
+        **change,
+    }
+    before = await clients.stock("sku-1001")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await clients.checkout.PlaceOrder(checkout_pb2.PlaceOrderRequest(**fields))  # type: ignore[arg-type]
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"{field}:" in (caught.value.details() or "")
+    assert await clients.stock("sku-1001") == before
+    listed = await clients.order.ListOrders(order_pb2.ListOrdersRequest(user_id="mallory"))
+    assert list(listed.orders) == []
