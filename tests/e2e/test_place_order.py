@@ -48,7 +48,7 @@ class Clients:
             timeout=30,
         )
 
-    async def order_in(self, order_id: str, status: int) -> order_pb2.Order:
+    async def order_in(self, order_id: str, status: common_pb2.OrderStatus.ValueType) -> order_pb2.Order:
         found: list[order_pb2.Order] = []
 
         async def reached() -> bool:
