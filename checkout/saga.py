@@ -2,9 +2,11 @@
 
 Every step is idempotent by the order id minted into the request's claim, so
 a retry or a takeover re-runs the saga without doing anything twice.
-Outcomes: AWAITING_REVIEW (total at or above the threshold), PAID (captured),
-CANCELLED (declined: stock released first), PENDING (payment outcome unknown;
-the order context reconciles it with payment.GetPayment).
+Outcomes: PAID (captured), CANCELLED (declined: stock released first),
+PENDING (payment outcome unknown; the order context reconciles it with
+payment.GetPayment), AWAITING_REVIEW (total at or above the threshold). A
+review order is charged too (the card is never kept for later): approval lets
+the captured order proceed, rejection or expiry refunds it.
 """
 
 from __future__ import annotations
@@ -80,21 +82,18 @@ class PlaceOrder:
         answer = checkout_pb2.PlaceOrderResponse(
             order_id=order_id, total=total.to_proto(), shipping_cost=shipping.to_proto()
         )
-        if review:
-            answer.status = common_pb2.AWAITING_REVIEW
-            return answer
         charge = await self._remote.charge(order_id, total, request.credit_card)
         if charge.outcome is ChargeOutcome.CAPTURED:
             await self._publish(payment_captured(order_id, charge.transaction_id, total, self._clock()))
-            answer.status = common_pb2.PAID
+            answer.status = common_pb2.AWAITING_REVIEW if review else common_pb2.PAID
         elif charge.outcome is ChargeOutcome.DECLINED:
             await self._remote.release(order_id)
             await self._publish(payment_declined(order_id, charge.decline_reason, self._clock()))
             answer.status = common_pb2.CANCELLED
             answer.failure_reason = charge.decline_reason
         else:
-            log.warning("order %s: payment outcome unknown; left PENDING for reconciliation", order_id)
-            answer.status = common_pb2.PENDING
+            log.warning("order %s: payment outcome unknown; left for reconciliation", order_id)
+            answer.status = common_pb2.AWAITING_REVIEW if review else common_pb2.PENDING
         return answer
 
     async def _prices(self, items: list[common_pb2.LineItem]) -> dict[str, Money]:

@@ -3,28 +3,46 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
+import grpc
 import redis.asyncio as redis
 from opentelemetry import trace
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from mesh.breaker import Breaker
+from mesh.bus import Handler
 from mesh.bus.dead_letters import SqlDeadLetters
 from mesh.bus.redis_streams import ConsumerConfig, RedisPublisher, StreamConsumer
+from mesh.clients import make_channel
 from mesh.clock import utc_now
 from mesh.db import create_engine, create_schema, ping
 from mesh.lease import Lease
+from mesh.metrics import BreakerMetrics
+from mesh.periodic import PeriodicJob
 from mesh.process import new_app
 from mesh.server import App, Registration
-from order.consumers import PlacedOrders, StatusEvents
+from order.consumers import Compensator, Dispatcher, PlacedOrders, StatusEvents
 from order.events import status_changed
+from order.lifecycle import Lifecycle, LifecycleConfig
 from order.models import dead_letters, metadata
 from order.queries import OrderQueries
 from order.relay import OutboxRelay
+from order.remote import Remote
 from order.service import OrderService
 from order.settings import OrderSettings
 from order.shards import Shards
 from order.store import OrderStore
+from ordermesh.catalog.v1 import catalog_pb2_grpc
 from ordermesh.order.v1 import order_pb2, order_pb2_grpc
+from ordermesh.payment.v1 import payment_pb2_grpc
+from ordermesh.shipping.v1 import shipping_pb2_grpc
+
+IDEMPOTENT = {
+    "ordermesh.catalog.v1.CatalogService": ("ReleaseStock",),
+    "ordermesh.shipping.v1.ShippingService": ("ShipOrder",),
+    "ordermesh.payment.v1.PaymentService": ("GetPayment", "Refund"),
+}
 
 
 @dataclass
@@ -33,24 +51,65 @@ class Parts:
     shards: Shards
     client: redis.Redis
     publisher: RedisPublisher
+    channels: list[grpc.aio.Channel]
+    lifecycle: Lifecycle
+    remote: Remote
 
     def dead_letters(self) -> SqlDeadLetters:
         # Dead letters are kept in the first shard's database.
         return SqlDeadLetters(self.engines[0], dead_letters)
 
     async def close(self) -> None:
+        for channel in self.channels:
+            await channel.close(grace=None)
         await self.client.aclose()
         for engine in self.engines:
             await engine.dispose()
 
 
-async def build_parts(settings: OrderSettings) -> Parts:
+async def build_parts(
+    settings: OrderSettings, tracer: trace.Tracer, breaker_metrics: BreakerMetrics | None = None
+) -> Parts:
     engines = [create_engine(url) for url in settings.shard_urls]
     for engine in engines:
         await create_schema(engine, metadata)
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
     shards = Shards([OrderStore(engine, status_changed) for engine in engines])
-    return Parts(engines, shards, client, RedisPublisher(client))
+
+    def channel(address: str, service: str) -> grpc.aio.Channel:
+        return make_channel(
+            address, tracer=tracer, default_timeout=settings.client_deadline_seconds,
+            service=service, idempotent_methods=IDEMPOTENT[service],
+        )  # fmt: skip
+
+    catalog = channel(settings.catalog_address, "ordermesh.catalog.v1.CatalogService")
+    payment = channel(settings.payment_address, "ordermesh.payment.v1.PaymentService")
+    shipping = channel(settings.shipping_address, "ordermesh.shipping.v1.ShippingService")
+    breakers = {
+        name: Breaker(
+            name,
+            fail_max=settings.breaker_fail_max,
+            reset_timeout=settings.breaker_reset_seconds,
+            metrics=breaker_metrics,
+        )
+        for name in ("catalog", "payment", "shipping")
+    }
+    remote = Remote(
+        payment_pb2_grpc.PaymentServiceStub(payment),
+        catalog_pb2_grpc.CatalogServiceStub(catalog),
+        shipping_pb2_grpc.ShippingServiceStub(shipping),
+        breakers,
+    )
+    config = LifecycleConfig(
+        reconcile_after=timedelta(seconds=settings.reconcile_after_seconds),
+        payment_window=timedelta(seconds=settings.order_timeout_seconds),
+        review_timeout=timedelta(seconds=settings.order_timeout_seconds),
+        ship_max_attempts=settings.ship_max_attempts,
+        ship_backoff=timedelta(seconds=settings.ship_backoff_seconds),
+        ship_concurrency=settings.ship_concurrency,
+    )
+    lifecycle = Lifecycle(shards, remote, utc_now, config)
+    return Parts(engines, shards, client, RedisPublisher(client), [catalog, payment, shipping], lifecycle, remote)
 
 
 def build_consumers(parts: Parts, settings: OrderSettings, tracer: trace.Tracer) -> list[StreamConsumer]:
@@ -59,24 +118,44 @@ def build_consumers(parts: Parts, settings: OrderSettings, tracer: trace.Tracer)
         max_attempts=settings.consumer_max_attempts,
         claim_idle_ms=settings.consumer_claim_idle_ms,
     )
+    routes: list[tuple[str, str, Handler]] = [
+        (settings.order_placed_stream, settings.consumer_group, PlacedOrders(parts.shards, utc_now)),
+        (settings.order_updates_stream, settings.consumer_group, StatusEvents(parts.shards, utc_now)),
+        (settings.order_status_stream, "dispatcher", Dispatcher(parts.lifecycle)),
+        (settings.order_status_stream, "compensator", Compensator(parts.remote)),
+    ]
     return [
-        StreamConsumer(
-            parts.client, stream, settings.consumer_group, handler, parts.dead_letters(), tracer=tracer, config=config
+        StreamConsumer(parts.client, stream, group, handler, parts.dead_letters(), tracer=tracer, config=config)
+        for stream, group, handler in routes
+    ]
+
+
+def build_jobs(parts: Parts, settings: OrderSettings) -> list[PeriodicJob]:
+    jobs = {
+        "reconcile": parts.lifecycle.reconcile,
+        "expire": parts.lifecycle.expire,
+        "recover-shipping": parts.lifecycle.recover,
+    }
+    lease_ms = int(max(settings.worker_interval_seconds * 5, 5) * 1000)
+    return [
+        PeriodicJob(
+            name,
+            job,
+            interval=settings.worker_interval_seconds,
+            lease=Lease(parts.client, f"order-{name}", lease_ms),
+            clock=utc_now,
         )
-        for stream, handler in (
-            (settings.order_placed_stream, PlacedOrders(parts.shards, utc_now)),
-            (settings.order_updates_stream, StatusEvents(parts.shards, utc_now)),
-        )
+        for name, job in jobs.items()
     ]
 
 
 async def bootstrap(settings: OrderSettings) -> App:
     app = new_app("order", settings)
-    parts = await build_parts(settings)
+    parts = await build_parts(settings, app.tracer, app.breaker_metrics)
     app.services.append(
         Registration(
             order_pb2_grpc.add_OrderServiceServicer_to_server,
-            OrderService(OrderQueries(parts.shards)),
+            OrderService(OrderQueries(parts.shards), parts.lifecycle),
             order_pb2.DESCRIPTOR.services_by_name["OrderService"].full_name,
         )
     )
@@ -86,6 +165,7 @@ async def bootstrap(settings: OrderSettings) -> App:
             parts.shards, parts.publisher, settings.order_status_stream, Lease(parts.client, "order-outbox", 5000)
         )
     )
+    app.workers += build_jobs(parts, settings)
     for n, engine in enumerate(parts.engines):
         app.readiness[f"database-{n}"] = lambda engine=engine: ping(engine)  # type: ignore[misc]
     app.closers.append(parts.close)

@@ -8,15 +8,21 @@ deferred (retried, never dropped); an illegal one is recorded and ignored.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
 
 from mesh.bus import BatchOutcome, Message
 from mesh.clock import Clock
+from mesh.errors import DomainError
 from order.events import parse, placed_order, transition
+from order.lifecycle import Lifecycle
 from order.orders import Applied, MalformedEvent, Order
+from order.remote import Remote
 from order.shards import Shards
+from order.state import Status
 from order.store import OrderStore
+from ordermesh.common.v1 import common_pb2
 
 log = logging.getLogger(__name__)
 
@@ -70,4 +76,62 @@ class StatusEvents:
                 outcome.defer(message, f"order {change.order_id} not inserted yet")
             elif result is Applied.ILLEGAL:
                 log.warning("ignored %s for %s: illegal from %s", change.target, change.order_id, before)
+        return outcome
+
+
+def _changed_to(message: Message, status: Status) -> bool:
+    envelope = parse(message.payload)
+    return envelope.WhichOneof(
+        "payload"
+    ) == "order_status_changed" and envelope.order_status_changed.to_status == common_pb2.OrderStatus.Value(
+        status.value
+    )
+
+
+class Dispatcher:
+    """PAID -> ShipOrder -> SHIPPED (or SHIP_FAILED), with bounded concurrency.
+
+    One consumer group: each change goes to one replica; and ShipOrder is
+    idempotent per order, so even a redelivery ships once."""
+
+    def __init__(self, lifecycle: Lifecycle) -> None:
+        self._lifecycle = lifecycle
+
+    async def __call__(self, batch: list[Message]) -> BatchOutcome:
+        outcome = BatchOutcome()
+        paid = []
+        for message in batch:
+            try:
+                if _changed_to(message, Status.PAID):
+                    paid.append(message)
+            except MalformedEvent as error:
+                outcome.fail(message, str(error))
+        results = await asyncio.gather(*(self._lifecycle.ship(m.order_id) for m in paid), return_exceptions=True)
+        for message, result in zip(paid, results, strict=True):
+            if isinstance(result, BaseException):
+                outcome.fail(message, f"ship: {result}")
+        return outcome
+
+
+class Compensator:
+    """Every CANCELLED order: refund what was captured and give the stock back.
+
+    Both calls are idempotent, so repeats are harmless; a failure is retried
+    by the bus and, in the end, dead-lettered for a person."""
+
+    def __init__(self, remote: Remote) -> None:
+        self._remote = remote
+
+    async def __call__(self, batch: list[Message]) -> BatchOutcome:
+        outcome = BatchOutcome()
+        for message in batch:
+            try:
+                if not _changed_to(message, Status.CANCELLED):
+                    continue
+                await self._remote.refund(message.order_id, "order cancelled")
+                await self._remote.release(message.order_id)
+            except MalformedEvent as error:
+                outcome.fail(message, str(error))
+            except DomainError as error:
+                outcome.fail(message, f"compensation: {error}")
         return outcome

@@ -68,7 +68,9 @@ def transition(envelope: events_pb2.Envelope) -> Transition:
         return Transition(order_id, event_id, Status.PAID, "payment captured", only_from=PAYABLE)
     if kind == "payment_declined":
         reason = envelope.payment_declined.reason or "payment declined"
-        return Transition(order_id, event_id, Status.CANCELLED, reason, failure_reason=reason, only_from=PAYABLE)
+        return Transition(
+            order_id, event_id, Status.CANCELLED, reason, failure_reason=reason, only_from=PAYABLE | REVIEWABLE
+        )
     if kind == "order_cancelled":
         reason = envelope.order_cancelled.reason or "cancelled"
         return Transition(order_id, event_id, Status.CANCELLED, reason, failure_reason=reason)

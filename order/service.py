@@ -1,8 +1,4 @@
-"""OrderService servicer: validate, call the domain, map to the wire.
-
-CancelOrder and ReviewOrder arrive with the compensations; until then they
-answer UNIMPLEMENTED.
-"""
+"""OrderService servicer: validate, call the domain, map to the wire."""
 
 from __future__ import annotations
 
@@ -12,8 +8,8 @@ from typing import Any
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from mesh.errors import Unimplemented
 from mesh.validation import Checker
+from order.lifecycle import Lifecycle
 from order.orders import Order
 from order.queries import OrderQueries
 from ordermesh.common.v1 import common_pb2
@@ -23,8 +19,9 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class OrderService(order_pb2_grpc.OrderServiceServicer):
-    def __init__(self, queries: OrderQueries) -> None:
+    def __init__(self, queries: OrderQueries, lifecycle: Lifecycle) -> None:
         self._queries = queries
+        self._lifecycle = lifecycle
 
     async def GetOrder(self, request: order_pb2.GetOrderRequest, context: Context) -> order_pb2.Order:
         check = Checker()
@@ -42,10 +39,20 @@ class OrderService(order_pb2_grpc.OrderServiceServicer):
         )
 
     async def CancelOrder(self, request: order_pb2.CancelOrderRequest, context: Context) -> order_pb2.Order:
-        raise Unimplemented("CancelOrder is not implemented yet")
+        check = Checker()
+        check.order_id(request.order_id)
+        check.require(len(request.reason) <= 500, "reason", "must be at most 500 characters")
+        check.raise_if_any()
+        return to_proto(await self._lifecycle.cancel(request.order_id, request.reason))
 
     async def ReviewOrder(self, request: order_pb2.ReviewOrderRequest, context: Context) -> order_pb2.Order:
-        raise Unimplemented("ReviewOrder is not implemented yet")
+        check = Checker()
+        check.order_id(request.order_id)
+        check.identifier(request.reviewer, "reviewer")
+        check.require(len(request.note) <= 500, "note", "must be at most 500 characters")
+        check.raise_if_any()
+        order = await self._lifecycle.review(request.order_id, request.approve, request.reviewer, request.note)
+        return to_proto(order)
 
 
 def _timestamp(value: datetime) -> Timestamp:

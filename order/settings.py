@@ -23,6 +23,16 @@ class OrderSettings(ServiceSettings):
     consumer_batch_size: int = Field(100, ge=1, le=1000)
     consumer_max_attempts: int = Field(5, ge=1)
     consumer_claim_idle_ms: int = Field(30_000, ge=100)
+    catalog_address: str = "127.0.0.1:50051"
+    payment_address: str = "127.0.0.1:50054"
+    shipping_address: str = "127.0.0.1:50055"
+    reconcile_after_seconds: float = Field(10.0, gt=0)
+    # Unpaid (PENDING) and unreviewed (AWAITING_REVIEW) orders expire after this.
+    order_timeout_seconds: float = Field(30 * 60, gt=0)
+    ship_max_attempts: int = Field(5, ge=1)
+    ship_backoff_seconds: float = Field(5.0, gt=0)
+    ship_concurrency: int = Field(16, ge=1)
+    worker_interval_seconds: float = Field(1.0, gt=0)
 
     @property
     def shard_urls(self) -> list[str]:

@@ -84,14 +84,15 @@ def history(order: order_pb2.Order) -> list[str]:
     return [common_pb2.OrderStatus.Name(c.status) for c in order.history]
 
 
-async def test_a_normal_order_is_paid_and_persisted(clients: Clients) -> None:
+async def test_a_normal_order_is_paid_persisted_and_shipped(clients: Clients) -> None:
     before = await clients.stock("sku-1004")
     placed = await clients.place(("sku-1004", 2), ("sku-1008", 1))
     assert placed.status == common_pb2.PAID and placed.order_id.startswith("o0-")
     # 2 x 24.00 + 9.50 + shipping (5.99 for the first unit + 0.50 for each of the other two)
     assert (placed.total.units, placed.total.nanos) == (64, 490_000_000)
-    order = await clients.order_in(placed.order_id, common_pb2.PAID)
-    assert history(order) == ["PENDING", "PAID"]
+    order = await clients.order_in(placed.order_id, common_pb2.SHIPPED)
+    assert history(order) == ["PENDING", "PAID", "SHIPPED"]
+    assert order.tracking_id.startswith("TRK-")
     assert order.address.city == "Springfield" and order.email == "ada@example.com" and order.trace_id
     assert await clients.stock("sku-1004") == before - 2
     payment = await clients.payment.GetPayment(payment_pb2.GetPaymentRequest(order_id=placed.order_id))
@@ -115,8 +116,8 @@ async def test_twenty_concurrent_duplicates_make_one_order(clients: Clients) -> 
     assert len({a.order_id for a in answers}) == 1
     assert all(a == answers[0] for a in answers) and answers[0].status == common_pb2.PAID
     assert await clients.stock("sku-1007") == before - 1
-    order = await clients.order_in(answers[0].order_id, common_pb2.PAID)
-    assert history(order) == ["PENDING", "PAID"]
+    order = await clients.order_in(answers[0].order_id, common_pb2.SHIPPED)
+    assert history(order) == ["PENDING", "PAID", "SHIPPED"]
     listed = await clients.order.ListOrders(order_pb2.ListOrdersRequest(user_id="ada", page_size=100))
     assert [o.order_id for o in listed.orders].count(answers[0].order_id) == 1
 
@@ -126,9 +127,9 @@ async def test_high_value_orders_wait_for_review(clients: Clients) -> None:
     assert placed.status == common_pb2.AWAITING_REVIEW
     order = await clients.order_in(placed.order_id, common_pb2.AWAITING_REVIEW)
     assert history(order) == ["AWAITING_REVIEW"]
-    with pytest.raises(grpc.aio.AioRpcError) as never_charged:
-        await clients.payment.GetPayment(payment_pb2.GetPaymentRequest(order_id=placed.order_id))
-    assert never_charged.value.code() == grpc.StatusCode.NOT_FOUND
+    # Charged at checkout (the card is never kept); the review gates fulfilment.
+    payment = await clients.payment.GetPayment(payment_pb2.GetPaymentRequest(order_id=placed.order_id))
+    assert payment.status == payment_pb2.CAPTURED
 
 
 async def test_short_stock_is_failed_precondition_naming_the_product(clients: Clients) -> None:
@@ -172,3 +173,43 @@ async def test_bad_input_names_the_field_and_creates_nothing(
     assert await clients.stock("sku-1001") == before
     listed = await clients.order.ListOrders(order_pb2.ListOrdersRequest(user_id="mallory"))
     assert list(listed.orders) == []
+
+
+async def test_review_approve_ships_and_reject_refunds_and_restores(clients: Clients) -> None:
+    approved = await clients.place(("sku-1012", 1))
+    await clients.order_in(approved.order_id, common_pb2.AWAITING_REVIEW)
+    reply = await clients.order.ReviewOrder(
+        order_pb2.ReviewOrderRequest(order_id=approved.order_id, approve=True, reviewer="bob")
+    )
+    assert reply.status in (common_pb2.PAID, common_pb2.SHIPPED)
+    order = await clients.order_in(approved.order_id, common_pb2.SHIPPED)
+    assert history(order) == ["AWAITING_REVIEW", "PENDING", "PAID", "SHIPPED"]
+
+    before = await clients.stock("sku-1012")
+    rejected = await clients.place(("sku-1012", 1))
+    assert await clients.stock("sku-1012") == before - 1
+    await clients.order_in(rejected.order_id, common_pb2.AWAITING_REVIEW)
+    await clients.order.ReviewOrder(
+        order_pb2.ReviewOrderRequest(order_id=rejected.order_id, approve=False, reviewer="eve", note="suspicious")
+    )
+    order = await clients.order_in(rejected.order_id, common_pb2.CANCELLED)
+    assert order.failure_reason == "rejected by eve: suspicious"
+
+    async def compensated() -> bool:
+        payment = await clients.payment.GetPayment(payment_pb2.GetPaymentRequest(order_id=rejected.order_id))
+        return payment.status == payment_pb2.REFUNDED and await clients.stock("sku-1012") == before
+
+    await eventually(compensated, within=20, what="refund and stock release of the rejected order")
+
+
+async def test_shipped_orders_cannot_be_cancelled_or_reviewed(clients: Clients) -> None:
+    placed = await clients.place(("sku-1008", 1))
+    await clients.order_in(placed.order_id, common_pb2.SHIPPED)
+    with pytest.raises(grpc.aio.AioRpcError) as cancel:
+        await clients.order.CancelOrder(order_pb2.CancelOrderRequest(order_id=placed.order_id, reason="too late"))
+    assert cancel.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    with pytest.raises(grpc.aio.AioRpcError) as review:
+        await clients.order.ReviewOrder(
+            order_pb2.ReviewOrderRequest(order_id=placed.order_id, approve=True, reviewer="bob")
+        )
+    assert review.value.code() == grpc.StatusCode.FAILED_PRECONDITION

@@ -84,8 +84,8 @@ async def pipeline(shard_urls: str, redis_server: RedisServer) -> AsyncIterator[
     )
     app = await bootstrap(settings)
     app.workers.clear()  # the test drives consumers itself, deterministically
-    parts = await build_parts(settings)
-    consumers = build_consumers(parts, settings, app.tracer)
+    parts = await build_parts(settings, app.tracer)
+    consumers = build_consumers(parts, settings, app.tracer)[:2]  # OrderPlaced and status events only
     async with serving(app) as (_server, channel):
         yield Pipeline(settings, parts, order_pb2_grpc.OrderServiceStub(channel), consumers)
     await parts.close()

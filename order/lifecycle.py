@@ -1,0 +1,196 @@
+"""What happens to orders after they are placed: cancel, review, reconcile,
+expire, ship, recover.
+
+Every status change goes through the store's exactly-once ``apply`` with an
+event id derived from the order and the step, so a repeat (a retry, a second
+replica, a redelivered event) is absorbed. Refunds and stock releases are not
+done here: every CANCELLED order is compensated by the ``Compensator``
+consumer, whichever path cancelled it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from mesh.clock import Clock
+from mesh.errors import FailedPrecondition, NotFound, Unavailable
+from order.orders import Applied, Order, Transition
+from order.remote import Remote
+from order.shards import Shards
+from order.state import TERMINAL, Status
+from order.store import OrderStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LifecycleConfig:
+    # A PENDING order is checked against payment after this long ...
+    reconcile_after: timedelta = timedelta(seconds=10)
+    # ... and cancelled if nothing was charged within this long.
+    payment_window: timedelta = timedelta(minutes=30)
+    review_timeout: timedelta = timedelta(minutes=30)
+    ship_max_attempts: int = 5
+    ship_backoff: timedelta = timedelta(seconds=5)
+    ship_backoff_max: timedelta = timedelta(minutes=5)
+    batch: int = 100
+    ship_concurrency: int = 16
+
+
+class Lifecycle:
+    def __init__(
+        self, shards: Shards, remote: Remote, clock: Clock, config: LifecycleConfig = LifecycleConfig()
+    ) -> None:
+        self._shards = shards
+        self._remote = remote
+        self._clock = clock
+        self._config = config
+        self._ship_slots = asyncio.Semaphore(config.ship_concurrency)
+
+    async def _load(self, order_id: str) -> tuple[OrderStore, Order]:
+        store = self._shards.for_order(order_id)
+        order = await store.get(order_id) if store is not None else None
+        if store is None or order is None:
+            raise NotFound("order", order_id)
+        return store, order
+
+    async def _apply(self, store: OrderStore, transition: Transition) -> Applied:
+        result, before = await store.apply(transition, self._clock())
+        if result is Applied.ILLEGAL:
+            log.info("order %s: %s not applied from %s", transition.order_id, transition.target, before)
+        return result
+
+    # -- people ---------------------------------------------------------------------
+
+    async def cancel(self, order_id: str, reason: str) -> Order:
+        store, order = await self._load(order_id)
+        if order.status in TERMINAL:
+            raise FailedPrecondition(f"order {order_id} is {order.status} and can no longer be cancelled")
+        reason = reason or "cancelled by the customer"
+        change = Transition(order_id, f"{order_id}:cancel", Status.CANCELLED, reason, failure_reason=reason)
+        if await self._apply(store, change) is Applied.ILLEGAL:
+            raise FailedPrecondition(f"order {order_id} changed meanwhile and can no longer be cancelled")
+        return (await self._load(order_id))[1]
+
+    async def review(self, order_id: str, approve: bool, reviewer: str, note: str) -> Order:
+        store, order = await self._load(order_id)
+        if order.status is not Status.AWAITING_REVIEW:
+            raise FailedPrecondition(f"order {order_id} is {order.status}, not AWAITING_REVIEW")
+        if not approve:
+            reason = f"rejected by {reviewer}" + (f": {note}" if note else "")
+            change = Transition(order_id, f"{order_id}:review", Status.CANCELLED, reason, failure_reason=reason)
+            await self._apply(store, change)
+            return (await self._load(order_id))[1]
+        await self._apply(store, Transition(order_id, f"{order_id}:review", Status.PENDING, f"approved by {reviewer}"))
+        # The charge was made at checkout: settle it now (or reconcile later if unknown).
+        await self._settle_payment(store, order_id, "-after-review")
+        return (await self._load(order_id))[1]
+
+    async def _settle_payment(self, store: OrderStore, order_id: str, suffix: str = "") -> bool:
+        state = await self._remote.payment(order_id)
+        if state.status == "CAPTURED":
+            await self._apply(
+                store, Transition(order_id, f"{order_id}:payment{suffix}", Status.PAID, "payment captured")
+            )
+            return True
+        if state.status == "DECLINED":
+            reason = state.decline_reason or "payment declined"
+            await self._apply(
+                store,
+                Transition(order_id, f"{order_id}:payment{suffix}", Status.CANCELLED, reason, failure_reason=reason),
+            )
+            return True
+        return False
+
+    # -- periodic workers -------------------------------------------------------------
+
+    async def reconcile(self, now: datetime) -> int:
+        """PENDING orders whose payment outcome was unknown: ask payment."""
+        done = 0
+        for store in self._shards.stores:
+            for order in await store.in_status(Status.PENDING, now - self._config.reconcile_after, self._config.batch):
+                try:
+                    if await self._settle_payment(store, order.order_id):
+                        done += 1
+                    elif order.created_at <= now - self._config.payment_window:
+                        reason = "payment not received in time"
+                        change = Transition(
+                            order.order_id, f"{order.order_id}:expired", Status.CANCELLED, reason, failure_reason=reason
+                        )
+                        await self._apply(store, change)
+                        done += 1
+                except Unavailable as error:
+                    log.warning("reconcile %s: %s", order.order_id, error)
+        return done
+
+    async def expire(self, now: datetime) -> int:
+        """AWAITING_REVIEW orders nobody reviewed in time are cancelled."""
+        done = 0
+        for store in self._shards.stores:
+            for order in await store.in_status(
+                Status.AWAITING_REVIEW, now - self._config.review_timeout, self._config.batch
+            ):
+                reason = "review expired"
+                change = Transition(
+                    order.order_id, f"{order.order_id}:expired", Status.CANCELLED, reason, failure_reason=reason
+                )
+                if await self._apply(store, change) is Applied.APPLIED:
+                    done += 1
+        return done
+
+    async def ship(self, order_id: str) -> Applied:
+        """Ship a PAID order: SHIPPED with the tracking id, or SHIP_FAILED."""
+        store, order = await self._load(order_id)
+        if order.status is not Status.PAID:
+            return Applied.ILLEGAL
+        async with self._ship_slots:
+            try:
+                tracking_id = await self._remote.ship(order)
+            except Unavailable as error:
+                reason = f"shipping failed: {error}"
+                return await self._apply(
+                    store,
+                    Transition(order_id, f"{order_id}:ship-failed", Status.SHIP_FAILED, reason, failure_reason=reason),
+                )
+        return await self._apply(
+            store, Transition(order_id, f"{order_id}:shipped", Status.SHIPPED, "shipped", tracking_id=tracking_id)
+        )
+
+    async def recover(self, now: datetime) -> int:
+        """Retry SHIP_FAILED orders with backoff; give up (cancel) after the maximum."""
+        done = 0
+        for store in self._shards.stores:
+            for order in await store.in_status(Status.SHIP_FAILED, now, self._config.batch):
+                if order.ship_attempts >= self._config.ship_max_attempts:
+                    reason = f"shipping failed {order.ship_attempts} times"
+                    change = Transition(
+                        order.order_id,
+                        f"{order.order_id}:ship-gave-up",
+                        Status.CANCELLED,
+                        reason,
+                        failure_reason=reason,
+                    )
+                    await self._apply(store, change)
+                    done += 1
+                    continue
+                wait = min(self._config.ship_backoff * 2 ** (order.ship_attempts - 1), self._config.ship_backoff_max)
+                if order.updated_at + wait > now:
+                    continue
+                try:
+                    tracking_id = await self._remote.ship(order)
+                except Unavailable:
+                    await store.note_ship_failure(order.order_id, now)
+                    continue
+                change = Transition(
+                    order.order_id,
+                    f"{order.order_id}:shipped",
+                    Status.SHIPPED,
+                    "shipped after retry",
+                    tracking_id=tracking_id,
+                )
+                await self._apply(store, change)
+                done += 1
+        return done

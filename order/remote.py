@@ -1,0 +1,87 @@
+"""The order context's calls to payment, catalog and shipping, each behind a breaker."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import grpc
+
+from mesh.breaker import Breaker, is_business_error
+from mesh.errors import Relayed, Unavailable
+from order.orders import Order
+from ordermesh.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from ordermesh.common.v1 import common_pb2
+from ordermesh.payment.v1 import payment_pb2, payment_pb2_grpc
+from ordermesh.shipping.v1 import shipping_pb2, shipping_pb2_grpc
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class PaymentState:
+    status: str  # "CAPTURED", "DECLINED", "REFUNDED", or "NONE" when never charged
+    transaction_id: str = ""
+    decline_reason: str = ""
+
+
+class Remote:
+    def __init__(
+        self,
+        payment: payment_pb2_grpc.PaymentServiceAsyncStub,
+        catalog: catalog_pb2_grpc.CatalogServiceAsyncStub,
+        shipping: shipping_pb2_grpc.ShippingServiceAsyncStub,
+        breakers: dict[str, Breaker],
+    ) -> None:
+        self._payment = payment
+        self._catalog = catalog
+        self._shipping = shipping
+        self._breakers = breakers
+
+    async def _call(self, dependency: str, call: Callable[[], Awaitable[T]]) -> T:
+        try:
+            with self._breakers[dependency].calling():
+                return await call()
+        except grpc.aio.AioRpcError as error:
+            if is_business_error(error):
+                raise Relayed.of(error) from None
+            raise Unavailable(f"{dependency} is unavailable ({error.code().name})") from None
+
+    async def payment(self, order_id: str) -> PaymentState:
+        try:
+            p = await self._call(
+                "payment", lambda: self._payment.GetPayment(payment_pb2.GetPaymentRequest(order_id=order_id))
+            )
+        except Relayed as error:
+            if error.code is grpc.StatusCode.NOT_FOUND:
+                return PaymentState("NONE")
+            raise
+        return PaymentState(payment_pb2.PaymentStatus.Name(p.status), p.transaction_id, p.decline_reason)
+
+    async def refund(self, order_id: str, reason: str) -> None:
+        """Refund if anything was captured; a never-charged order needs none."""
+        try:
+            await self._call(
+                "payment", lambda: self._payment.Refund(payment_pb2.RefundRequest(order_id=order_id, reason=reason))
+            )
+        except Relayed as error:
+            if error.code not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
+                raise
+
+    async def release(self, order_id: str) -> None:
+        await self._call(
+            "catalog", lambda: self._catalog.ReleaseStock(catalog_pb2.ReleaseStockRequest(order_id=order_id))
+        )
+
+    async def ship(self, order: Order) -> str:
+        a = order.address
+        request = shipping_pb2.ShipOrderRequest(
+            order_id=order.order_id,
+            address=common_pb2.Address(
+                street_address=a.street_address, city=a.city, state=a.state, country=a.country, zip_code=a.zip_code
+            ),
+            items=[common_pb2.LineItem(product_id=i.product_id, quantity=i.quantity) for i in order.items],
+        )
+        shipment = await self._call("shipping", lambda: self._shipping.ShipOrder(request))
+        return str(shipment.tracking_id)
