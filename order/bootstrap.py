@@ -15,7 +15,7 @@ from mesh.bus import Handler
 from mesh.bus.dead_letters import SqlDeadLetters
 from mesh.bus.redis_streams import ConsumerConfig, RedisPublisher, StreamConsumer
 from mesh.clients import make_channel
-from mesh.clock import utc_now
+from mesh.clock import Clock, utc_now
 from mesh.db import create_engine, create_schema, ping
 from mesh.lease import Lease
 from mesh.metrics import BreakerMetrics
@@ -68,7 +68,10 @@ class Parts:
 
 
 async def build_parts(
-    settings: OrderSettings, tracer: trace.Tracer, breaker_metrics: BreakerMetrics | None = None
+    settings: OrderSettings,
+    tracer: trace.Tracer,
+    breaker_metrics: BreakerMetrics | None = None,
+    clock: Clock = utc_now,
 ) -> Parts:
     engines = [create_engine(url) for url in settings.shard_urls]
     for engine in engines:
@@ -108,7 +111,7 @@ async def build_parts(
         ship_backoff=timedelta(seconds=settings.ship_backoff_seconds),
         ship_concurrency=settings.ship_concurrency,
     )
-    lifecycle = Lifecycle(shards, remote, utc_now, config)
+    lifecycle = Lifecycle(shards, remote, clock, config)
     return Parts(engines, shards, client, RedisPublisher(client), [catalog, payment, shipping], lifecycle, remote)
 
 

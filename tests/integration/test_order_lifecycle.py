@@ -1,0 +1,284 @@
+"""Order lifecycle against real catalog, payment and shipping servers, driven by a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+
+from catalog.bootstrap import bootstrap as catalog_bootstrap
+from mesh.bus import encode_fields
+from mesh.bus.redis_streams import StreamConsumer
+from mesh.lease import Lease
+from mesh.local.procs import RedisServer, free_port
+from mesh.order_ids import mint
+from mesh.server import Server
+from order.bootstrap import Parts, build_consumers, build_parts
+from order.relay import OutboxRelay
+from order.settings import OrderSettings
+from order.state import Status
+from ordermesh.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from ordermesh.common.v1 import common_pb2
+from ordermesh.events.v1 import events_pb2
+from ordermesh.payment.v1 import payment_pb2, payment_pb2_grpc
+from ordermesh.shipping.v1 import shipping_pb2, shipping_pb2_grpc
+from payment.bootstrap import bootstrap as payment_bootstrap
+from payment.settings import PaymentSettings
+from shipping.bootstrap import bootstrap as shipping_bootstrap
+from shipping.settings import ShippingSettings
+from tests.integration.catalog_support import catalog_settings
+from tests.support import serving
+
+CARD = common_pb2.CreditCard(number="4432801561520454", cvv=672, expiration_year=2039, expiration_month=1)
+HOME = common_pb2.Address(street_address="1 Main St", city="Springfield", country="US", zip_code="62701")
+PRODUCT = "sku-1004"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@dataclass
+class World:
+    clock: FakeClock
+    parts: Parts
+    settings: OrderSettings
+    consumers: dict[str, StreamConsumer]
+    relay: OutboxRelay
+    catalog: catalog_pb2_grpc.CatalogServiceAsyncStub
+    payment: payment_pb2_grpc.PaymentServiceAsyncStub
+    shipping_settings: ShippingSettings
+    shipping_server: Server | None
+
+    async def stock(self) -> int:
+        return int((await self.catalog.GetProduct(catalog_pb2.GetProductRequest(id=PRODUCT))).stock)
+
+    async def new_order(self, *, charge: bool, review: bool = False, announce: bool = True) -> str:
+        """Reserve (OrderPlaced), optionally charge, optionally tell the order context."""
+        order_id = mint(f"user-{uuid.uuid4().hex[:6]}", 1)
+        await self.catalog.ReserveStock(
+            catalog_pb2.ReserveStockRequest(
+                order_id=order_id,
+                items=[common_pb2.LineItem(product_id=PRODUCT, quantity=2)],
+                draft=common_pb2.OrderDraft(
+                    user_id="u",
+                    address=HOME,
+                    initial_status=common_pb2.AWAITING_REVIEW if review else common_pb2.PENDING,
+                ),
+            )
+        )
+        if charge:
+            payment = await self.payment.Charge(
+                payment_pb2.ChargeRequest(
+                    order_id=order_id, amount=common_pb2.Money(currency_code="USD", units=54), credit_card=CARD
+                )
+            )
+            if announce:
+                envelope = events_pb2.Envelope(
+                    event_id=f"{order_id}:payment",
+                    order_id=order_id,
+                    payment_captured=events_pb2.PaymentCaptured(transaction_id=payment.transaction_id),
+                )
+                await self.parts.publisher.publish(self.settings.order_updates_stream, encode_fields(envelope))
+        await self.settle()
+        return order_id
+
+    async def settle(self) -> None:
+        """Run the pipeline until quiet: inserts, status events, outbox, dispatcher, compensator."""
+        for _ in range(3):
+            for name in ("placed", "updates"):
+                await self.consumers[name].run_until_idle()
+            await self.relay.relay_once()
+            for name in ("dispatcher", "compensator"):
+                await self.consumers[name].run_until_idle()
+            await self.relay.relay_once()
+
+    async def status(self, order_id: str) -> Status:
+        order = await self.parts.shards.stores[0].get(order_id)
+        assert order is not None
+        return order.status
+
+    async def history(self, order_id: str) -> list[str]:
+        order = await self.parts.shards.stores[0].get(order_id)
+        assert order is not None
+        return [change.status.value for change in order.history]
+
+    async def payment_status(self, order_id: str) -> int:
+        return int((await self.payment.GetPayment(payment_pb2.GetPaymentRequest(order_id=order_id))).status)
+
+    async def start_shipping(self) -> None:
+        self.shipping_server = Server(await shipping_bootstrap(self.shipping_settings))
+        await self.shipping_server.start()
+
+    async def stop_shipping(self) -> None:
+        assert self.shipping_server is not None
+        await self.shipping_server.stop()
+        self.shipping_server = None
+
+
+@pytest.fixture
+async def world(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[World]:
+    clock = FakeClock()
+    prefix = uuid.uuid4().hex[:8]
+    cat_settings = catalog_settings(f"sqlite+aiosqlite:///{tmp_path / 'catalog.db'}", redis_server.url)
+    pay = PaymentSettings(
+        grpc_host="127.0.0.1", grpc_port=0, metrics_port=0, database_url=f"sqlite+aiosqlite:///{tmp_path / 'pay.db'}"
+    )
+    ship = ShippingSettings(
+        grpc_host="127.0.0.1",
+        grpc_port=free_port(),
+        metrics_port=0,
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'ship.db'}",
+    )
+    async with AsyncExitStack() as stack:
+        catalog_server, catalog_channel = await stack.enter_async_context(
+            serving(await catalog_bootstrap(cat_settings))
+        )
+        payment_server, payment_channel = await stack.enter_async_context(serving(await payment_bootstrap(pay)))
+        settings = OrderSettings(
+            grpc_host="127.0.0.1",
+            grpc_port=0,
+            metrics_port=0,
+            database_urls=f"sqlite+aiosqlite:///{tmp_path / 'order-0.db'}",
+            redis_url=redis_server.url,
+            order_placed_stream=cat_settings.order_stream,
+            order_updates_stream=f"{prefix}:updates",
+            order_status_stream=f"{prefix}:status",
+            consumer_group=f"{prefix}-order",
+            catalog_address=f"127.0.0.1:{catalog_server.port}",
+            payment_address=f"127.0.0.1:{payment_server.port}",
+            shipping_address=f"127.0.0.1:{ship.grpc_port}",
+            client_deadline_seconds=2,
+            breaker_reset_seconds=0.2,
+            ship_max_attempts=3,
+            ship_backoff_seconds=5,
+        )
+        tracer = TracerProvider().get_tracer("test")
+        parts = await build_parts(settings, tracer, clock=clock)
+        stack.push_async_callback(parts.close)
+        placed, updates, dispatcher, compensator = build_consumers(parts, settings, tracer)
+        relay = OutboxRelay(
+            parts.shards, parts.publisher, settings.order_status_stream, Lease(parts.client, prefix, 5000)
+        )
+        world = World(
+            clock,
+            parts,
+            settings,
+            {"placed": placed, "updates": updates, "dispatcher": dispatcher, "compensator": compensator},
+            relay,
+            catalog_pb2_grpc.CatalogServiceStub(catalog_channel),
+            payment_pb2_grpc.PaymentServiceStub(payment_channel),
+            ship,
+            None,
+        )
+        await world.start_shipping()
+        try:
+            yield world
+        finally:
+            if world.shipping_server is not None:
+                await world.stop_shipping()
+
+
+async def test_paid_order_ships_once_even_with_two_dispatchers(world: World) -> None:
+    second = StreamConsumer(
+        world.parts.client, world.settings.order_status_stream, "dispatcher", world.consumers["dispatcher"]._handler,
+        world.parts.dead_letters(), tracer=world.consumers["dispatcher"]._tracer, consumer="replica-2",
+    )  # fmt: skip
+    ids = [await world.new_order(charge=True) for _ in range(6)]
+    # Redeliver every PAID change to both replicas at once: ShipOrder and the
+    # SHIPPED transition are both idempotent per order.
+    await asyncio.gather(world.consumers["dispatcher"].run_until_idle(), second.run_until_idle())
+    await world.settle()
+    for order_id in ids:
+        assert await world.history(order_id) == ["PENDING", "PAID", "SHIPPED"]
+    async with grpc.aio.insecure_channel(world.settings.shipping_address) as channel:
+        shipping = shipping_pb2_grpc.ShippingServiceStub(channel)
+        shipped = [await shipping.GetShipment(shipping_pb2.GetShipmentRequest(order_id=o)) for o in ids]
+    assert len({s.tracking_id for s in shipped}) == len(ids)
+    tracked = [(await world.parts.shards.stores[0].get(o)) for o in ids]
+    assert [o.tracking_id for o in tracked if o] == [s.tracking_id for s in shipped]
+
+
+async def test_cancel_of_a_paid_order_refunds_and_restores_stock(world: World) -> None:
+    await world.stop_shipping()  # keep it PAID: nothing ships meanwhile
+    before = await world.stock()
+    order_id = await world.new_order(charge=True)
+    assert await world.status(order_id) in (Status.PAID, Status.SHIP_FAILED)
+    assert await world.stock() == before - 2
+    await world.parts.lifecycle.cancel(order_id, "changed my mind")
+    await world.settle()
+    assert await world.status(order_id) is Status.CANCELLED
+    assert await world.payment_status(order_id) == payment_pb2.REFUNDED
+    assert await world.stock() == before
+
+
+async def test_reconcile_pending_orders_by_asking_payment(world: World) -> None:
+    before = await world.stock()
+    charged = await world.new_order(charge=True, announce=False)  # the answer timed out: PENDING
+    never = await world.new_order(charge=False)  # nothing was charged at all
+    assert (await world.status(charged), await world.status(never)) == (Status.PENDING, Status.PENDING)
+    assert await world.parts.lifecycle.reconcile(world.clock()) == 0, "too early to reconcile"
+    world.clock.advance(seconds=11)
+    assert await world.parts.lifecycle.reconcile(world.clock()) == 1
+    await world.settle()
+    assert await world.history(charged) == ["PENDING", "PAID", "SHIPPED"]
+    assert await world.status(never) is Status.PENDING, "still inside the payment window"
+    world.clock.advance(minutes=31)
+    assert await world.parts.lifecycle.reconcile(world.clock()) == 1
+    await world.settle()
+    assert await world.status(never) is Status.CANCELLED
+    assert await world.stock() == before - 2, "the cancelled order's stock is back; the shipped one's is not"
+
+
+async def test_unreviewed_orders_expire(world: World) -> None:
+    before = await world.stock()
+    order_id = await world.new_order(charge=True, review=True)
+    assert await world.status(order_id) is Status.AWAITING_REVIEW
+    assert await world.parts.lifecycle.expire(world.clock()) == 0
+    world.clock.advance(minutes=31)
+    assert await world.parts.lifecycle.expire(world.clock()) == 1
+    await world.settle()
+    assert await world.history(order_id) == ["AWAITING_REVIEW", "CANCELLED"]
+    assert await world.payment_status(order_id) == payment_pb2.REFUNDED
+    assert await world.stock() == before
+
+
+async def test_shipping_down_then_back_recovers_with_backoff(world: World) -> None:
+    await world.stop_shipping()
+    order_id = await world.new_order(charge=True)
+    assert await world.history(order_id) == ["PENDING", "PAID", "SHIP_FAILED"]
+    await world.start_shipping()
+    assert await world.parts.lifecycle.recover(world.clock()) == 0, "backing off"
+    world.clock.advance(seconds=6)
+    await asyncio.sleep(0.3)  # let the breaker's real-time reset pass
+    assert await world.parts.lifecycle.recover(world.clock()) == 1
+    assert await world.history(order_id) == ["PENDING", "PAID", "SHIP_FAILED", "SHIPPED"]
+
+
+async def test_shipping_that_never_returns_gives_up_and_compensates(world: World) -> None:
+    await world.stop_shipping()
+    before = await world.stock()
+    order_id = await world.new_order(charge=True)
+    for _ in range(4):
+        world.clock.advance(minutes=10)
+        await asyncio.sleep(0.3)
+        await world.parts.lifecycle.recover(world.clock())
+    await world.settle()
+    assert await world.history(order_id) == ["PENDING", "PAID", "SHIP_FAILED", "CANCELLED"]
+    assert await world.payment_status(order_id) == payment_pb2.REFUNDED
+    assert await world.stock() == before
