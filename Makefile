@@ -15,7 +15,7 @@ RUN_DEBS := redis-server
 TEST_DEBS := redis-server mariadb-server prometheus
 PYTEST_ARGS ?=
 
-.PHONY: help setup venv debs-run debs-test tools-test rocketmq-jars run test lint protos clean audit bench bench-stock
+.PHONY: help setup venv debs-run debs-test tools-test rocketmq-jars run test lint protos clean audit bench bench-stock bench-pipeline
 
 help:
 	@echo "make run      start the whole mesh locally (installs what it needs first)"
@@ -23,7 +23,7 @@ help:
 	@echo "make lint     ruff + mypy --strict (generated code excluded)"
 	@echo "make protos   regenerate ordermesh/ stubs from protos/"
 	@echo "make audit    check stock conservation of the local mesh (Redis vs SQL vs journal)"
-	@echo "make bench    all benchmarks (bench-stock: Redis path vs SQL path)"
+	@echo "make bench    all benchmarks (bench-stock: Redis vs SQL path; bench-pipeline: inserts, PlaceOrder, lag)"
 	@echo "make setup    install everything: Debian packages, .venv, Go-built tools, RocketMQ jars"
 
 # The venv is rebuilt only when the dependency pins change; pip reuses its cache.
@@ -64,11 +64,15 @@ lint: venv
 audit: venv
 	$(PY) -m catalog audit
 
-bench: bench-stock
+bench: bench-stock bench-pipeline
 
 bench-stock: venv debs-test
 	@scripts/setup/go-tools.sh ghz
 	$(PY) scripts/bench_stock.py
+
+bench-pipeline: venv debs-test
+	@scripts/setup/go-tools.sh ghz
+	$(PY) scripts/bench_pipeline.py
 
 protos: venv
 	$(PY) scripts/gen_protos.py

@@ -13,6 +13,8 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from redis import exceptions as redis_errors
+from sqlalchemy import exc as sql_errors
 
 
 class DomainError(Exception):
@@ -144,6 +146,20 @@ def to_status(error: DomainError) -> grpc.Status:
     code_value: int = error.code.value[0]
     status = status_pb2.Status(code=code_value, message=error.message, details=error.details())
     return rpc_status.to_status(status)
+
+
+def unavailable_cause(error: BaseException) -> str | None:
+    """A short name for an infrastructure failure (Redis, SQL, network, timeout),
+    which callers should see as UNAVAILABLE and may retry; None for a bug."""
+    if isinstance(error, (redis_errors.ConnectionError, redis_errors.TimeoutError)):
+        return "redis"
+    if isinstance(error, sql_errors.OperationalError) or (
+        isinstance(error, sql_errors.DBAPIError) and error.connection_invalidated
+    ):
+        return "database"
+    if isinstance(error, (ConnectionError, TimeoutError)):
+        return "network"
+    return None
 
 
 def internal_status(trace_id: str) -> grpc.Status:

@@ -17,7 +17,7 @@ from google.protobuf.message import DecodeError, Message
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from mesh.errors import DomainError, InvalidArgument, internal_status, to_status
+from mesh.errors import DomainError, InvalidArgument, internal_status, to_status, unavailable_cause
 from mesh.metrics import ServerMetrics, split_method
 from mesh.telemetry import current_trace_id, extract_context, inject_context
 from mesh.wire import check_wire_types
@@ -141,8 +141,12 @@ class ErrorInterceptor(_UnaryInterceptor):
             except NotImplementedError:
                 # The generated servicer base raises this for methods not written yet.
                 await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet")
-            except Exception:
+            except Exception as error:
                 trace_id = current_trace_id()
+                cause = unavailable_cause(error)
+                if cause is not None:
+                    log.warning("%s in %s: %s", cause, method, error, extra={"trace_id": trace_id})
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, f"{cause} unavailable, retry (trace {trace_id})")
                 log.exception("unexpected error in %s", method, extra={"grpc_method": method, "trace_id": trace_id})
                 status = internal_status(trace_id)
             await context.abort(status.code, status.details, status.trailing_metadata)

@@ -1,0 +1,235 @@
+"""make bench-pipeline: the order pipeline's speed, measured side by side in one run.
+
+1. OrderPlaced -> rows: batched INSERT (100 per statement) vs row by row,
+   on SQLite and MariaDB, through the order context's own store.
+2. The whole local mesh: PlaceOrder driven by ghz at a fixed concurrency
+   (throughput, p50/p99), then a paced run at a fixed rate measuring the lag
+   from PlaceOrder's answer to the order row existing (p50/p99).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import grpc
+from sqlalchemy import select
+
+from mesh.db import create_engine, create_schema, reading
+from mesh.local.mesh import LocalMesh, endpoints
+from mesh.local.procs import MariaDBServer, RedisServer, port_open
+from mesh.money import Money
+from mesh.order_ids import mint
+from order.events import status_changed
+from order.models import metadata, orders
+from order.orders import Address, Item, Order
+from order.state import Status
+from order.store import OrderStore
+from ordermesh.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from ordermesh.checkout.v1 import checkout_pb2, checkout_pb2_grpc
+from ordermesh.common.v1 import common_pb2
+
+ROOT = Path(__file__).resolve().parent.parent
+GHZ = str(ROOT / ".tools/bin/ghz")
+INSERTS = int(os.environ.get("BENCH_INSERTS", "2000"))
+SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
+CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "16"))
+RATE = float(os.environ.get("BENCH_RATE", "50"))
+PRODUCT = "sku-1008"
+CARD = {"number": "4432801561520454", "cvv": 672, "expiration_year": 2039, "expiration_month": 1}
+
+
+def new_orders(count: int) -> list[Order]:
+    now = datetime.now(UTC)
+    price = Money.of("USD", 9, 500_000_000)
+    return [
+        Order(
+            order_id=mint(f"user-{n % 50}", 1),
+            user_id=f"user-{n % 50}",
+            request_id=uuid.uuid4().hex,
+            status=Status.PENDING,
+            items=(Item(PRODUCT, 1, price), Item("sku-1004", 2, Money.of("USD", 24))),
+            total=Money.of("USD", 63, 490_000_000),
+            shipping_cost=Money.of("USD", 6, 490_000_000),
+            address=Address("1 Main St", "Springfield", "IL", "US", "62701"),
+            email="ada@example.com",
+            trace_id="",
+            created_at=now,
+            updated_at=now,
+        )
+        for n in range(count)
+    ]
+
+
+async def insert_rates(url: str) -> tuple[float, float]:
+    engine = create_engine(url)
+    await create_schema(engine, metadata)
+    store = OrderStore(engine, status_changed)
+    now = datetime.now(UTC)
+    batch = new_orders(INSERTS)
+    started = time.perf_counter()
+    for i in range(0, len(batch), 100):
+        await store.insert(batch[i : i + 100], now)
+    batched = len(batch) / (time.perf_counter() - started)
+    single = new_orders(INSERTS // 4)  # row by row is slow: a quarter as many suffices
+    started = time.perf_counter()
+    for order in single:
+        await store.insert([order], now)
+    per_row = len(single) / (time.perf_counter() - started)
+    await engine.dispose()
+    return batched, per_row
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
+
+
+async def ghz_place_order(address: str) -> dict[str, float]:
+    data = json.dumps(
+        {
+            "request_id": "{{.UUID}}",
+            "user_id": "bench-{{.WorkerID}}",
+            "items": [{"product_id": PRODUCT, "quantity": 1}],
+            "address": {"country": "US", "zip_code": "62701"},
+            "email": "bench@example.com",
+            "credit_card": CARD,
+        }
+    )
+    ghz = await asyncio.create_subprocess_exec(
+        GHZ, "--insecure", "--import-paths", str(ROOT / "protos"),
+        "--proto", str(ROOT / "protos/ordermesh/checkout/v1/checkout.proto"),
+        "--call", "ordermesh.checkout.v1.CheckoutService/PlaceOrder", "-d", data,
+        "-c", str(CONCURRENCY), "-z", f"{SECONDS}s", "-O", "json", address, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    report = json.loads((await ghz.communicate())[0])
+    percentiles = {p["percentage"]: p["latency"] / 1e6 for p in report.get("latencyDistribution") or []}
+    ok = report.get("statusCodeDistribution", {}).get("OK", 0)
+    return {"rps": ok / (report["total"] / 1e9), "p50": percentiles.get(50, 0.0), "p99": percentiles.get(99, 0.0)}
+
+
+async def paced_lag(mesh: LocalMesh) -> dict[str, float]:
+    """PlaceOrder at a fixed rate; lag = order row visible - answer received."""
+    answered: dict[str, float] = {}
+    failures: list[str] = []
+    latencies: list[float] = []
+    seen: dict[str, float] = {}
+    engine = create_engine(f"sqlite+aiosqlite:///{mesh.var_dir / 'order-0.db'}")
+    stop = asyncio.Event()
+
+    async def watch() -> None:
+        while not stop.is_set() or len(seen) < len(answered):
+            waiting = [o for o in answered if o not in seen]
+            if waiting:
+                async with reading(engine) as connection:
+                    found = (
+                        await connection.execute(select(orders.c.order_id).where(orders.c.order_id.in_(waiting)))
+                    ).scalars()
+                    now = time.perf_counter()
+                    for order_id in found:
+                        seen[order_id] = now
+            await asyncio.sleep(0.005)
+            if stop.is_set() and time.perf_counter() > deadline:
+                break
+
+    async with grpc.aio.insecure_channel(mesh.address("checkout")) as channel:
+        stub = checkout_pb2_grpc.CheckoutServiceStub(channel)
+
+        async def one(n: int) -> None:
+            started = time.perf_counter()
+            try:
+                reply = await stub.PlaceOrder(
+                    checkout_pb2.PlaceOrderRequest(
+                        request_id=uuid.uuid4().hex,
+                        user_id=f"lag-{n % 20}",
+                        items=[common_pb2.LineItem(product_id=PRODUCT, quantity=1)],
+                        address=common_pb2.Address(country="US", zip_code="62701"),
+                        email="lag@example.com",
+                        credit_card=common_pb2.CreditCard(**CARD),  # type: ignore[arg-type]
+                    ),
+                    timeout=30,
+                )
+            except grpc.aio.AioRpcError as error:
+                failures.append(error.code().name)
+                return
+            answered[reply.order_id] = time.perf_counter()
+            latencies.append((answered[reply.order_id] - started) * 1000)
+
+        watcher = asyncio.create_task(watch())
+        calls = []
+        begin = time.perf_counter()
+        for n in range(int(RATE * SECONDS)):
+            await asyncio.sleep(max(0.0, begin + n / RATE - time.perf_counter()))
+            calls.append(asyncio.create_task(one(n)))
+        await asyncio.gather(*calls)
+        achieved = len(calls) / (time.perf_counter() - begin)
+        deadline = time.perf_counter() + 30
+        stop.set()
+        await watcher
+    await engine.dispose()
+    lags = [(seen[o] - t) * 1000 for o, t in answered.items() if o in seen]
+    return {
+        "rate": achieved,
+        "p50": percentile(latencies, 0.5),
+        "p99": percentile(latencies, 0.99),
+        "lag_p50": percentile(lags, 0.5),
+        "lag_p99": percentile(lags, 0.99),
+        "missing": float(len(answered) - len(lags)),
+        "failed": float(len(failures)),
+    }
+
+
+async def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
+        work = Path(tmp)
+        mariadb = MariaDBServer(work / "mariadb").start()
+        redis = RedisServer(work / "redis", appendonly=True).start()
+        try:
+            mariadb.create_database("orders_bench")
+            inserts = {
+                "SQLite": await insert_rates(f"sqlite+aiosqlite:///{work / 'orders.db'}"),
+                "MariaDB": await insert_rates(mariadb.url("orders_bench")),
+            }
+            print("  measured inserts", file=sys.stderr, flush=True)
+            offset = next(o for o in (random.randrange(2000, 9000, 10) for _ in range(50))
+                          if not any(port_open(e.grpc_port) for e in endpoints(o)))  # fmt: skip
+            mesh = LocalMesh(work / "mesh", offset=offset, redis_url=redis.url)
+            mesh.start(timeout=90)
+            try:
+                async with grpc.aio.insecure_channel(mesh.address("catalog")) as channel:
+                    await catalog_pb2_grpc.CatalogServiceStub(channel).SetStock(
+                        catalog_pb2.SetStockRequest(product_id=PRODUCT, stock=10_000_000)
+                    )
+                closed = await ghz_place_order(mesh.address("checkout"))
+                print("  measured PlaceOrder throughput", file=sys.stderr, flush=True)
+                paced = await paced_lag(mesh)
+            finally:
+                mesh.stop()
+        finally:
+            redis.stop()
+            mariadb.stop()
+    print(f"\nOrderPlaced -> rows through the order store ({INSERTS} orders batched, 100 per INSERT)")
+    print(f"{'database':<9} {'batched/s':>10} {'per-row/s':>10} {'ratio':>7}")
+    for name, (batched, per_row) in inserts.items():
+        print(f"{name:<9} {batched:>10.0f} {per_row:>10.0f} {batched / per_row:>6.1f}x")
+    print(f"\nPlaceOrder on the local mesh ({os.cpu_count()} cores, every process on this machine)")
+    print(f"closed loop, ghz, {CONCURRENCY} in flight, {SECONDS:.0f} s: {closed['rps']:.0f} orders/s, "
+          f"p50 {closed['p50']:.0f} ms, p99 {closed['p99']:.0f} ms")  # fmt: skip
+    print(f"paced at {RATE:.0f}/s for {SECONDS:.0f} s: achieved {paced['rate']:.0f}/s, "
+          f"p50 {paced['p50']:.0f} ms, p99 {paced['p99']:.0f} ms; "
+          f"answer -> order row lag p50 {paced['lag_p50']:.0f} ms, p99 {paced['lag_p99']:.0f} ms, "
+          f"rows not seen: {paced['missing']:.0f}, failed calls: {paced['failed']:.0f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
