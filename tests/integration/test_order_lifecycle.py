@@ -15,6 +15,8 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 from catalog.bootstrap import bootstrap as catalog_bootstrap
+from checkout.bootstrap import bootstrap as checkout_bootstrap
+from checkout.settings import CheckoutSettings
 from mesh.bus import encode_fields
 from mesh.bus.redis_streams import StreamConsumer
 from mesh.lease import Lease
@@ -26,6 +28,7 @@ from order.relay import OutboxRelay
 from order.settings import OrderSettings
 from order.state import Status
 from ordermesh.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from ordermesh.checkout.v1 import checkout_pb2, checkout_pb2_grpc
 from ordermesh.common.v1 import common_pb2
 from ordermesh.events.v1 import events_pb2
 from ordermesh.payment.v1 import payment_pb2, payment_pb2_grpc
@@ -35,7 +38,7 @@ from payment.settings import PaymentSettings
 from shipping.bootstrap import bootstrap as shipping_bootstrap
 from shipping.settings import ShippingSettings
 from tests.integration.catalog_support import catalog_settings
-from tests.support import serving
+from tests.support import eventually, serving
 
 CARD = common_pb2.CreditCard(number="4432801561520454", cvv=672, expiration_year=2039, expiration_month=1)
 HOME = common_pb2.Address(street_address="1 Main St", city="Springfield", country="US", zip_code="62701")
@@ -64,6 +67,7 @@ class World:
     payment: payment_pb2_grpc.PaymentServiceAsyncStub
     shipping_settings: ShippingSettings
     shipping_server: Server | None
+    payment_url: str
 
     async def stock(self) -> int:
         return int((await self.catalog.GetProduct(catalog_pb2.GetProductRequest(id=PRODUCT))).stock)
@@ -185,6 +189,7 @@ async def world(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[Worl
             payment_pb2_grpc.PaymentServiceStub(payment_channel),
             ship,
             None,
+            pay.database_url,
         )
         await world.start_shipping()
         try:
@@ -282,3 +287,66 @@ async def test_shipping_that_never_returns_gives_up_and_compensates(world: World
     assert await world.history(order_id) == ["PENDING", "PAID", "SHIP_FAILED", "CANCELLED"]
     assert await world.payment_status(order_id) == payment_pb2.REFUNDED
     assert await world.stock() == before
+
+
+@pytest.mark.parametrize("charged", [True, False], ids=["charge-happened", "charge-never-happened"])
+async def test_payment_past_the_deadline_leaves_pending_then_reconciles(world: World, charged: bool) -> None:
+    """Checkout with a payment slower than its deadline (or failing): PENDING, then the
+    reconcile worker settles it by asking payment."""
+    slow = PaymentSettings(
+        grpc_host="127.0.0.1",
+        grpc_port=0,
+        metrics_port=0,
+        database_url=world.payment_url,
+        payment_latency_seconds=1.0 if charged else 0.0,
+        payment_failure_rate=0.0 if charged else 1.0,
+    )
+    before = await world.stock()
+    async with AsyncExitStack() as stack:
+        slow_server, _ = await stack.enter_async_context(serving(await payment_bootstrap(slow)))
+        checkout_settings = CheckoutSettings(
+            grpc_host="127.0.0.1",
+            grpc_port=0,
+            metrics_port=0,
+            redis_url=world.settings.redis_url,
+            catalog_address=world.settings.catalog_address,
+            shipping_address=world.settings.shipping_address,
+            payment_address=f"127.0.0.1:{slow_server.port}",
+            payment_deadline_seconds=0.3,
+            order_updates_stream=world.settings.order_updates_stream,
+        )
+        _, checkout_channel = await stack.enter_async_context(serving(await checkout_bootstrap(checkout_settings)))
+        answer = await checkout_pb2_grpc.CheckoutServiceStub(checkout_channel).PlaceOrder(
+            checkout_pb2.PlaceOrderRequest(
+                request_id=uuid.uuid4().hex,
+                user_id="slowpoke",
+                items=[common_pb2.LineItem(product_id=PRODUCT, quantity=2)],
+                address=HOME,
+                email="s@example.com",
+                credit_card=CARD,
+            )
+        )
+        assert answer.status == common_pb2.PENDING
+        if charged:
+
+            async def captured() -> bool:
+                try:
+                    return await world.payment_status(answer.order_id) == payment_pb2.CAPTURED
+                except grpc.aio.AioRpcError:
+                    return False
+
+            await eventually(captured, within=10, what="the slow charge to land")
+    await world.settle()
+    assert await world.status(answer.order_id) is Status.PENDING
+    world.clock.advance(seconds=11)
+    await world.parts.lifecycle.reconcile(world.clock())
+    if not charged:
+        assert await world.status(answer.order_id) is Status.PENDING, "inside the payment window"
+        world.clock.advance(minutes=31)
+        await world.parts.lifecycle.reconcile(world.clock())
+    await world.settle()
+    if charged:
+        assert await world.history(answer.order_id) == ["PENDING", "PAID", "SHIPPED"]
+    else:
+        assert await world.history(answer.order_id) == ["PENDING", "CANCELLED"]
+        assert await world.stock() == before
