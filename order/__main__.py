@@ -1,6 +1,58 @@
+"""python -m order [serve | dead-letters | replay [ID ...]]"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from opentelemetry.trace import NoOpTracer
+
+from mesh.bus.dead_letters import replay
+from mesh.clock import utc_now
 from mesh.process import run_service
-from order.bootstrap import bootstrap
+from mesh.settings import SettingsError, load_settings
+from order.bootstrap import bootstrap, build_parts
 from order.settings import OrderSettings
 
+
+def _settings() -> OrderSettings:
+    try:
+        return load_settings(OrderSettings)
+    except SettingsError as error:
+        print(f"ordermesh-order: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+async def _dead_letters(settings: OrderSettings) -> None:
+    parts = await build_parts(settings, NoOpTracer())
+    try:
+        for letter in await parts.dead_letters().pending():
+            print(f"{letter.id}\t{letter.stream}\t{letter.type}\t{letter.order_id}\t{letter.attempts}\t{letter.reason}")
+    finally:
+        await parts.close()
+
+
+async def _replay(settings: OrderSettings, ids: set[int] | None) -> None:
+    parts = await build_parts(settings, NoOpTracer())
+    try:
+        count = await replay(parts.dead_letters(), parts.publisher, utc_now(), ids)
+    finally:
+        await parts.close()
+    print(f"replayed {count} dead letters")
+
+
+def main() -> None:
+    command, args = (sys.argv[1], sys.argv[2:]) if len(sys.argv) > 1 else ("serve", [])
+    if command == "serve":
+        run_service("order", OrderSettings, bootstrap)
+    elif command == "dead-letters":
+        asyncio.run(_dead_letters(_settings()))
+    elif command == "replay" and all(a.isdigit() for a in args):
+        asyncio.run(_replay(_settings(), {int(a) for a in args} or None))
+    else:
+        print("usage: python -m order [serve | dead-letters | replay [ID ...]]", file=sys.stderr)
+        raise SystemExit(2)
+
+
 if __name__ == "__main__":
-    run_service("order", OrderSettings, bootstrap)
+    main()

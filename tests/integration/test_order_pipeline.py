@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -14,9 +17,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from mesh.bus import encode_fields
-from mesh.bus.dead_letters import replay
 from mesh.bus.redis_streams import StreamConsumer
-from mesh.clock import utc_now
 from mesh.lease import Lease
 from mesh.local.procs import MariaDBServer, RedisServer
 from mesh.order_ids import mint, shard_of_user
@@ -232,7 +233,24 @@ async def test_poison_event_is_dead_lettered_then_replayed(pipeline: Pipeline) -
     dead = pipeline.parts.dead_letters()
     [letter] = await dead.pending()
     assert letter.attempts == 3 and "lacks user" in letter.reason
-    assert await replay(dead, pipeline.parts.publisher, utc_now()) == 1
+    # The operator's command: list, then replay.
+    env = {
+        **os.environ,
+        "DATABASE_URLS": pipeline.settings.database_urls,
+        "REDIS_URL": pipeline.settings.redis_url,
+    }
+
+    async def command(*args: str) -> tuple[int, str]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "order", *args, env=env, stdout=asyncio.subprocess.PIPE
+        )
+        output = (await process.communicate())[0].decode()
+        return int(process.returncode or 0), output
+
+    _, listing = await command("dead-letters")
+    assert f"{letter.id}\t{pipeline.settings.order_placed_stream}\tOrderPlaced" in listing
+    code, replayed = await command("replay", str(letter.id))
+    assert code == 0 and "replayed 1 dead letters" in replayed
     await pipeline.drain()
     assert len(await dead.pending()) == 1, "replayed, failed again, dead-lettered again: still visible"
 
