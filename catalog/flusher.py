@@ -13,7 +13,6 @@ Redelivery is harmless: ``journal_applied`` (same transaction) skips repeats.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -21,14 +20,16 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import redis.asyncio as redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from catalog.journal import JournalEntry, MalformedEntry, parse
 from catalog.keys import Keys
 from catalog.metrics import FlusherMetrics
 from catalog.sql_stock import SqlStock
+from mesh.bus.redis_streams import ensure_group
 from mesh.clock import Clock
+from mesh.worker import LoopWorker
 
 log = logging.getLogger(__name__)
 GROUP = "flusher"
@@ -47,7 +48,7 @@ class FlusherConfig:
     backoff_max: float = 5.0
 
 
-class JournalFlusher:
+class JournalFlusher(LoopWorker):
     def __init__(
         self,
         client: redis.Redis,
@@ -59,35 +60,15 @@ class JournalFlusher:
         consumer: str | None = None,
         metrics: FlusherMetrics | None = None,
     ) -> None:
+        super().__init__("journal-flusher")
         self._client = client
         self._keys = keys
         self._sql = sql
         self._clock = clock
         self._config = config
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
-        self._running = False
-        self._task: asyncio.Task[None] | None = None
         self._read_own_pending = True
         self._metrics = metrics
-
-    async def start(self) -> None:
-        # The consumer group is created by the loop, which retries: a flusher
-        # starting while Redis is down waits for it instead of failing start-up.
-        self._running = True
-        self._task = asyncio.create_task(self._run(), name="journal-flusher")
-
-    async def stop(self, grace: float = 10.0) -> None:
-        """Finish the batch in hand (up to ``grace``), then stop; what is not
-        acknowledged stays pending and is read again by the next flusher."""
-        self._running = False
-        if self._task is None:
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), grace)
-        except TimeoutError:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     async def run_until_idle(self) -> int:
         """Flush until nothing is pending or new (tests and the auditor)."""
@@ -101,18 +82,14 @@ class JournalFlusher:
                 return total
 
     async def _ensure_group(self) -> None:
-        try:
-            await self._client.xgroup_create(self._keys.journal, GROUP, id="0", mkstream=True)
-        except ResponseError as error:
-            if "BUSYGROUP" not in str(error):
-                raise
+        await ensure_group(self._client, self._keys.journal, GROUP)
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
         backoff = self._config.backoff_initial
         loop = asyncio.get_running_loop()
         next_claim = 0.0
         group_ready = False
-        while self._running:
+        while self.running:
             try:
                 if not group_ready:
                     await self._ensure_group()

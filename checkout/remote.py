@@ -12,10 +12,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TypeVar
 
-import grpc
-
-from mesh.breaker import Breaker, is_business_error
-from mesh.errors import Relayed, Unavailable
+from mesh.breaker import Breaker, guarded
+from mesh.errors import Unavailable
 from mesh.money import Money
 from ordermesh.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from ordermesh.common.v1 import common_pb2
@@ -54,13 +52,7 @@ class Remote:
         self._payment_deadline = payment_deadline
 
     async def _call(self, dependency: str, call: Callable[[], Awaitable[T]]) -> T:
-        try:
-            with self._breakers[dependency].calling():
-                return await call()
-        except grpc.aio.AioRpcError as error:
-            if is_business_error(error):
-                raise Relayed.of(error) from None
-            raise Unavailable(f"{dependency} is unavailable ({error.code().name})") from None
+        return await guarded(dependency, self._breakers[dependency], call)
 
     async def prices(self, product_ids: list[str]) -> dict[str, Money]:
         products = await asyncio.gather(

@@ -14,18 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import pybreaker
 
-from mesh.errors import Unavailable
+from mesh.errors import Relayed, Unavailable
 from mesh.metrics import BreakerMetrics
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 UNHEALTHY_CODES = frozenset(
     {
@@ -113,3 +114,15 @@ class _Translated(AbstractContextManager[None]):
         except pybreaker.CircuitBreakerError:
             # This failure tripped the breaker: report the original cause as unavailable.
             raise Unavailable(f"{self._name} is unavailable (circuit opened: {exc})") from exc
+
+
+async def guarded(dependency: str, breaker: Breaker, call: Callable[[], Awaitable[T]]) -> T:
+    """Call a dependency through its breaker: its expected errors are relayed
+    unchanged; anything that says it is unhealthy is UNAVAILABLE."""
+    try:
+        with breaker.calling():
+            return await call()
+    except grpc.aio.AioRpcError as error:
+        if is_business_error(error):
+            raise Relayed.of(error) from None
+        raise Unavailable(f"{dependency} is unavailable ({error.code().name})") from None

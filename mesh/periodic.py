@@ -14,35 +14,22 @@ from datetime import datetime
 
 from mesh.clock import Clock
 from mesh.lease import Lease
+from mesh.worker import LoopWorker
 
 log = logging.getLogger(__name__)
 
 Job = Callable[[datetime], Awaitable[int]]
 
 
-class PeriodicJob:
+class PeriodicJob(LoopWorker):
     def __init__(self, name: str, job: Job, *, interval: float, lease: Lease, clock: Clock) -> None:
-        self.name = name
+        super().__init__(f"periodic:{name}")
         self._job = job
         self._interval = interval
         self._lease = lease
         self._clock = clock
-        self._running = False
-        self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        self._running = True
-        self._task = asyncio.create_task(self._run(), name=f"periodic:{self.name}")
-
-    async def stop(self, grace: float = 10.0) -> None:
-        self._running = False
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), grace)
-            except TimeoutError:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
+    async def stopped(self) -> None:
         with contextlib.suppress(Exception):
             await self._lease.release()
 
@@ -52,8 +39,8 @@ class PeriodicJob:
             return 0
         return await self._job(self._clock())
 
-    async def _run(self) -> None:
-        while self._running:
+    async def run(self) -> None:
+        while self.running:
             try:
                 done = await self.run_once()
                 if done:

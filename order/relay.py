@@ -14,41 +14,29 @@ import logging
 
 from mesh.bus.redis_streams import RedisPublisher
 from mesh.lease import Lease
+from mesh.worker import LoopWorker
 from order.shards import Shards
 
 log = logging.getLogger(__name__)
 
 
-class OutboxRelay:
+class OutboxRelay(LoopWorker):
     def __init__(
         self, shards: Shards, publisher: RedisPublisher, stream: str, lease: Lease, *, idle_seconds: float = 0.05
     ) -> None:
+        super().__init__("order-outbox-relay")
         self._shards = shards
         self._publisher = publisher
         self._stream = stream
         self._lease = lease
         self._idle = idle_seconds
-        self._running = False
-        self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        self._running = True
-        self._task = asyncio.create_task(self._run(), name="order-outbox-relay")
-
-    async def stop(self, grace: float = 5.0) -> None:
-        self._running = False
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), grace)
-            except TimeoutError:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
+    async def stopped(self) -> None:
         with contextlib.suppress(Exception):
             await self._lease.release()
 
-    async def _run(self) -> None:
-        while self._running:
+    async def run(self) -> None:
+        while self.running:
             try:
                 moved = await self.relay_once() if await self._lease.acquire() else 0
             except Exception as error:  # noqa: BLE001 - keep relaying after Redis/SQL hiccups; logged

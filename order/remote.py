@@ -8,8 +8,8 @@ from typing import TypeVar
 
 import grpc
 
-from mesh.breaker import Breaker, is_business_error
-from mesh.errors import Relayed, Unavailable
+from mesh.breaker import Breaker, guarded
+from mesh.errors import Relayed
 from order.orders import Order
 from ordermesh.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from ordermesh.common.v1 import common_pb2
@@ -40,13 +40,7 @@ class Remote:
         self._breakers = breakers
 
     async def _call(self, dependency: str, call: Callable[[], Awaitable[T]]) -> T:
-        try:
-            with self._breakers[dependency].calling():
-                return await call()
-        except grpc.aio.AioRpcError as error:
-            if is_business_error(error):
-                raise Relayed.of(error) from None
-            raise Unavailable(f"{dependency} is unavailable ({error.code().name})") from None
+        return await guarded(dependency, self._breakers[dependency], call)
 
     async def payment(self, order_id: str) -> PaymentState:
         try:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from mesh.clock import utc_now
 from mesh.db import create_engine, create_schema, ping
+from mesh.faults import FaultInjection
 from mesh.process import new_app
 from mesh.server import App, Registration
 from ordermesh.payment.v1 import payment_pb2, payment_pb2_grpc
-from payment.charges import FaultInjection, Payments
+from payment.charges import Payments
 from payment.models import metadata
 from payment.service import PaymentService
 from payment.settings import PaymentSettings

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import random
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -13,6 +10,7 @@ from typing import Protocol
 
 from mesh.clock import Clock
 from mesh.errors import FailedPrecondition, NotFound, PreconditionViolation, Unavailable
+from mesh.faults import FaultInjection
 from mesh.money import Money
 from payment.cards import decline_reason, last4
 
@@ -44,29 +42,21 @@ class PaymentStore(Protocol):
         """CAPTURED -> REFUNDED; returns the payment as it now stands (None if absent)."""
 
 
-@dataclass(frozen=True)
-class FaultInjection:
-    latency_seconds: float = 0.0
-    failure_rate: float = 0.0
-
-
 class Payments:
     def __init__(
         self,
         store: PaymentStore,
         *,
         clock: Clock,
-        faults: FaultInjection = FaultInjection(),
-        rng: Callable[[], float] = random.random,
+        faults: FaultInjection | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
-        self._faults = faults
-        self._rng = rng
+        self._faults = faults or FaultInjection()
 
     async def charge(self, order_id: str, amount: Money, card_number: str) -> Payment:
         """Capture or decline, once per order: a retry returns the stored payment."""
-        if self._faults.failure_rate and self._rng() < self._faults.failure_rate:
+        if self._faults.should_fail():
             raise Unavailable("payment processor unavailable (injected failure)")
         reason = decline_reason(card_number)
         candidate = Payment(
@@ -83,8 +73,7 @@ class Payments:
                 f"order {order_id} was already charged {stored.amount}, not {amount}",
                 [PreconditionViolation("AMOUNT_MISMATCH", f"order/{order_id}", "a different amount was charged")],
             )
-        if self._faults.latency_seconds:
-            await asyncio.sleep(self._faults.latency_seconds)
+        await self._faults.delay()
         return stored
 
     async def refund(self, order_id: str, reason: str) -> Payment:

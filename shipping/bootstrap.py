@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from mesh.clock import utc_now
 from mesh.db import create_engine, create_schema, ping
+from mesh.faults import FaultInjection
 from mesh.process import new_app
 from mesh.server import App, Registration
 from ordermesh.shipping.v1 import shipping_pb2, shipping_pb2_grpc
 from shipping.models import metadata
 from shipping.service import ShippingService
 from shipping.settings import ShippingSettings
-from shipping.shipments import FaultInjection, Shipping
+from shipping.shipments import Shipping
 from shipping.store import SqlShipmentStore
 
 

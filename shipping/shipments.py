@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import random
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
 from mesh.clock import Clock
 from mesh.errors import NotFound, Unavailable
+from mesh.faults import FaultInjection
 
 
 @dataclass(frozen=True)
@@ -30,33 +28,24 @@ class ShipmentStore(Protocol):
     async def get(self, order_id: str) -> Shipment | None: ...
 
 
-@dataclass(frozen=True)
-class FaultInjection:
-    latency_seconds: float = 0.0
-    failure_rate: float = 0.0
-
-
 class Shipping:
     def __init__(
         self,
         store: ShipmentStore,
         *,
         clock: Clock,
-        faults: FaultInjection = FaultInjection(),
-        rng: Callable[[], float] = random.random,
+        faults: FaultInjection | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
-        self._faults = faults
-        self._rng = rng
+        self._faults = faults or FaultInjection()
 
     async def ship(self, order_id: str, country: str, zip_code: str, units: int) -> Shipment:
-        if self._faults.failure_rate and self._rng() < self._faults.failure_rate:
+        if self._faults.should_fail():
             raise Unavailable("carrier unavailable (injected failure)")
         candidate = Shipment(order_id, f"TRK-{uuid.uuid4().hex[:16].upper()}", country, zip_code, units)
         stored = await self._store.insert_or_get(candidate, self._clock())
-        if self._faults.latency_seconds:
-            await asyncio.sleep(self._faults.latency_seconds)
+        await self._faults.delay()
         return stored
 
     async def get(self, order_id: str) -> Shipment:

@@ -18,7 +18,6 @@ still has pending or has not been delivered yet.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -33,8 +32,18 @@ from mesh.bus.dead_letters import DeadLetter, DeadLetterSink
 from mesh.bus.messages import BatchOutcome, Handler, Message, decode_envelope
 from mesh.clock import Clock, utc_now
 from mesh.telemetry import span_link
+from mesh.worker import LoopWorker
 
 log = logging.getLogger(__name__)
+
+
+async def ensure_group(client: redis.Redis, stream: str, group: str) -> None:
+    """Create the consumer group (and the stream) unless it exists."""
+    try:
+        await client.xgroup_create(stream, group, id="0", mkstream=True)
+    except ResponseError as error:
+        if "BUSYGROUP" not in str(error):
+            raise
 
 
 class RedisPublisher:
@@ -63,7 +72,7 @@ class ConsumerConfig:
     max_defer_seconds: float = 3600.0
 
 
-class StreamConsumer:
+class StreamConsumer(LoopWorker):
     """One consumer of one group on one stream, delivering batches to ``handler``."""
 
     def __init__(
@@ -79,6 +88,7 @@ class StreamConsumer:
         consumer: str | None = None,
         clock: Clock = utc_now,
     ) -> None:
+        super().__init__(f"consume:{stream}:{group}")
         self._client = client
         self.stream = stream
         self.group = group
@@ -89,28 +99,7 @@ class StreamConsumer:
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
         self._clock = clock
         self._attempts_key = f"bus:attempts:{stream}:{group}"
-        self._running = False
-        self._task: asyncio.Task[None] | None = None
         self._pending_due = 0.0  # loop time when this consumer's pending list is due again
-
-    # -- lifecycle ------------------------------------------------------------
-
-    async def start(self) -> None:
-        self._running = True
-        self._task = asyncio.create_task(self._run(), name=f"consume:{self.stream}:{self.group}")
-
-    async def stop(self, grace: float = 10.0) -> None:
-        """Finish the batch in hand (up to ``grace``); what is unacknowledged
-        stays pending for the next consumer."""
-        self._running = False
-        if self._task is None:
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), grace)
-        except TimeoutError:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     async def run_until_idle(self) -> int:
         """Consume until a pass makes no progress (tests): everything is
@@ -124,20 +113,16 @@ class StreamConsumer:
                 return total
 
     async def ensure_group(self) -> None:
-        try:
-            await self._client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
-        except ResponseError as error:
-            if "BUSYGROUP" not in str(error):
-                raise
+        await ensure_group(self._client, self.stream, self.group)
 
     # -- the loop ------------------------------------------------------------
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
         loop = asyncio.get_running_loop()
         backoff = self._config.retry_backoff_seconds
         group_ready = False
         next_claim = 0.0
-        while self._running:
+        while self.running:
             try:
                 if not group_ready:
                     await self.ensure_group()

@@ -24,6 +24,7 @@ from mesh.local.procs import RedisServer, free_port
 from mesh.order_ids import mint
 from mesh.server import Server
 from order.bootstrap import Parts, build_consumers, build_parts
+from order.consumers import Dispatcher
 from order.relay import OutboxRelay
 from order.settings import OrderSettings
 from order.state import Status
@@ -201,8 +202,8 @@ async def world(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[Worl
 
 async def test_paid_order_ships_once_even_with_two_dispatchers(world: World) -> None:
     second = StreamConsumer(
-        world.parts.client, world.settings.order_status_stream, "dispatcher", world.consumers["dispatcher"]._handler,
-        world.parts.dead_letters(), tracer=world.consumers["dispatcher"]._tracer, consumer="replica-2",
+        world.parts.client, world.settings.order_status_stream, "dispatcher", Dispatcher(world.parts.lifecycle),
+        world.parts.dead_letters(), tracer=TracerProvider().get_tracer("test"), consumer="replica-2",
     )  # fmt: skip
     ids = [await world.new_order(charge=True) for _ in range(6)]
     # Redeliver every PAID change to both replicas at once: ShipOrder and the

@@ -1,0 +1,40 @@
+"""Background loops with the same start/stop contract for every worker.
+
+``stop()`` clears ``running``; the loop finishes the unit of work in hand
+(a batch, a tick) and returns. After ``grace`` seconds it is cancelled, and
+whatever it had not acknowledged is redelivered to another worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+
+class LoopWorker:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.running = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.running = True
+        self._task = asyncio.create_task(self.run(), name=self.name)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        self.running = False
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), grace)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+        await self.stopped()
+
+    async def run(self) -> None:
+        """The loop: ``while self.running: ...``."""
+        raise NotImplementedError
+
+    async def stopped(self) -> None:
+        """Called once the loop has ended (release leases and the like)."""
