@@ -10,16 +10,7 @@ from catalog.audit import audit, render
 from catalog.bootstrap import bootstrap, build_flusher, build_parts
 from catalog.settings import CatalogSettings
 from mesh.logs import configure_logging
-from mesh.process import run_service
-from mesh.settings import SettingsError, load_settings
-
-
-def _settings() -> CatalogSettings:
-    try:
-        return load_settings(CatalogSettings)
-    except SettingsError as error:
-        print(f"ordermesh-catalog: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+from mesh.process import run_service, settings_or_exit
 
 
 async def _flusher(settings: CatalogSettings) -> None:
@@ -49,11 +40,11 @@ def main() -> None:
     if command == "serve":
         run_service("catalog", CatalogSettings, bootstrap)
     elif command == "flusher":
-        settings = _settings()
+        settings = settings_or_exit("catalog", CatalogSettings)
         configure_logging("ordermesh-catalog-flusher", settings.log_level, settings.log_format)
         asyncio.run(_flusher(settings))
     elif command == "audit":
-        raise SystemExit(asyncio.run(_audit(_settings())))
+        raise SystemExit(asyncio.run(_audit(settings_or_exit("catalog", CatalogSettings))))
     else:
         print("usage: python -m catalog [serve | flusher | audit]", file=sys.stderr)
         raise SystemExit(2)

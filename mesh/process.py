@@ -30,13 +30,18 @@ def new_app(name: str, settings: ServiceSettings, extra_processors: tuple[SpanPr
     return App(name=name, settings=settings, tracer_provider=provider)
 
 
-def run_service(name: str, settings_cls: type[S], bootstrap: Callable[[S], Awaitable[App]]) -> None:
-    """Load settings (exit 2 naming the bad variable), then serve until signalled."""
+def settings_or_exit(name: str, settings_cls: type[S]) -> S:
+    """The process's settings, or exit 2 with a message naming the bad variable."""
     try:
-        settings = load_settings(settings_cls)
+        return load_settings(settings_cls)
     except SettingsError as error:
         print(f"ordermesh-{name}: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def run_service(name: str, settings_cls: type[S], bootstrap: Callable[[S], Awaitable[App]]) -> None:
+    """Load settings, then serve until signalled."""
+    settings = settings_or_exit(name, settings_cls)
     configure_logging(f"ordermesh-{name}", settings.log_level, settings.log_format)
 
     async def main() -> None:

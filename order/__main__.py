@@ -9,18 +9,9 @@ from opentelemetry.trace import NoOpTracer
 
 from mesh.bus.dead_letters import replay
 from mesh.clock import utc_now
-from mesh.process import run_service
-from mesh.settings import SettingsError, load_settings
+from mesh.process import run_service, settings_or_exit
 from order.bootstrap import bootstrap, build_parts
 from order.settings import OrderSettings
-
-
-def _settings() -> OrderSettings:
-    try:
-        return load_settings(OrderSettings)
-    except SettingsError as error:
-        print(f"ordermesh-order: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 async def _dead_letters(settings: OrderSettings) -> None:
@@ -46,9 +37,9 @@ def main() -> None:
     if command == "serve":
         run_service("order", OrderSettings, bootstrap)
     elif command == "dead-letters":
-        asyncio.run(_dead_letters(_settings()))
+        asyncio.run(_dead_letters(settings_or_exit("order", OrderSettings)))
     elif command == "replay" and all(a.isdigit() for a in args):
-        asyncio.run(_replay(_settings(), {int(a) for a in args} or None))
+        asyncio.run(_replay(settings_or_exit("order", OrderSettings), {int(a) for a in args} or None))
     else:
         print("usage: python -m order [serve | dead-letters | replay [ID ...]]", file=sys.stderr)
         raise SystemExit(2)
