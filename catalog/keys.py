@@ -24,9 +24,6 @@ class Keys:
     def released(self, order_id: str) -> str:
         return f"{self.prefix}:released:{order_id}"
 
-    def load_lock(self, product_id: str) -> str:
-        return f"{self.prefix}:load-lock:{product_id}"
-
     @property
     def journal(self) -> str:
         return f"{self.prefix}:journal"
@@ -34,7 +31,3 @@ class Keys:
     @property
     def dead_letters(self) -> str:
         return f"{self.prefix}:journal:dead"
-
-    @property
-    def recovery_lock(self) -> str:
-        return f"{self.prefix}:recovery-lock"
