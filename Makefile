@@ -15,7 +15,7 @@ RUN_DEBS := redis-server
 TEST_DEBS := redis-server mariadb-server prometheus
 PYTEST_ARGS ?=
 
-.PHONY: help setup venv debs-run debs-test tools-test rocketmq-jars run test lint protos clean audit bench bench-stock bench-pipeline
+.PHONY: help setup venv debs-run debs-test tools-test rocketmq-jars rocketmq run test lint protos clean audit bench bench-stock bench-pipeline
 
 help:
 	@echo "make run      start the whole mesh locally (installs what it needs first)"
@@ -53,13 +53,20 @@ setup: venv debs-test rocketmq-jars
 run: venv debs-run
 	$(PY) -m mesh.local
 
-test: venv debs-test tools-test lint
+test: venv debs-test tools-test rocketmq-jars lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy .
+
+# A real RocketMQ 5 broker (name server + proxy, broker in-process) on loopback,
+# with the mesh's topics and consumer groups; Ctrl-C stops it.
+rocketmq: venv rocketmq-jars
+	$(PY) -m mesh.local.rocketmq --workdir var/rocketmq \
+		--topic ordermesh-order-placed --topic ordermesh-order-updates --topic ordermesh-order-status \
+		--group ordermesh-order --group ordermesh-dispatcher --group ordermesh-compensator
 
 audit: venv
 	$(PY) -m catalog audit
