@@ -13,7 +13,6 @@ Stand-alone: ``python -m mesh.local.rocketmq --workdir var/rocketmq --topic T1 -
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -21,31 +20,22 @@ import re
 import shutil
 import signal
 import socket
-import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import grpc
-from rocketmq.grpc_protocol import (
-    Address,
-    AddressScheme,
-    Endpoints,
-    MessagingServiceStub,
-    QueryRouteRequest,
-    Resource,
-)
-from rocketmq.grpc_protocol.definition_pb2 import Code, MessageType
 
 from mesh.local.procs import ManagedProcess, free_port, port_open
+from mesh.local.rocketmq.probe import (
+    _probe_channel,
+    _query_route_on,
+)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_LIB = REPO_ROOT / ".tools" / "rocketmq" / "lib"
 SETUP_HINT = "run 'bash scripts/setup/rocketmq.sh'"
 
@@ -66,70 +56,6 @@ _NAME = re.compile(r"^[A-Za-z0-9_-]{1,127}$")
 _NAMESRV_MAIN = "org.apache.rocketmq.namesrv.NamesrvStartup"
 _PROXY_MAIN = "org.apache.rocketmq.proxy.ProxyStartup"
 _ADMIN_MAIN = "org.apache.rocketmq.tools.command.MQAdminStartup"
-
-
-# --- a QueryRoute probe ---------------------------------------------------------------------
-# Through the official client's generated stubs, over a blocking channel of our own.
-
-CODE_OK = Code.OK
-CODE_TOPIC_NOT_FOUND = Code.TOPIC_NOT_FOUND
-
-
-@dataclass(frozen=True)
-class Route:
-    """What the proxy answered to QueryRoute for one topic."""
-
-    code: int
-    message: str
-    queues: int
-    message_types: frozenset[str]
-
-    @property
-    def ok(self) -> bool:
-        return self.code == CODE_OK and self.queues > 0
-
-
-def _probe_metadata() -> tuple[tuple[str, str], ...]:
-    # The proxy rejects calls without the client headers that every 5.x SDK sends.
-    return (
-        ("x-mq-language", "PYTHON"),
-        ("x-mq-client-id", f"ordermesh-probe-{uuid.uuid4().hex[:12]}"),
-        ("x-mq-protocol", "v2"),
-        ("x-mq-client-version", "5.0.0"),
-    )
-
-
-def _probe_channel(endpoint: str) -> grpc.Channel:
-    # Short reconnect backoff: the default grows to minutes, and a probe that starts while the
-    # proxy is still binding would then sleep through the moment it becomes ready.
-    return grpc.insecure_channel(
-        endpoint,
-        options=[
-            ("grpc.initial_reconnect_backoff_ms", 200),
-            ("grpc.min_reconnect_backoff_ms", 200),
-            ("grpc.max_reconnect_backoff_ms", 1000),
-        ],
-    )
-
-
-def _query_route_on(channel: grpc.Channel, endpoint: str, topic: str, timeout: float) -> Route:
-    host, _, port = endpoint.rpartition(":")
-    request = QueryRouteRequest(
-        topic=Resource(name=topic),
-        endpoints=Endpoints(scheme=AddressScheme.IPv4, addresses=[Address(host=host, port=int(port))]),
-    )
-    reply: Any = MessagingServiceStub(channel).QueryRoute(request, timeout=timeout, metadata=_probe_metadata())
-    types = {MessageType.Name(t) for q in reply.message_queues for t in q.accept_message_types}
-    return Route(int(reply.status.code), str(reply.status.message), len(reply.message_queues), frozenset(types))
-
-
-def query_route(grpc_endpoint: str, topic: str, timeout: float = 2.0) -> Route:
-    """One gRPC QueryRoute through the proxy; raises grpc.RpcError when the proxy does not answer."""
-    with _probe_channel(grpc_endpoint) as channel:
-        return _query_route_on(channel, grpc_endpoint, topic, timeout)
-
-
-# --- helpers ----------------------------------------------------------------------------
 
 
 def disk_used_ratio(path: Path) -> float:
@@ -595,183 +521,3 @@ class RocketMQServer:
             if text := _tail(path, lines):
                 parts.append(f"--- {path}\n{text}")
         return "\n".join(parts)
-
-
-# --- topics on a running broker ---------------------------------------------------------
-
-
-# What updateTopic / updateSubGroup print per broker on success; on failure they print an
-# "[error] ..." line or a stack trace, and exit 0 all the same.
-_ADMIN_SUCCESS = re.compile(r"create (topic|subscription group) to \S+ success")
-
-
-def _admin(server: RocketMQServer, *args: str, timeout: float) -> str:
-    java = server._java()
-    argv = [
-        java,
-        "-Xms64m",
-        "-Xmx256m",
-        "-Drmq.logback.configurationFile=rmq.tools.logback.xml",
-        f"-Drocketmq.home.dir={server.workdir}",
-        f"-Duser.home={server.workdir}",
-        "-cp",
-        f"{server.lib_dir}/*",
-        _ADMIN_MAIN,
-        *args,
-    ]
-    try:
-        done = subprocess.run(
-            argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False
-        )
-    except subprocess.TimeoutExpired:
-        return f"mqadmin {args[0]} timed out after {timeout:.0f}s"
-    return done.stdout + done.stderr
-
-
-def ensure_topics(
-    server: RocketMQServer,
-    topics: dict[str, str],
-    groups: dict[str, int] | None = None,
-    *,
-    timeout: float = 120.0,
-) -> None:
-    """Create (or update) topics and consumer groups on a running broker with mqadmin.
-
-    Idempotent. A topic that already routes with the wanted message type costs nothing; all
-    others cost one admin JVM (4-7 s), run three at a time. Returns once every topic routes
-    through the proxy. mqadmin exits 0 even when it failed, so its output is checked.
-    """
-    groups = groups or {}
-    _check_topics(topics)
-    _check_groups(groups)
-    if not server.pids:
-        raise RuntimeError("ensure_topics needs a running RocketMQServer")
-    endpoint, namesrv = server.grpc_endpoint, server.namesrv_address
-
-    def missing(topic: str, message_type: str) -> bool:
-        try:
-            route = query_route(endpoint, topic)
-        except grpc.RpcError:
-            return True
-        return not (route.ok and message_type in route.message_types)
-
-    jobs: list[tuple[str, list[str]]] = []
-    for topic, message_type in topics.items():
-        if missing(topic, message_type):
-            args = ["updateTopic", "-n", namesrv, "-c", CLUSTER, "-t", topic, "-r", str(QUEUES), "-w", str(QUEUES)]
-            jobs.append((f"topic {topic}", [*args, "-a", f"+message.type={message_type}"]))
-    for group, retry_max in groups.items():
-        jobs.append(
-            (f"group {group}", ["updateSubGroup", "-n", namesrv, "-c", CLUSTER, "-g", group, "-r", str(retry_max)])
-        )
-
-    deadline = time.monotonic() + timeout
-    # Three at a time: each is mostly a JVM start (4 s alone), three together took 7.6 s on two cores.
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        outputs = list(pool.map(lambda job: _admin(server, *job[1], timeout=timeout), jobs))
-    for (what, _), output in zip(jobs, outputs, strict=True):
-        if not _ADMIN_SUCCESS.search(output):
-            raise RuntimeError(f"mqadmin could not create {what} on {namesrv}:\n{output.strip()[-2000:]}")
-
-    for topic, message_type in topics.items():
-        while missing(topic, message_type):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"topic {topic} was created but does not route through {endpoint}")
-            time.sleep(0.1)
-
-
-# --- python -m mesh.local.rocketmq ------------------------------------------------------
-
-
-def _topic_arg(text: str) -> tuple[str, str]:
-    name, _, kind = text.partition(":")
-    return name, (kind or "NORMAL").upper()
-
-
-def _group_arg(text: str) -> tuple[str, int]:
-    name, _, retry = text.partition(":")
-    return name, int(retry) if retry else DEFAULT_RETRY_MAX
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m mesh.local.rocketmq",
-        description="Run a RocketMQ 5 name server + proxy (broker in-process) on loopback until Ctrl-C.",
-    )
-    parser.add_argument("--workdir", type=Path, default=Path("var/rocketmq"), help="store, logs and configs")
-    parser.add_argument(
-        "--topic",
-        action="append",
-        default=[],
-        type=_topic_arg,
-        metavar="NAME[:TYPE]",
-        help="topic to create, TYPE one of NORMAL (default), FIFO, DELAY, TRANSACTION",
-    )
-    parser.add_argument(
-        "--group",
-        action="append",
-        default=[],
-        type=_group_arg,
-        metavar="NAME[:RETRY_MAX]",
-        help=f"consumer group to create (retry max {DEFAULT_RETRY_MAX} by default)",
-    )
-    parser.add_argument("--namesrv-port", type=int)
-    parser.add_argument("--broker-port", type=int, help="the broker also uses this - 2 and this + 1")
-    parser.add_argument("--grpc-port", type=int, help="the proxy's gRPC port, what 5.x clients use")
-    parser.add_argument("--remoting-port", type=int, help="the proxy's remoting port")
-    parser.add_argument("--timeout", type=float, default=120.0)
-    args = parser.parse_args(argv)
-
-    try:
-        server = RocketMQServer(
-            args.workdir,
-            dict(args.topic),
-            dict(args.group),
-            namesrv_port=args.namesrv_port,
-            broker_port=args.broker_port,
-            proxy_grpc_port=args.grpc_port,
-            proxy_remoting_port=args.remoting_port,
-        )
-    except ValueError as error:
-        parser.error(str(error))
-    # SIGTERM behaves like Ctrl-C, so it also interrupts a start that is still waiting. SIGINT is
-    # set explicitly because a shell starts background jobs with it ignored, and Python keeps that.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    status = 0
-    try:
-        started = time.monotonic()
-        server.start(args.timeout)
-        print(
-            f"RocketMQ ready in {time.monotonic() - started:.1f}s (workdir {server.workdir})\n"
-            f"  gRPC endpoint (5.x clients): {server.grpc_endpoint}\n"
-            f"  name server:                 {server.namesrv_address}\n"
-            f"  proxy remoting:              {server.remoting_endpoint}\n"
-            f"  broker:                      {server.broker_address}\n"
-            f"  topics: {', '.join(f'{t}:{k}' for t, k in server.topics.items()) or '-'}\n"
-            f"  groups: {', '.join(f'{g}:{r}' for g, r in server.groups.items()) or '-'}\n"
-            "Ctrl-C to stop.",
-            flush=True,
-        )
-        while not (dead := server.dead()):
-            time.sleep(0.5)
-        print(f"stopped unexpectedly: {', '.join(dead)}\n{server.log_tails()}", file=sys.stderr)
-        status = 1
-    except KeyboardInterrupt:
-        pass
-    except RuntimeError as error:
-        print(f"rocketmq: {error}", file=sys.stderr)
-        status = 1
-    finally:
-        # A second Ctrl-C must not cut the shutdown short and leave JVMs behind.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        if server.pids:
-            print("stopping ...", flush=True)
-            server.stop()
-            print("stopped.", flush=True)
-    raise SystemExit(status)
-
-
-if __name__ == "__main__":
-    main()
