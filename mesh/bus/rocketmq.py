@@ -158,14 +158,14 @@ def _to_rocket(topic: str, message: Message) -> RocketMessage:
     rocket.tag = message.type or "Event"
     if message.order_id:
         rocket.keys = message.order_id
-    rocket.add_property("stream_id", message.id)
-    rocket.add_property("order_id", message.order_id)
-    rocket.add_property("event_type", message.type)
+    properties = {"stream_id": message.id, "order_id": message.order_id, "event_type": message.type}
     try:
-        for key, value in decode_envelope(message.payload).trace_context.items():
-            rocket.add_property(key, value)
+        properties.update(decode_envelope(message.payload).trace_context)
     except Exception:  # noqa: BLE001 - an undecodable payload still travels; the consumer rejects it
         log.debug("no trace context on %s", message.id)
+    for key, value in properties.items():
+        if value:  # the client rejects blank property values
+            rocket.add_property(key, value)
     return rocket
 
 
