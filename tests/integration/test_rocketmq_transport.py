@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -100,7 +99,6 @@ async def test_forwarded_events_arrive_once_each_with_trace_links(
             return len(seen) >= 20
 
         await eventually(all_arrived, within=60, what="every forwarded event to arrive")
-        await asyncio.sleep(0)
     finally:
         await consumer.stopped()
         await rocket.blocking(producer.shutdown)
