@@ -26,7 +26,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from catalog.journal import JournalEntry, MalformedEntry, parse
 from catalog.keys import Keys
 from catalog.metrics import FlusherMetrics
+from catalog.models import dead_letters
 from catalog.sql_stock import SqlStock
+from mesh.bus.dead_letters import DeadLetter, SqlDeadLetters
 from mesh.bus.redis_streams import ensure_group
 from mesh.clock import Clock
 from mesh.worker import LoopWorker
@@ -64,6 +66,7 @@ class JournalFlusher(LoopWorker):
         self._client = client
         self._keys = keys
         self._sql = sql
+        self._dead_letters = SqlDeadLetters(sql.engine, dead_letters)
         self._clock = clock
         self._config = config
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
@@ -164,7 +167,17 @@ class JournalFlusher(LoopWorker):
         payload = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in fields.items()}
         dead: dict[Any, Any] = {**payload, "dead_entry_id": entry_id, "dead_reason": reason}
         await self._client.xadd(self._keys.dead_letters, dead)
-        await self._sql.dead_letter(self._keys.journal, entry_id, reason, repr(payload), self._clock())
+        letter = DeadLetter(
+            0,
+            self._keys.journal,
+            entry_id,
+            "StockChanged",
+            payload.get("order_id", ""),
+            reason,
+            1,
+            repr(payload).encode(),
+        )
+        await self._dead_letters.store(letter, self._clock())
         if self._metrics is not None:
             self._metrics.dead_lettered.inc()
         log.error("flusher: dead-lettered %s: %s", entry_id, reason)

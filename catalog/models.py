@@ -2,6 +2,8 @@
 
 from sqlalchemy import BigInteger, Boolean, Column, DateTime, Integer, LargeBinary, MetaData, String, Table, Text
 
+from mesh.bus.dead_letters import dead_letters_table
+
 metadata = MetaData()
 
 products = Table(
@@ -58,15 +60,6 @@ stock_outbox = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
-# Journal entries that could not be applied (malformed), kept for a person.
-dead_letters = Table(
-    "dead_letters",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("source", String(100), nullable=False),
-    Column("entry_id", String(64), nullable=False),
-    Column("reason", Text, nullable=False),
-    Column("attempts", Integer, nullable=False),
-    Column("payload", Text, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-)
+# Journal entries that could not be applied (malformed), kept for a person:
+# the same table every context uses for its dead letters.
+dead_letters = dead_letters_table(metadata)

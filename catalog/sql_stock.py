@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from catalog.journal import JournalEntry, totals
-from catalog.models import dead_letters, journal_applied, products, sql_reservations, stock_dirty, stock_outbox
+from catalog.models import journal_applied, products, sql_reservations, stock_dirty, stock_outbox
 from catalog.stock import InsufficientStock, Line, Shortage, decode_lines, encode_lines
 from mesh.db import UnitOfWork, reading
 from mesh.errors import NotFound
@@ -46,13 +46,13 @@ class OutboxEvent:
 
 class SqlStock:
     def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+        self.engine = engine
 
     async def _transaction(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """Run ``work`` in one transaction, retrying lost races and deadlocks."""
         for attempt in range(ATTEMPTS):
             try:
-                async with UnitOfWork(self._engine) as uow:
+                async with UnitOfWork(self.engine) as uow:
                     result = await work(uow.connection)
                     await uow.commit()
                     return result
@@ -97,24 +97,15 @@ class SqlStock:
 
         return await self._transaction(work)
 
-    async def dead_letter(self, source: str, entry_id: str, reason: str, payload: str, now: datetime) -> None:
-        async with UnitOfWork(self._engine) as uow:
-            await uow.connection.execute(
-                insert(dead_letters).values(
-                    source=source, entry_id=entry_id, reason=reason, attempts=1, payload=payload, created_at=now
-                )
-            )
-            await uow.commit()
-
     async def stock(self, product_ids: list[str]) -> dict[str, int]:
-        async with reading(self._engine) as connection:
+        async with reading(self.engine) as connection:
             rows = (
                 await connection.execute(select(products.c.id, products.c.stock).where(products.c.id.in_(product_ids)))
             ).all()
         return {row.id: int(row.stock) for row in rows}
 
     async def all_stock(self) -> dict[str, int]:
-        async with reading(self._engine) as connection:
+        async with reading(self.engine) as connection:
             rows = (await connection.execute(select(products.c.id, products.c.stock).order_by(products.c.id))).all()
         return {row.id: int(row.stock) for row in rows}
 
@@ -227,7 +218,7 @@ class SqlStock:
 
     async def dirty_stock(self) -> dict[str, int]:
         """Stock of every product changed on the SQL path since the last rebuild."""
-        async with reading(self._engine) as connection:
+        async with reading(self.engine) as connection:
             rows = (
                 await connection.execute(
                     select(products.c.id, products.c.stock).join(stock_dirty, stock_dirty.c.product_id == products.c.id)
@@ -286,16 +277,16 @@ class SqlStock:
         return await self._transaction(work)
 
     async def reservations(self) -> list[SqlReservation]:
-        async with reading(self._engine) as connection:
+        async with reading(self.engine) as connection:
             rows = (await connection.execute(select(sql_reservations))).all()
         return [SqlReservation(r.order_id, decode_lines(r.lines), bool(r.released)) for r in rows]
 
     async def outbox(self, limit: int = 500) -> list[OutboxEvent]:
-        async with reading(self._engine) as connection:
+        async with reading(self.engine) as connection:
             rows = (await connection.execute(select(stock_outbox).order_by(stock_outbox.c.id).limit(limit))).all()
         return [OutboxEvent(r.id, r.order_id, bytes(r.event)) for r in rows]
 
     async def delete_outbox(self, ids: list[int]) -> None:
-        async with UnitOfWork(self._engine) as uow:
+        async with UnitOfWork(self.engine) as uow:
             await uow.connection.execute(delete(stock_outbox).where(stock_outbox.c.id.in_(ids)))
             await uow.commit()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import grpc
 import redis.asyncio as redis
 
 from checkout.idempotency import Requests
@@ -10,9 +9,9 @@ from checkout.remote import Remote
 from checkout.saga import PlaceOrder, SagaConfig
 from checkout.service import CheckoutService
 from checkout.settings import CheckoutSettings
-from mesh.breaker import Breaker
+from mesh.breaker import breakers_for
 from mesh.bus.redis_streams import RedisPublisher
-from mesh.clients import make_channel
+from mesh.clients import dependency_channels
 from mesh.clock import utc_now
 from mesh.process import new_app
 from mesh.server import App, Registration
@@ -22,10 +21,13 @@ from ordermesh.payment.v1 import payment_pb2_grpc
 from ordermesh.shipping.v1 import shipping_pb2_grpc
 
 # Safe to retry transparently: reads, and writes keyed by the order id.
+CATALOG = "ordermesh.catalog.v1.CatalogService"
+SHIPPING = "ordermesh.shipping.v1.ShippingService"
+PAYMENT = "ordermesh.payment.v1.PaymentService"
 IDEMPOTENT = {
-    "ordermesh.catalog.v1.CatalogService": ("GetProduct", "ReserveStock", "ReleaseStock"),
-    "ordermesh.shipping.v1.ShippingService": ("GetQuote",),
-    "ordermesh.payment.v1.PaymentService": ("Charge", "GetPayment"),
+    CATALOG: ("GetProduct", "ReserveStock", "ReleaseStock"),
+    SHIPPING: ("GetQuote",),
+    PAYMENT: ("Charge", "GetPayment"),
 }
 
 
@@ -33,27 +35,19 @@ async def bootstrap(settings: CheckoutSettings) -> App:
     app = new_app("checkout", settings)
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
 
-    def channel(address: str, service: str) -> grpc.aio.Channel:
-        return make_channel(
-            address,
-            tracer=app.tracer,
-            default_timeout=settings.client_deadline_seconds,
-            service=service,
-            idempotent_methods=IDEMPOTENT[service],
-        )
-
-    catalog = channel(settings.catalog_address, "ordermesh.catalog.v1.CatalogService")
-    shipping = channel(settings.shipping_address, "ordermesh.shipping.v1.ShippingService")
-    payment = channel(settings.payment_address, "ordermesh.payment.v1.PaymentService")
-    breakers = {
-        name: Breaker(
-            name,
-            fail_max=settings.breaker_fail_max,
-            reset_timeout=settings.breaker_reset_seconds,
-            metrics=app.breaker_metrics,
-        )
-        for name in ("catalog", "shipping", "payment")
-    }
+    channels = dependency_channels(
+        {CATALOG: settings.catalog_address, SHIPPING: settings.shipping_address, PAYMENT: settings.payment_address},
+        IDEMPOTENT,
+        tracer=app.tracer,
+        default_timeout=settings.client_deadline_seconds,
+    )
+    catalog, shipping, payment = channels[CATALOG], channels[SHIPPING], channels[PAYMENT]
+    breakers = breakers_for(
+        ("catalog", "shipping", "payment"),
+        fail_max=settings.breaker_fail_max,
+        reset_timeout=settings.breaker_reset_seconds,
+        metrics=app.breaker_metrics,
+    )
     remote = Remote(
         catalog_pb2_grpc.CatalogServiceStub(catalog),
         shipping_pb2_grpc.ShippingServiceStub(shipping),

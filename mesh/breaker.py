@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any, TypeVar
@@ -126,3 +126,9 @@ async def guarded(dependency: str, breaker: Breaker, call: Callable[[], Awaitabl
         if is_business_error(error):
             raise Relayed.of(error) from None
         raise Unavailable(f"{dependency} is unavailable ({error.code().name})") from None
+
+
+def breakers_for(
+    names: Sequence[str], *, fail_max: int, reset_timeout: float, metrics: BreakerMetrics | None
+) -> dict[str, Breaker]:
+    return {name: Breaker(name, fail_max=fail_max, reset_timeout=reset_timeout, metrics=metrics) for name in names}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import grpc
@@ -69,3 +69,24 @@ def make_channel(
     return grpc.aio.insecure_channel(
         target, options=options, interceptors=[cast(Any, ClientInterceptor(tracer, default_timeout))]
     )
+
+
+def dependency_channels(
+    addresses: Mapping[str, str],
+    idempotent: Mapping[str, Sequence[str]],
+    *,
+    tracer: trace.Tracer,
+    default_timeout: float,
+) -> dict[str, grpc.aio.Channel]:
+    """One channel per dependency, keyed by its full service name, each with
+    retries for the methods that are safe to repeat."""
+    return {
+        service: make_channel(
+            address,
+            tracer=tracer,
+            default_timeout=default_timeout,
+            service=service,
+            idempotent_methods=idempotent.get(service, ()),
+        )
+        for service, address in addresses.items()
+    }

@@ -10,11 +10,11 @@ import redis.asyncio as redis
 from opentelemetry import trace
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from mesh.breaker import Breaker
+from mesh.breaker import breakers_for
 from mesh.bus import Handler
 from mesh.bus.dead_letters import SqlDeadLetters
 from mesh.bus.redis_streams import ConsumerConfig, RedisPublisher, StreamConsumer
-from mesh.clients import make_channel
+from mesh.clients import dependency_channels
 from mesh.clock import Clock, utc_now
 from mesh.db import create_engine, create_schema, ping
 from mesh.lease import Lease
@@ -38,10 +38,13 @@ from ordermesh.order.v1 import order_pb2, order_pb2_grpc
 from ordermesh.payment.v1 import payment_pb2_grpc
 from ordermesh.shipping.v1 import shipping_pb2_grpc
 
+CATALOG = "ordermesh.catalog.v1.CatalogService"
+SHIPPING = "ordermesh.shipping.v1.ShippingService"
+PAYMENT = "ordermesh.payment.v1.PaymentService"
 IDEMPOTENT = {
-    "ordermesh.catalog.v1.CatalogService": ("ReleaseStock",),
-    "ordermesh.shipping.v1.ShippingService": ("ShipOrder",),
-    "ordermesh.payment.v1.PaymentService": ("GetPayment", "Refund"),
+    CATALOG: ("ReleaseStock",),
+    SHIPPING: ("ShipOrder",),
+    PAYMENT: ("GetPayment", "Refund"),
 }
 
 
@@ -79,24 +82,19 @@ async def build_parts(
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
     shards = Shards([OrderStore(engine, status_changed) for engine in engines])
 
-    def channel(address: str, service: str) -> grpc.aio.Channel:
-        return make_channel(
-            address, tracer=tracer, default_timeout=settings.client_deadline_seconds,
-            service=service, idempotent_methods=IDEMPOTENT[service],
-        )  # fmt: skip
-
-    catalog = channel(settings.catalog_address, "ordermesh.catalog.v1.CatalogService")
-    payment = channel(settings.payment_address, "ordermesh.payment.v1.PaymentService")
-    shipping = channel(settings.shipping_address, "ordermesh.shipping.v1.ShippingService")
-    breakers = {
-        name: Breaker(
-            name,
-            fail_max=settings.breaker_fail_max,
-            reset_timeout=settings.breaker_reset_seconds,
-            metrics=breaker_metrics,
-        )
-        for name in ("catalog", "payment", "shipping")
-    }
+    channels = dependency_channels(
+        {CATALOG: settings.catalog_address, PAYMENT: settings.payment_address, SHIPPING: settings.shipping_address},
+        IDEMPOTENT,
+        tracer=tracer,
+        default_timeout=settings.client_deadline_seconds,
+    )
+    catalog, payment, shipping = channels[CATALOG], channels[PAYMENT], channels[SHIPPING]
+    breakers = breakers_for(
+        ("catalog", "payment", "shipping"),
+        fail_max=settings.breaker_fail_max,
+        reset_timeout=settings.breaker_reset_seconds,
+        metrics=breaker_metrics,
+    )
     remote = Remote(
         payment_pb2_grpc.PaymentServiceStub(payment),
         catalog_pb2_grpc.CatalogServiceStub(catalog),
