@@ -19,6 +19,7 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make run      start the whole mesh locally (installs what it needs first)"
+	@echo "              PROFILE=full: with MariaDB and a RocketMQ 5 broker (EVENT_TRANSPORT=rocketmq)"
 	@echo "make test     lint + unit, integration and e2e tests against real Redis, SQLite and MariaDB"
 	@echo "make lint     ruff + mypy --strict (generated code excluded)"
 	@echo "make protos   regenerate ordermesh/ stubs from protos/"
@@ -50,8 +51,16 @@ rocketmq-jars:
 setup: venv debs-test rocketmq-jars
 	@scripts/setup/go-tools.sh
 
-run: venv debs-run
-	$(PY) -m mesh.local
+# PROFILE=full: MariaDB and a RocketMQ 5 broker instead of SQLite and Redis Streams.
+PROFILE ?= embedded
+ifeq ($(PROFILE),full)
+RUN_NEEDS := debs-test rocketmq-jars
+else
+RUN_NEEDS := debs-run
+endif
+
+run: venv $(RUN_NEEDS)
+	$(PY) -m mesh.local --profile $(PROFILE)
 
 test: venv debs-test tools-test rocketmq-jars lint
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -64,9 +73,7 @@ lint: venv
 # A real RocketMQ 5 broker (name server + proxy, broker in-process) on loopback,
 # with the mesh's topics and consumer groups; Ctrl-C stops it.
 rocketmq: venv rocketmq-jars
-	$(PY) -m mesh.local.rocketmq --workdir var/rocketmq \
-		--topic ordermesh-order-placed --topic ordermesh-order-updates --topic ordermesh-order-status \
-		--group ordermesh-order --group ordermesh-dispatcher --group ordermesh-compensator
+	$(PY) -m mesh.local.rocketmq --workdir var/rocketmq
 
 audit: venv
 	$(PY) -m catalog audit

@@ -12,7 +12,7 @@ from catalog.cache import ProductCache
 from catalog.flusher import FlusherConfig, JournalFlusher
 from catalog.keys import Keys
 from catalog.metrics import FlusherMetrics, StockPathMetric
-from catalog.models import metadata
+from catalog.models import dead_letters, metadata
 from catalog.products import Catalog
 from catalog.redis_stock import RedisStock
 from catalog.reservations import StockEngine
@@ -21,6 +21,8 @@ from catalog.settings import CatalogSettings
 from catalog.sql_stock import SqlStock
 from catalog.stock import Limits
 from catalog.store import SqlProductStore
+from mesh.bus.dead_letters import SqlDeadLetters
+from mesh.bus.transport import EventTransport
 from mesh.clock import utc_now
 from mesh.db import create_engine, create_schema, ping
 from mesh.process import new_app
@@ -101,4 +103,15 @@ async def bootstrap(settings: CatalogSettings) -> App:
     # Redis is not a readiness condition: without it reservations take the SQL path.
     app.readiness["database"] = lambda: ping(parts.engine)
     app.closers += [parts.close, engine.close]
+    # On the rocketmq transport, the order stream is forwarded to its topic from here.
+    transport = EventTransport(
+        settings,
+        parts.client,
+        SqlDeadLetters(parts.engine, dead_letters),
+        app.tracer,
+        registry=app.registry,
+        breaker_metrics=app.breaker_metrics,
+    )
+    app.closers.append(transport.close)
+    app.workers += await transport.forwarders([settings.order_stream])
     return app

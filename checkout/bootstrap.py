@@ -10,7 +10,9 @@ from checkout.saga import PlaceOrder, SagaConfig
 from checkout.service import CheckoutService
 from checkout.settings import CheckoutSettings
 from mesh.breaker import breakers_for
+from mesh.bus.dead_letters import KeptOnStream
 from mesh.bus.redis_streams import RedisPublisher
+from mesh.bus.transport import EventTransport
 from mesh.clients import dependency_channels
 from mesh.clock import utc_now
 from mesh.process import new_app
@@ -86,6 +88,12 @@ async def bootstrap(settings: CheckoutSettings) -> App:
     )
     app.readiness["redis"] = redis_ready
     app.closers.append(client.aclose)
+    # On the rocketmq transport, the order-updates stream is forwarded to its topic from here.
+    transport = EventTransport(
+        settings, client, KeptOnStream(), app.tracer, registry=app.registry, breaker_metrics=app.breaker_metrics
+    )
+    app.closers.append(transport.close)
+    app.workers += await transport.forwarders([settings.order_updates_stream])
     for ch in (catalog, shipping, payment):
         app.closers.append(lambda ch=ch: ch.close(grace=None))  # type: ignore[misc]
     return app

@@ -165,3 +165,8 @@ def unavailable_cause(error: BaseException) -> str | None:
 def internal_status(trace_id: str) -> grpc.Status:
     message = f"internal error (trace {trace_id})" if trace_id else "internal error"
     return rpc_status.to_status(status_pb2.Status(code=code_pb2.INTERNAL, message=message))
+
+
+class StartupError(RuntimeError):
+    """Something the process needs is missing (a RocketMQ topic, say): it exits
+    with this message instead of serving half-wired."""

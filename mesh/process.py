@@ -10,6 +10,7 @@ from typing import TypeVar
 from opentelemetry import trace
 from opentelemetry.sdk.trace import SpanProcessor
 
+from mesh.errors import StartupError
 from mesh.logs import configure_logging
 from mesh.server import App, serve
 from mesh.settings import ServiceSettings, SettingsError, load_settings
@@ -51,7 +52,11 @@ def run_service(name: str, settings_cls: type[S], bootstrap: Callable[[S], Await
         await serve(app)
 
     _fast_event_loop()
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except StartupError as error:
+        print(f"ordermesh-{name}: cannot start: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _fast_event_loop() -> None:

@@ -14,6 +14,10 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LogFormat = Literal["json", "text"]
+# "embedded": events travel on Redis Streams only. "rocketmq": each producing
+# process forwards its outbox streams to RocketMQ 5 topics and the order
+# context consumes the topics (see mesh.bus.transport).
+EventTransport = Literal["embedded", "rocketmq"]
 
 
 class SettingsError(Exception):
@@ -51,6 +55,16 @@ class ServiceSettings(BaseSettings):
     client_deadline_seconds: float = Field(5.0, gt=0)
     breaker_fail_max: int = Field(5, ge=1)
     breaker_reset_seconds: float = Field(10.0, gt=0)
+    # The event transport, the same for every process of a mesh.
+    event_transport: EventTransport = "embedded"
+    # The RocketMQ 5 proxy's gRPC endpoint (host:port).
+    rocketmq_endpoint: str = "127.0.0.1:8081"
+    # Forwarder: stream entries read (and sent concurrently) per batch.
+    forwarder_batch_size: int = Field(200, ge=1, le=2000)
+    # Consumers: messages per receive, and how long a received message stays
+    # invisible to others (the longest a batch may take before redelivery).
+    rocketmq_batch_size: int = Field(32, ge=1, le=32)
+    rocketmq_invisible_seconds: int = Field(30, ge=10, le=43200)
 
 
 S = TypeVar("S", bound=BaseSettings)

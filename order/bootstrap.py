@@ -14,6 +14,7 @@ from mesh.breaker import breakers_for
 from mesh.bus import Handler
 from mesh.bus.dead_letters import SqlDeadLetters
 from mesh.bus.redis_streams import ConsumerConfig, RedisPublisher, StreamConsumer
+from mesh.bus.transport import EventTransport, Route
 from mesh.clients import dependency_channels
 from mesh.clock import Clock, utc_now
 from mesh.db import create_engine, create_schema, ping
@@ -113,22 +114,36 @@ async def build_parts(
     return Parts(engines, shards, client, RedisPublisher(client), [catalog, payment, shipping], lifecycle, remote)
 
 
-def build_consumers(parts: Parts, settings: OrderSettings, tracer: trace.Tracer) -> list[StreamConsumer]:
-    config = ConsumerConfig(
+def routes(parts: Parts, settings: OrderSettings) -> list[Route]:
+    handlers: list[Handler] = [
+        PlacedOrders(parts.shards, utc_now),
+        StatusEvents(parts.shards, utc_now),
+        Dispatcher(parts.lifecycle),
+        Compensator(parts.remote),
+    ]
+    return [
+        Route(stream, group, handler)
+        for (stream, group), handler in zip(settings.subscriptions(), handlers, strict=True)
+    ]
+
+
+def consumer_config(settings: OrderSettings) -> ConsumerConfig:
+    return ConsumerConfig(
         batch_size=settings.consumer_batch_size,
         max_attempts=settings.consumer_max_attempts,
         claim_idle_ms=settings.consumer_claim_idle_ms,
     )
-    routes: list[tuple[str, str, Handler]] = [
-        (settings.order_placed_stream, settings.consumer_group, PlacedOrders(parts.shards, utc_now)),
-        (settings.order_updates_stream, settings.consumer_group, StatusEvents(parts.shards, utc_now)),
-        (settings.order_status_stream, "dispatcher", Dispatcher(parts.lifecycle)),
-        (settings.order_status_stream, "compensator", Compensator(parts.remote)),
-    ]
+
+
+def build_consumers(parts: Parts, settings: OrderSettings, tracer: trace.Tracer) -> list[StreamConsumer]:
+    """The embedded transport's consumers (tests drive them directly)."""
     return [
-        StreamConsumer(parts.client, stream, group, handler, parts.dead_letters(), tracer=tracer, config=config)
-        for stream, group, handler in routes
-    ]
+        StreamConsumer(
+            parts.client, r.stream, r.group, r.handler, parts.dead_letters(), tracer=tracer,
+            config=consumer_config(settings),
+        )
+        for r in routes(parts, settings)
+    ]  # fmt: skip
 
 
 def build_jobs(parts: Parts, settings: OrderSettings) -> list[PeriodicJob]:
@@ -160,7 +175,19 @@ async def bootstrap(settings: OrderSettings) -> App:
             order_pb2.DESCRIPTOR.services_by_name["OrderService"].full_name,
         )
     )
-    app.workers += build_consumers(parts, settings, app.tracer)
+    transport = EventTransport(
+        settings,
+        parts.client,
+        parts.dead_letters(),
+        app.tracer,
+        consumer_config=consumer_config(settings),
+        registry=app.registry,
+        breaker_metrics=app.breaker_metrics,
+    )
+    app.closers.append(parts.close)
+    app.closers.append(transport.close)
+    app.workers += await transport.consumers(routes(parts, settings))
+    app.workers += await transport.forwarders([settings.order_status_stream])
     app.workers.append(
         OutboxRelay(
             parts.shards, parts.publisher, settings.order_status_stream, Lease(parts.client, "order-outbox", 5000)
@@ -169,5 +196,4 @@ async def bootstrap(settings: OrderSettings) -> App:
     app.workers += build_jobs(parts, settings)
     for n, engine in enumerate(parts.engines):
         app.readiness[f"database-{n}"] = lambda engine=engine: ping(engine)  # type: ignore[misc]
-    app.closers.append(parts.close)
     return app

@@ -37,3 +37,12 @@ class OrderSettings(ServiceSettings):
     @property
     def shard_urls(self) -> list[str]:
         return [url.strip() for url in self.database_urls.split(",") if url.strip()]
+
+    def subscriptions(self) -> list[tuple[str, str]]:
+        """(stream, consumer group) of every consumer here: what a RocketMQ broker must hold."""
+        return [
+            (self.order_placed_stream, self.consumer_group),
+            (self.order_updates_stream, self.consumer_group),
+            (self.order_status_stream, "dispatcher"),
+            (self.order_status_stream, "compensator"),
+        ]

@@ -46,6 +46,14 @@ class DeadLetterSink(Protocol):
     async def store(self, letter: DeadLetter, now: datetime) -> None: ...
 
 
+class KeptOnStream:
+    """For a process without a database (checkout): the ``<stream>:dead`` entry
+    the stream consumer writes before acknowledging is the durable record."""
+
+    async def store(self, letter: DeadLetter, now: datetime) -> None:
+        return None
+
+
 class SqlDeadLetters:
     def __init__(self, engine: AsyncEngine, table: Table) -> None:
         self._engine = engine

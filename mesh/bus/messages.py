@@ -16,6 +16,8 @@ class Message:
     order_id: str
     payload: bytes  # a serialized events.v1.Envelope
     attempt: int = 1  # 1 on first delivery; counts handler failures of this message
+    # Transport properties (RocketMQ user properties); empty on Redis Streams.
+    headers: dict[str, str] = field(default_factory=dict, compare=False)
 
     def envelope(self) -> events_pb2.Envelope:
         return decode_envelope(self.payload)

@@ -29,10 +29,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
 from opentelemetry import trace
@@ -58,7 +58,9 @@ from rocketmq.v5.exception import (
     PayloadTooLargeException,
 )
 
+from mesh.breaker import Breaker
 from mesh.bus.messages import BatchOutcome, Handler, Message, decode_envelope
+from mesh.errors import StartupError
 from mesh.telemetry import span_link
 from mesh.worker import LoopWorker
 
@@ -85,7 +87,7 @@ _CLIENT_HEADERS = (
 )
 
 
-class MissingTopic(RuntimeError):
+class MissingTopic(StartupError):
     """A topic the process needs does not exist: refuse to start, naming it."""
 
 
@@ -151,14 +153,15 @@ class RocketClient:
         self._executor.shutdown(wait=False)
 
 
-def _to_rocket(topic: str, message: Message) -> RocketMessage:
+def to_rocket(topic: str, message: Message) -> RocketMessage:
     rocket = RocketMessage()
     rocket.topic = topic
     rocket.body = message.payload
     rocket.tag = message.type or "Event"
     if message.order_id:
         rocket.keys = message.order_id
-    properties = {"stream_id": message.id, "order_id": message.order_id, "event_type": message.type}
+    # "topic" survives a move to %DLQ%, so a dead letter can be replayed to where it came from.
+    properties = {"stream_id": message.id, "order_id": message.order_id, "event_type": message.type, "topic": topic}
     try:
         properties.update(decode_envelope(message.payload).trace_context)
     except Exception:  # noqa: BLE001 - an undecodable payload still travels; the consumer rejects it
@@ -172,22 +175,47 @@ def _to_rocket(topic: str, message: Message) -> RocketMessage:
 class Forwarder:
     """Handler for a StreamConsumer on an outbox stream: relay each message to ``topic``."""
 
-    def __init__(self, client: RocketClient, producer: Producer, topic: str, lag: Gauge | None = None) -> None:
+    def __init__(
+        self,
+        client: RocketClient,
+        producer: Producer,
+        topic: str,
+        lag: Gauge | None = None,
+        breaker: Breaker | None = None,
+    ) -> None:
         self._client = client
         self._producer = producer
         self._topic = topic
         self._lag = lag
+        self._breaker = breaker
 
     async def _send(self, message: Message) -> str:
-        future = await self._client.blocking(self._producer.send_async, _to_rocket(self._topic, message))
+        future = await self._client.blocking(self._producer.send_async, to_rocket(self._topic, message))
         receipt = await asyncio.wrap_future(future)
         return str(receipt.message_id)
 
     async def __call__(self, batch: list[Message]) -> BatchOutcome:
+        self._record_lag(batch, oldest=True)
+        if self._breaker is None:
+            outcome = await self._relay(batch)
+        else:
+            # Open: Unavailable at once, and the stream consumer backs off
+            # (doubling to its maximum) instead of spinning on a dead broker.
+            with self._breaker.calling():
+                outcome = await self._relay(batch)
+        self._record_lag(batch, oldest=False)
+        return outcome
+
+    def _record_lag(self, batch: list[Message], *, oldest: bool) -> None:
+        """Before a send, the age of the oldest entry in hand (it grows while
+        the broker is away); after it, of the newest (near zero once caught up)."""
+        if self._lag is None or not batch:
+            return
+        stamps = [int(m.id.split("-", 1)[0]) for m in batch]
+        self._lag.set(max(0.0, time.time() - (min(stamps) if oldest else max(stamps)) / 1000))
+
+    async def _relay(self, batch: list[Message]) -> BatchOutcome:
         outcome = BatchOutcome()
-        if self._lag is not None and batch:
-            oldest_ms = min(int(m.id.split("-", 1)[0]) for m in batch)
-            self._lag.set(max(0.0, time.time() - oldest_ms / 1000))
         results = await asyncio.gather(*(self._send(m) for m in batch), return_exceptions=True)
         for message, result in zip(batch, results, strict=True):
             if not isinstance(result, BaseException):
@@ -204,7 +232,8 @@ class Forwarder:
 def lag_gauge(registry: CollectorRegistry) -> Gauge:
     return Gauge(
         "ordermesh_forwarder_lag_seconds",
-        "Age of the oldest stream entry in the forwarder's last batch.",
+        "How far the forwarder is behind its stream: age of the entries in hand.",
+        ["stream"],
         registry=registry,
     )
 
@@ -216,34 +245,51 @@ class RocketConsumerConfig:
     # Long polling; the proxy wants the call's remaining deadline above its
     # minimum polling time, so the request timeout (10 s) is added to this.
     await_seconds: int = 5
-    retry_backoff_seconds: int = 10
+    # A failed message is visible again after this, doubled per attempt up to
+    # the maximum (the proxy's minimum is its minInvisibleTimeMillsForRecv).
+    retry_backoff_seconds: int = 1
+    retry_backoff_max_seconds: int = 300
+    # A deferred message is held in hand and retried for this long; then it
+    # counts as failed (like the embedded transport's max_defer_seconds).
+    max_hold_seconds: float = 3600.0
+
+
+class FailureReasons(Protocol):
+    """Where a consumer notes why a message failed, for the dead-letter consumer:
+    RocketMQ moves a message to ``%DLQ%`` with its properties, not our reason."""
+
+    async def note(self, group: str, message_id: str, reason: str) -> None: ...
+    async def forget(self, group: str, message_ids: list[str]) -> None: ...
+    async def take(self, group: str, message_id: str) -> str | None: ...
 
 
 class RocketConsumer(LoopWorker):
-    """SimpleConsumer batches into a bus handler; ack after the effect is durable."""
+    """SimpleConsumer batches into bus handlers (one per subscribed topic);
+    each message is acknowledged only after its handler made it durable."""
 
     def __init__(
         self,
         client: RocketClient,
         group: str,
-        topic: str,
-        handler: Handler,
+        handlers: Mapping[str, Handler],
         config: RocketConsumerConfig,
         tracer: trace.Tracer,
+        reasons: FailureReasons | None = None,
     ) -> None:
-        super().__init__(f"rocketmq:{group}:{topic}")
+        super().__init__(f"rocketmq:{group}")
         self._tracer = tracer
         self._client = client
         self.group = group
-        self.topic = topic
-        self._handler = handler
+        self._handlers = dict(handlers)
         self._config = config
+        self._reasons = reasons
         self._consumer: SimpleConsumer | None = None
+        self._held: dict[str, _Held] = {}
 
     async def open(self) -> None:
         """Connect the SimpleConsumer (``start`` also runs the loop; tests poll instead)."""
         if self._consumer is None:
-            self._consumer = await self._client.consumer(self.group, [self.topic], self._config.await_seconds)
+            self._consumer = await self._client.consumer(self.group, list(self._handlers), self._config.await_seconds)
 
     async def start(self) -> None:
         await self.open()
@@ -254,50 +300,160 @@ class RocketConsumer(LoopWorker):
             await self._client.blocking(self._consumer.shutdown)
 
     async def run(self) -> None:
+        backoff = 1.0
         while self.running:
             try:
                 await self.poll()
+                backoff = 1.0
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # noqa: BLE001 - a consume loop must survive; logged, backs off
-                log.warning("rocketmq consumer %s: %s", self.group, error)
-                await asyncio.sleep(self._config.retry_backoff_seconds)
+                log.warning("rocketmq consumer %s: %s; retrying in %.0fs", self.group, error, backoff)
+                self._held.clear()  # their receipts may be stale: they come back by redelivery
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
 
     async def poll(self) -> int:
+        """Receive one batch, hand it (with the held messages now due) to the
+        handlers, settle every message. Returns how many were handled."""
         assert self._consumer is not None
+        await self._renew([h.rocket for h in self._held.values() if h.renew_at <= self._now()])
         future = await self._client.blocking(
             self._consumer.receive_async, self._config.batch_size, self._config.invisible_seconds
         )
-        received = await asyncio.wrap_future(future)
-        if not received:
+        received: list[RocketMessage] = await asyncio.wrap_future(future)
+        now = self._now()
+        due = [h for h in self._held.values() if h.due <= now]
+        if not received and not due:
             return 0
-        batch = [
-            Message(
-                id=str(r.message_id),
-                stream=str(r.topic),
-                type=str(r.tag or r.properties.get("event_type", "")),
-                order_id=str(r.properties.get("order_id", "")),
-                payload=bytes(r.body),
-                attempt=int(r.delivery_attempt or 1),
-            )
-            for r in received
-        ]
+        by_topic: dict[str, list[tuple[RocketMessage, Message]]] = {}
+        for rocket in received:
+            by_topic.setdefault(str(rocket.topic), []).append((rocket, _from_rocket(rocket)))
+        for held in due:  # older than anything received: first in their topic's batch
+            by_topic.setdefault(held.message.stream, []).insert(0, (held.rocket, held.message))
+        settled: list[tuple[RocketMessage, Message, BatchOutcome]] = []
+        for topic, pairs in by_topic.items():
+            outcome = await self._handle(topic, [message for _, message in pairs], [r for r, _ in pairs])
+            settled += [(rocket, message, outcome) for rocket, message in pairs]
+        await self._settle(settled)
+        return len(settled)
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    async def _handle(self, topic: str, batch: list[Message], received: list[RocketMessage]) -> BatchOutcome:
+        handler = self._handlers.get(topic)
+        if handler is None:  # the proxy delivered a topic nobody here handles: leave it to expire
+            raise RuntimeError(f"no handler for topic {topic!r} in group {self.group!r}")
         links = [link for r in received if (link := span_link(r.properties)) is not None]
         with self._tracer.start_as_current_span(
-            f"consume {self.topic}",
+            f"consume {topic}",
             kind=trace.SpanKind.CONSUMER,
             links=links,
             attributes={"messaging.system": "rocketmq", "messaging.batch.message_count": len(batch)},
         ):
-            outcome = await self._handler(batch)
-        for rocket, message in zip(received, batch, strict=True):
-            if message.id in outcome.failed or message.id in outcome.deferred:
-                # Not acknowledged: visible again after a backoff (the proxy's minimum
-                # is 10 s); RocketMQ counts the attempt and dead-letters at the maximum.
-                await self._client.blocking(
-                    self._consumer.change_invisible_duration, rocket, max(10, self._config.retry_backoff_seconds)
-                )
-            else:
-                # The blocking ack in the executor: the client's ack_async returns no future.
-                await self._client.blocking(self._consumer.ack, rocket)
-        return len(batch)
+            return await self._handle_until_done(handler, batch, received)
+
+    async def _handle_until_done(
+        self, handler: Handler, batch: list[Message], received: list[RocketMessage]
+    ) -> BatchOutcome:
+        """A handler that raises hit an outage (SQL down), not a bad message: hold
+        the batch and retry, keeping it invisible, so the outage spends no
+        delivery attempts. On stop, the batch goes back to the broker."""
+        backoff = 1.0
+        while True:
+            try:
+                return await handler(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                if not self.running:
+                    raise
+                log.warning("rocketmq %s: handler failed (%s); holding %d messages", self.group, error, len(batch))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                await self._renew(received)
+
+    async def _renew(self, received: list[RocketMessage]) -> None:
+        assert self._consumer is not None
+        if not received:
+            return
+        consumer, seconds = self._consumer, self._config.invisible_seconds
+        renewed = {str(r.message_id) for r in received}
+        for held in self._held.values():
+            if held.message.id in renewed:
+                held.renew_at = self._now() + seconds / 2
+        futures = await self._client.blocking(
+            lambda: [consumer._change_invisible_duration_async(r, seconds) for r in received]
+        )
+        await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
+
+    async def _settle(self, settled: list[tuple[RocketMessage, Message, BatchOutcome]]) -> None:
+        assert self._consumer is not None
+        consumer, group, now = self._consumer, self.group, self._now()
+        acks: list[RocketMessage] = []
+        retries: list[tuple[RocketMessage, int]] = []
+        recovered: list[str] = []
+        for rocket, message, outcome in settled:
+            held = self._held.pop(message.id, None)
+            reason = outcome.failed.get(message.id)
+            waiting = outcome.deferred.get(message.id)
+            if waiting is not None:
+                since = held.since if held else now
+                if now - since < self._config.max_hold_seconds:
+                    # Not handled *yet* (a status event before its order): held here and
+                    # retried soon, invisible meanwhile, so waiting spends no delivery attempts.
+                    tries = held.tries + 1 if held else 0
+                    renew_at = held.renew_at if held else now + self._config.invisible_seconds / 2
+                    due = now + min(0.2 * 2**tries, 5.0)
+                    self._held[message.id] = _Held(rocket, message, since, due, renew_at, tries)
+                    continue
+                reason = f"deferred too long: {waiting}"
+            if reason is None:
+                acks.append(rocket)
+                if message.attempt > 1:
+                    recovered.append(message.id)
+                continue
+            # Not acknowledged: visible again after a backoff; RocketMQ counts the
+            # delivery and moves the message to %DLQ% after the group's maximum.
+            if self._reasons is not None:
+                await self._reasons.note(group, message.id, reason)
+            log.warning("rocketmq %s: %s failed (attempt %d): %s", group, message.id, message.attempt, reason)
+            backoff = self._config.retry_backoff_seconds * 2 ** (message.attempt - 1)
+            retries.append((rocket, max(1, min(backoff, self._config.retry_backoff_max_seconds))))
+
+        def submit() -> list[Future[Any]]:
+            # The client's private *_async calls return futures (its public ack_async
+            # returns None); one executor hop submits them all.
+            return [consumer._ack_async(r) for r in acks] + [
+                consumer._change_invisible_duration_async(r, seconds) for r, seconds in retries
+            ]
+
+        futures = await self._client.blocking(submit)
+        await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
+        if recovered and self._reasons is not None:
+            await self._reasons.forget(group, recovered)
+
+
+@dataclass
+class _Held:
+    """A deferred message kept in hand (invisible to others) until it can be handled."""
+
+    rocket: RocketMessage
+    message: Message
+    since: float  # loop time of the first deferral
+    due: float  # loop time of the next try
+    renew_at: float  # loop time to extend its invisibility again
+    tries: int
+
+
+def _from_rocket(rocket: RocketMessage) -> Message:
+    return Message(
+        id=str(rocket.message_id),
+        stream=str(rocket.topic),
+        type=str(rocket.tag or rocket.properties.get("event_type", "")),
+        order_id=str(rocket.properties.get("order_id", "")),
+        payload=bytes(rocket.body),
+        attempt=int(rocket.delivery_attempt or 1),
+        headers={str(k): str(v) for k, v in rocket.properties.items()},
+    )

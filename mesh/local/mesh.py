@@ -2,10 +2,15 @@
 
 Starts a real redis-server when none answers at REDIS_URL, then the five
 contexts as child processes on the local ports (catalog 50051 ... shipping
-50055, metrics 9101 ... 9105), SQLite files under ``var/``. Ctrl-C (or
-SIGTERM) stops the services gracefully, then the redis-server it started.
-Every other environment variable is passed through, so
-``PAYMENT_LATENCY_SECONDS=3 make run`` slows payment down.
+50055, metrics 9101 ... 9105). Ctrl-C (or SIGTERM) stops the services
+gracefully, then the servers it started. Every other environment variable is
+passed through, so ``PAYMENT_LATENCY_SECONDS=3 make run`` slows payment down.
+
+Profiles (``--profile``, ``make run PROFILE=...``):
+- ``embedded`` (default): SQLite files under ``var/``, events on Redis Streams.
+- ``full``: a private MariaDB under ``var/mariadb`` and a RocketMQ 5 broker
+  under ``var/rocketmq`` (its topics and groups created from the order
+  context's subscriptions); ``EVENT_TRANSPORT=rocketmq`` for every process.
 """
 
 from __future__ import annotations
@@ -17,16 +22,36 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlparse
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from mesh.local.procs import ManagedProcess, RedisServer, port_open
+from mesh.bus.topology import Topology
+from mesh.local.procs import ManagedProcess, MariaDBServer, RedisServer, port_open
+from mesh.local.rocketmq import RocketMQServer
+from mesh.settings import EventTransport
+from order.settings import OrderSettings
 
 CONTEXTS = ("catalog", "checkout", "order", "payment", "shipping")
 GRPC_BASE = 50051
 METRICS_BASE = 9101
+
+
+@dataclass(frozen=True)
+class Profile:
+    transport: EventTransport = "embedded"
+    database: Literal["sqlite", "mariadb"] = "sqlite"
+
+
+PROFILES = {"embedded": Profile(), "full": Profile("rocketmq", "mariadb")}
+
+
+def mesh_topology() -> Topology:
+    """The topics and consumer groups the mesh needs on a RocketMQ broker."""
+    settings = OrderSettings()
+    return Topology.of(settings.subscriptions(), settings.consumer_max_attempts)
 
 
 @dataclass(frozen=True)
@@ -50,11 +75,26 @@ def is_serving(port: int, timeout: float = 1.0) -> bool:
 
 
 class LocalMesh:
-    def __init__(self, var_dir: Path, *, offset: int = 0, redis_url: str | None = None) -> None:
+    def __init__(
+        self,
+        var_dir: Path,
+        *,
+        offset: int = 0,
+        redis_url: str | None = None,
+        profile: Profile = Profile(),
+        mariadb: MariaDBServer | None = None,
+        rocketmq: RocketMQServer | None = None,
+    ) -> None:
+        """``mariadb`` and ``rocketmq``: servers already running (tests share them);
+        otherwise the profile's servers are started here, and stopped with the mesh."""
         self.var_dir = var_dir.resolve()
         self.endpoints = endpoints(offset)
         self.redis_url = redis_url or os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+        self.profile = profile
         self.redis: RedisServer | None = None
+        self.mariadb = mariadb
+        self.rocketmq = rocketmq
+        self._started: list[MariaDBServer | RocketMQServer | RedisServer] = []
         self.services: dict[str, ManagedProcess] = {}
 
     def address(self, context: str) -> str:
@@ -62,19 +102,23 @@ class LocalMesh:
 
     def start(self, timeout: float = 60.0) -> None:
         self._ensure_redis()
+        self._ensure_profile_servers()
         for endpoint in self.endpoints:
             env = {
                 **os.environ,
                 "GRPC_PORT": str(endpoint.grpc_port),
                 "METRICS_PORT": str(endpoint.metrics_port),
                 "REDIS_URL": self.redis_url,
-                "DATABASE_URL": f"sqlite+aiosqlite:///{self.var_dir / f'{endpoint.context}.db'}",
-                "DATABASE_URLS": f"sqlite+aiosqlite:///{self.var_dir / f'{endpoint.context}-0.db'}",
+                "DATABASE_URL": self.database_url(endpoint.context),
+                "DATABASE_URLS": self.database_url(f"{endpoint.context}-0"),
                 "CATALOG_ADDRESS": self.address("catalog"),
                 "PAYMENT_ADDRESS": self.address("payment"),
                 "SHIPPING_ADDRESS": self.address("shipping"),
+                "EVENT_TRANSPORT": self.profile.transport,
                 "PYTHONUNBUFFERED": "1",
             }
+            if self.rocketmq is not None:
+                env["ROCKETMQ_ENDPOINT"] = self.rocketmq.grpc_endpoint
             process = ManagedProcess(
                 endpoint.context,
                 [sys.executable, "-m", endpoint.context],
@@ -85,6 +129,23 @@ class LocalMesh:
             self.services[endpoint.context] = process
         self._wait_serving(timeout)
 
+    def database_url(self, name: str) -> str:
+        if self.mariadb is None:
+            return f"sqlite+aiosqlite:///{self.var_dir / f'{name}.db'}"
+        database = "ordermesh_" + name.replace("-", "_")
+        self.mariadb.create_database(database)
+        return self.mariadb.url(database)
+
+    def _ensure_profile_servers(self) -> None:
+        if self.profile.database == "mariadb" and self.mariadb is None:
+            self.mariadb = MariaDBServer(self.var_dir / "mariadb").start()
+            self._started.append(self.mariadb)
+        if self.profile.transport == "rocketmq" and self.rocketmq is None:
+            topology = mesh_topology()
+            self.rocketmq = RocketMQServer(self.var_dir / "rocketmq", topology.topics, topology.groups)
+            self._started.append(self.rocketmq)
+            self.rocketmq.start()
+
     def _ensure_redis(self) -> None:
         parsed = urlparse(self.redis_url)
         port = parsed.port or 6379
@@ -92,6 +153,7 @@ class LocalMesh:
             return
         # Append-only: the stock journal survives a restart of the local Redis.
         self.redis = RedisServer(self.var_dir / "redis", port, appendonly=True).start()
+        self._started.append(self.redis)
 
     def _wait_serving(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -115,8 +177,8 @@ class LocalMesh:
             process.signal(signal.SIGTERM)
         for process in self.services.values():
             process.stop(timeout=20)
-        if self.redis is not None:
-            self.redis.stop()
+        for server in reversed(self._started):
+            server.stop()
 
 
 def banner(mesh: LocalMesh) -> str:
@@ -128,6 +190,9 @@ def banner(mesh: LocalMesh) -> str:
     catalog, payment = mesh.endpoints[0].grpc_port, mesh.endpoints[3].grpc_port
     lines += [
         f"  redis     {mesh.redis_url}{' (started here)' if mesh.redis else ''}",
+        f"  events    {mesh.profile.transport}"
+        + (f" (RocketMQ proxy {mesh.rocketmq.grpc_endpoint})" if mesh.rocketmq else " (Redis Streams)"),
+        f"  databases {f'MariaDB 127.0.0.1:{mesh.mariadb.port}' if mesh.mariadb else f'SQLite in {mesh.var_dir}'}",
         f"  logs      {mesh.var_dir / 'logs'}",
         "",
         "Try:",
@@ -146,6 +211,7 @@ def main() -> None:
     parser.add_argument("--var-dir", type=Path, default=Path("var"))
     parser.add_argument("--port-offset", type=int, default=0, help="added to every gRPC and metrics port")
     parser.add_argument("--redis-url", default=None)
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="embedded")
     args = parser.parse_args()
 
     stop = False
@@ -156,7 +222,7 @@ def main() -> None:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    mesh = LocalMesh(args.var_dir, offset=args.port_offset, redis_url=args.redis_url)
+    mesh = LocalMesh(args.var_dir, offset=args.port_offset, redis_url=args.redis_url, profile=PROFILES[args.profile])
     try:
         mesh.start()
         print(banner(mesh), flush=True)

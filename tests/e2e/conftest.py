@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mesh.local.mesh import LocalMesh, endpoints
+from mesh.local.mesh import PROFILES, LocalMesh, endpoints
 from mesh.local.procs import RedisServer, port_open
 
 
@@ -22,12 +22,23 @@ def free_offset() -> int:
     raise RuntimeError("no free port range for the mesh")
 
 
-@pytest.fixture(scope="session")
-def local_mesh(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer) -> Iterator[LocalMesh]:
-    var_dir: Path = tmp_path_factory.mktemp("mesh")
-    mesh = LocalMesh(var_dir, offset=free_offset(), redis_url=redis_server.url)
+@pytest.fixture(
+    scope="session",
+    params=["embedded", pytest.param("full", marks=[pytest.mark.rocketmq, pytest.mark.mariadb])],
+)
+def local_mesh(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
+) -> Iterator[LocalMesh]:
+    """The mesh on each profile in turn: every e2e test runs on Redis Streams +
+    SQLite, then on RocketMQ + MariaDB (the broker is started by the mesh)."""
+    var_dir: Path = tmp_path_factory.mktemp(f"mesh-{request.param}")
+    profile = PROFILES[request.param]
+    mariadb = request.getfixturevalue("mariadb_server") if profile.database == "mariadb" else None
+    # A Redis database of its own per profile: stock counters outlive a mesh.
+    redis_url = redis_server.url.rsplit("/", 1)[0] + f"/{list(PROFILES).index(request.param)}"
+    mesh = LocalMesh(var_dir, offset=free_offset(), redis_url=redis_url, profile=profile, mariadb=mariadb)
     try:
-        mesh.start(timeout=90)
+        mesh.start(timeout=180)
     except Exception:
         mesh.stop()
         raise

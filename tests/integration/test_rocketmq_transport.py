@@ -89,7 +89,7 @@ async def test_forwarded_events_arrive_once_each_with_trace_links(
         return BatchOutcome()
 
     consumer = RocketConsumer(
-        rocket, GROUP, TOPIC, record, RocketConsumerConfig(batch_size=16, await_seconds=5), tracer
+        rocket, GROUP, {TOPIC: record}, RocketConsumerConfig(batch_size=16, await_seconds=5), tracer
     )
     await consumer.open()
     try:

@@ -1,4 +1,6 @@
-"""python -m mesh.local.rocketmq --workdir var/rocketmq --topic T1 --group G1"""
+"""python -m mesh.local.rocketmq [--workdir var/rocketmq] [--topic T1 --group G1 ...]
+
+Without topics and groups: the mesh's own (mesh.local.mesh.mesh_topology)."""
 
 from __future__ import annotations
 
@@ -52,12 +54,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--remoting-port", type=int, help="the proxy's remoting port")
     parser.add_argument("--timeout", type=float, default=120.0)
     args = parser.parse_args(argv)
+    # Without --topic/--group: what the whole mesh needs (EVENT_TRANSPORT=rocketmq).
+    from mesh.local.mesh import mesh_topology  # the mesh's launcher imports this package
+
+    topology = mesh_topology()
 
     try:
         server = RocketMQServer(
             args.workdir,
-            dict(args.topic),
-            dict(args.group),
+            dict(args.topic) or topology.topics,
+            dict(args.group) or topology.groups,
             namesrv_port=args.namesrv_port,
             broker_port=args.broker_port,
             proxy_grpc_port=args.grpc_port,

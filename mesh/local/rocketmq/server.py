@@ -51,7 +51,7 @@ MAX_DISK_USED = 0.85
 
 PROXY_READY = b"rocketmq-proxy startup successfully"
 # Names the broker accepts (it also allows '%' and '|', which it reserves for retry/namespace topics).
-_NAME = re.compile(r"^[A-Za-z0-9_-]{1,127}$")
+_NAME = re.compile(r"^(%DLQ%)?[A-Za-z0-9_-]{1,127}$")
 
 _NAMESRV_MAIN = "org.apache.rocketmq.namesrv.NamesrvStartup"
 _PROXY_MAIN = "org.apache.rocketmq.proxy.ProxyStartup"
@@ -95,7 +95,9 @@ def _bindable(port: int) -> bool:
 
 def _check_name(kind: str, name: str) -> None:
     if not _NAME.match(name):
-        raise ValueError(f"invalid RocketMQ {kind} name {name!r} (letters, digits, '_' and '-', at most 127)")
+        raise ValueError(
+            f"invalid RocketMQ {kind} name {name!r} (letters, digits, '_' and '-', at most 127, maybe after %DLQ%)"
+        )
 
 
 def _check_topics(topics: Mapping[str, str]) -> None:
@@ -210,8 +212,7 @@ class RocketMQServer:
         self.lib_dir = lib_dir or DEFAULT_LIB
         self.java = java
         self.proxy_heap = proxy_heap
-        # Merged over the defaults below, e.g. {"minInvisibleTimeMillsForRecv": 1000} for a test
-        # that wants fast redelivery (the proxy rejects invisible durations under 10 s otherwise).
+        # Merged over the defaults below (broker.conf keys and rmq-proxy.json keys).
         self.broker_settings = dict(broker_settings or {})
         self.proxy_settings = dict(proxy_settings or {})
         self.ports: Ports | None = None
@@ -417,6 +418,9 @@ class RocketMQServer:
             "topicRouteServiceCacheRefreshSeconds": 1,
             "topicConfigCacheRefreshSeconds": 1,
             "subscriptionGroupConfigCacheRefreshSeconds": 1,
+            # The mesh's consumers make a failed message visible again after 1 s, doubling per
+            # attempt (RocketConsumerConfig); the proxy's default floor would be 10 s.
+            "minInvisibleTimeMillsForRecv": 1000,
             **self.proxy_settings,
         }
         (self.workdir / "rmq-proxy.json").write_text(json.dumps(proxy, indent=2) + "\n")

@@ -1,0 +1,58 @@
+"""Names on the RocketMQ side, derived from the stream and group names.
+
+A Redis stream ``events:order-placed`` is forwarded to the topic
+``ordermesh-order-placed`` (RocketMQ names allow no ``:``); a consumer group
+``order`` becomes ``ordermesh-order``. RocketMQ moves a message that
+exhausted its group's deliveries to ``%DLQ%<group>``, which a dead-letter
+consumer group reads into the ``dead_letters`` table.
+
+The launcher that creates topics and groups (``mesh.local``, a Helm hook)
+and the processes that use them derive the names here, so they cannot drift.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+PREFIX = "ordermesh-"
+DEAD_LETTER_GROUP = PREFIX + "dead-letters"
+
+
+def topic_for(stream: str) -> str:
+    return PREFIX + stream.rsplit(":", 1)[-1]
+
+
+def group_for(group: str) -> str:
+    return PREFIX + group
+
+
+def dlq_topic(rocket_group: str) -> str:
+    return f"%DLQ%{rocket_group}"
+
+
+@dataclass(frozen=True)
+class Topology:
+    """What a broker must hold for a set of (stream, group) subscriptions."""
+
+    topics: dict[str, str]  # name -> message type
+    groups: dict[str, int]  # name -> retry maximum
+
+    @classmethod
+    def of(cls, subscriptions: Iterable[tuple[str, str]], max_attempts: int) -> Topology:
+        # RocketMQ delivers a message 1 + retryMaxTimes times before the DLQ.
+        retries = max(0, max_attempts - 1)
+        topics: dict[str, str] = {}
+        groups: dict[str, int] = {}
+        for stream, group in subscriptions:
+            topics[topic_for(stream)] = "NORMAL"
+            groups[group_for(group)] = retries
+        for group in list(groups):
+            # Created up front: the broker would create it on the first dead
+            # letter, write-only, and a consumer could not subscribe before that.
+            topics[dlq_topic(group)] = "NORMAL"
+        groups[DEAD_LETTER_GROUP] = retries
+        return cls(topics, groups)
+
+    def dead_letter_topics(self) -> list[str]:
+        return [name for name in self.topics if name.startswith("%DLQ%")]

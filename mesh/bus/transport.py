@@ -1,0 +1,146 @@
+"""The event transport of a process, chosen by ``EVENT_TRANSPORT``.
+
+Producers always append to their Redis stream (the outbox, written in the
+same step as the effect). What changes with the transport:
+
+- ``embedded``: consumers read the streams with consumer groups.
+- ``rocketmq``: each producing process runs a forwarder per outbox stream
+  (stream -> topic), and consumers read the topics with SimpleConsumers, one
+  RocketMQ group per bus group; the order context also runs the dead-letter
+  consumer that moves ``%DLQ%<group>`` messages into ``dead_letters``.
+
+Handlers are the same on both; only this module knows which one is in use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis.asyncio as redis
+from opentelemetry import trace
+from prometheus_client import CollectorRegistry
+
+from mesh.breaker import Breaker
+from mesh.bus.dead_letters import DeadLetterSink
+from mesh.bus.messages import Handler
+from mesh.bus.redis_streams import ConsumerConfig, StreamConsumer
+from mesh.bus.rocketmq import PERMANENT, Forwarder, RocketClient, RocketConsumer, RocketConsumerConfig, lag_gauge
+from mesh.bus.rocketmq_dlq import DeadLetterIntake, RedisReasons
+from mesh.bus.topology import DEAD_LETTER_GROUP, dlq_topic, group_for, topic_for
+from mesh.clock import utc_now
+from mesh.metrics import BreakerMetrics
+from mesh.server import Worker
+from mesh.settings import ServiceSettings
+
+FORWARDER_GROUP = "forwarder"
+
+
+@dataclass(frozen=True)
+class Route:
+    """Deliver ``stream`` to ``handler`` as consumer group ``group``."""
+
+    stream: str
+    group: str
+    handler: Handler
+
+
+class EventTransport:
+    """Builds a process's consumers and forwarders for the selected transport."""
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        client: redis.Redis,
+        dead_letters: DeadLetterSink,
+        tracer: trace.Tracer,
+        *,
+        consumer_config: ConsumerConfig | None = None,
+        registry: CollectorRegistry | None = None,
+        breaker_metrics: BreakerMetrics | None = None,
+    ) -> None:
+        self.kind = settings.event_transport
+        self._settings = settings
+        self._client = client
+        self._dead_letters = dead_letters
+        self._tracer = tracer
+        self._config = consumer_config or ConsumerConfig()
+        self._registry = registry
+        self._breaker_metrics = breaker_metrics
+        self._rocket: RocketClient | None = None
+        self._closeables: list[object] = []
+
+    @property
+    def rocket(self) -> RocketClient:
+        if self._rocket is None:
+            self._rocket = RocketClient(self._settings.rocketmq_endpoint)
+        return self._rocket
+
+    async def consumers(self, routes: list[Route]) -> list[Worker]:
+        if self.kind == "embedded":
+            return [self._stream_consumer(r.stream, r.group, r.handler) for r in routes]
+        by_group: dict[str, dict[str, Handler]] = {}
+        for route in routes:
+            by_group.setdefault(group_for(route.group), {})[topic_for(route.stream)] = route.handler
+        config = RocketConsumerConfig(
+            batch_size=self._settings.rocketmq_batch_size,
+            invisible_seconds=self._settings.rocketmq_invisible_seconds,
+        )
+        reasons = RedisReasons(self._client)
+        workers: list[Worker] = [
+            RocketConsumer(self.rocket, group, handlers, config, self._tracer, reasons)
+            for group, handlers in by_group.items()
+        ]
+        intake = DeadLetterIntake(self._dead_letters, reasons, utc_now, self._config.max_attempts)
+        dead_letter_topics = {dlq_topic(group): intake for group in by_group}
+        workers.append(RocketConsumer(self.rocket, DEAD_LETTER_GROUP, dead_letter_topics, config, self._tracer))
+        return workers
+
+    async def forwarders(self, streams: list[str]) -> list[Worker]:
+        """One forwarder per outbox stream (none on the embedded transport).
+
+        Raises MissingTopic, naming it, when a topic does not exist."""
+        if self.kind == "embedded" or not streams:
+            return []
+        topics = {stream: topic_for(stream) for stream in streams}
+        producer = await self.rocket.producer(list(topics.values()))
+        self._closeables.append(producer)
+        breaker = Breaker(
+            "rocketmq",
+            fail_max=self._settings.breaker_fail_max,
+            reset_timeout=self._settings.breaker_reset_seconds,
+            metrics=self._breaker_metrics,
+            exclude=PERMANENT,
+        )
+        gauge = lag_gauge(self._registry) if self._registry is not None else None
+        config = ConsumerConfig(
+            batch_size=self._settings.forwarder_batch_size,
+            block_ms=self._config.block_ms,
+            max_attempts=self._config.max_attempts,
+            claim_idle_ms=self._config.claim_idle_ms,
+        )
+        return [
+            self._stream_consumer(
+                stream,
+                FORWARDER_GROUP,
+                Forwarder(
+                    self.rocket,
+                    producer,
+                    topic,
+                    lag=gauge.labels(stream) if gauge is not None else None,
+                    breaker=breaker,
+                ),
+                config,
+            )
+            for stream, topic in topics.items()
+        ]
+
+    def _stream_consumer(
+        self, stream: str, group: str, handler: Handler, config: ConsumerConfig | None = None
+    ) -> StreamConsumer:
+        return StreamConsumer(
+            self._client, stream, group, handler, self._dead_letters, tracer=self._tracer, config=config or self._config
+        )
+
+    async def close(self) -> None:
+        if self._rocket is not None:
+            await self._rocket.close(*self._closeables)
