@@ -51,7 +51,10 @@ class Topology:
             # Created up front: the broker would create it on the first dead
             # letter, write-only, and a consumer could not subscribe before that.
             topics[dlq_topic(group)] = "NORMAL"
-        groups[DEAD_LETTER_GROUP] = retries
+        # A dead letter keeps the delivery count it ran out with, and the proxy
+        # sends a message whose count is past its group's maximum straight on to
+        # that group's DLQ: the intake group must allow more than the others did.
+        groups[DEAD_LETTER_GROUP] = 2 * retries + 16
         return cls(topics, groups)
 
     def dead_letter_topics(self) -> list[str]:
