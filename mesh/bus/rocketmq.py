@@ -372,18 +372,32 @@ class RocketConsumer(LoopWorker):
             await self._client.blocking(self._consumer.shutdown)
 
     async def run(self) -> None:
-        backoff = 1.0
+        backoff, failures = 1.0, 0
         while self.running:
             try:
+                await self.open()
                 await self.poll()
-                backoff = 1.0
+                backoff, failures = 1.0, 0
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # noqa: BLE001 - a consume loop must survive; logged, backs off
                 log.warning("rocketmq consumer %s: %s; retrying in %.0fs", self.group, error, backoff)
                 self._held.clear()  # their receipts may be stale: they come back by redelivery
+                failures += 1
+                if failures % 3 == 0:
+                    # A restarted proxy has forgotten this client's settings ("settings is
+                    # null") and the client never sends them again: start a fresh one.
+                    await self._discard_consumer()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
+
+    async def _discard_consumer(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            try:
+                await self._client.blocking(consumer.shutdown)
+            except Exception as error:  # noqa: BLE001 - it is being replaced; nothing to save
+                log.info("rocketmq consumer %s: shutdown of the old client: %s", self.group, error)
 
     async def poll(self) -> int:
         """Receive one batch, hand it (with the held messages now due) to the
