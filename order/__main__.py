@@ -8,6 +8,8 @@ import sys
 from opentelemetry.trace import NoOpTracer
 
 from mesh.bus.dead_letters import replay
+from mesh.bus.topology import topic_for
+from mesh.bus.transport import EventTransport
 from mesh.clock import utc_now
 from mesh.process import run_service, settings_or_exit
 from order.bootstrap import bootstrap, build_parts
@@ -25,9 +27,13 @@ async def _dead_letters(settings: OrderSettings) -> None:
 
 async def _replay(settings: OrderSettings, ids: set[int] | None) -> None:
     parts = await build_parts(settings, NoOpTracer())
+    transport = EventTransport(settings, parts.client, parts.dead_letters(), NoOpTracer())
+    topics = sorted({topic_for(stream) for stream, _ in settings.subscriptions()})
     try:
-        count = await replay(parts.dead_letters(), parts.publisher, utc_now(), ids)
+        republisher = await transport.republisher(parts.publisher, topics)
+        count = await replay(parts.dead_letters(), republisher, utc_now(), ids)
     finally:
+        await transport.close()
         await parts.close()
     print(f"replayed {count} dead letters")
 

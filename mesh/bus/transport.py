@@ -21,11 +21,11 @@ from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
 from mesh.breaker import Breaker
-from mesh.bus.dead_letters import DeadLetterSink
+from mesh.bus.dead_letters import DeadLetterSink, Republisher
 from mesh.bus.messages import Handler
-from mesh.bus.redis_streams import ConsumerConfig, StreamConsumer
+from mesh.bus.redis_streams import ConsumerConfig, RedisPublisher, StreamConsumer
 from mesh.bus.rocketmq import PERMANENT, Forwarder, RocketClient, RocketConsumer, RocketConsumerConfig, lag_gauge
-from mesh.bus.rocketmq_dlq import DeadLetterIntake, RedisReasons
+from mesh.bus.rocketmq_dlq import DeadLetterIntake, RedisReasons, TopicRepublisher
 from mesh.bus.topology import DEAD_LETTER_GROUP, dlq_topic, group_for, topic_for
 from mesh.clock import utc_now
 from mesh.metrics import BreakerMetrics
@@ -134,6 +134,15 @@ class EventTransport:
             for stream, topic in topics.items()
         ]
 
+    async def republisher(self, streams: RedisPublisher, topics: list[str]) -> Republisher:
+        """Where ``replay`` puts dead letters back: a dead letter from a RocketMQ
+        consumer names its topic (one of ``topics``), one from a stream consumer its stream."""
+        if self.kind == "embedded":
+            return streams
+        producer = await self.rocket.producer(topics)
+        self._closeables.append(producer)
+        return _ByName(streams, TopicRepublisher(self.rocket, producer))
+
     def _stream_consumer(
         self, stream: str, group: str, handler: Handler, config: ConsumerConfig | None = None
     ) -> StreamConsumer:
@@ -144,3 +153,14 @@ class EventTransport:
     async def close(self) -> None:
         if self._rocket is not None:
             await self._rocket.close(*self._closeables)
+
+
+class _ByName:
+    def __init__(self, streams: Republisher, topics: Republisher) -> None:
+        self._streams = streams
+        self._topics = topics
+
+    async def republish(self, stream: str, type_: str, order_id: str, payload: bytes) -> str:
+        # Stream names have a ':' (events:order-placed); RocketMQ topic names cannot.
+        target = self._streams if ":" in stream else self._topics
+        return await target.republish(stream, type_, order_id, payload)

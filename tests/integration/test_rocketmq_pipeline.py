@@ -175,6 +175,64 @@ async def test_a_poison_message_reaches_the_dlq_with_its_reason_and_the_flow_goe
     assert "envelope" in reason.lower() or "malformed" in reason.lower() or "parse" in reason.lower(), reason
     assert poison_order not in await pipeline.rows()
 
+    # Replay puts it back on its original topic: it fails again, and is dead-lettered again.
+    code, out = await order_command(pipeline, "replay")
+    assert code == 0 and "replayed 1 dead letters" in out, out
+
+    async def dead_lettered_twice() -> bool:
+        return sum(order_id == poison_order for _, order_id, _ in await pipeline.dead()) == 2
+
+    await eventually(dead_lettered_twice, within=120, what="the replayed poison message to come back to dead_letters")
+
+
+async def order_command(pipeline: Pipeline, *args: str) -> tuple[int, str]:
+    settings = pipeline.settings
+    env = {
+        **os.environ,
+        "EVENT_TRANSPORT": "rocketmq",
+        "ROCKETMQ_ENDPOINT": settings.rocketmq_endpoint,
+        "REDIS_URL": settings.redis_url,
+        "DATABASE_URLS": settings.database_urls,
+        "ORDER_PLACED_STREAM": settings.order_placed_stream,
+    }
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "order", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
+async def test_a_process_whose_topic_is_missing_refuses_to_start_naming_it(
+    broker: RocketMQServer, redis_server: RedisServer
+) -> None:
+    env = {
+        **os.environ,
+        "EVENT_TRANSPORT": "rocketmq",
+        "ROCKETMQ_ENDPOINT": broker.grpc_endpoint,
+        "REDIS_URL": redis_server.url,
+        "ORDER_UPDATES_STREAM": "events:no-such-updates",
+        "GRPC_PORT": "0",
+        "METRICS_PORT": "0",
+    }
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "checkout"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "cannot start" in done.stderr and "'ordermesh-no-such-updates'" in done.stderr, done.stderr[-2000:]
+
 
 async def test_broker_down_30s_under_load_then_back_loses_nothing(pipeline: Pipeline, broker: RocketMQServer) -> None:
     placed: list[str] = []
