@@ -56,6 +56,3 @@ class Topology:
         # that group's DLQ: the intake group must allow more than the others did.
         groups[DEAD_LETTER_GROUP] = 2 * retries + 16
         return cls(topics, groups)
-
-    def dead_letter_topics(self) -> list[str]:
-        return [name for name in self.topics if name.startswith("%DLQ%")]
