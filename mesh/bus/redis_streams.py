@@ -285,6 +285,25 @@ async def trim_acknowledged(client: redis.Redis, stream: str) -> None:
         await client.xtrim(stream, minid=f"{floor[0]}-{floor[1]}", approximate=False)
 
 
+async def oldest_unacknowledged_ms(client: redis.Redis, stream: str, group: str) -> int | None:
+    """Entry time (ms) of the oldest entry ``group`` has not acknowledged: its
+    oldest pending one, else the first one it has not read; None when caught up."""
+    groups: Any = await client.xinfo_groups(stream)
+    info = next((g for g in groups if _text(g["name"]) == group), None)
+    if info is None:
+        return None
+    if int(info["pending"]):
+        summary: Any = await client.xpending(stream, group)
+        return _parse_id(summary["min"])[0]
+    ms, seq = _parse_id(info["last-delivered-id"])
+    unread: Any = await client.xrange(stream, min=f"{ms}-{seq + 1}", count=1)
+    return _parse_id(unread[0][0])[0] if unread else None
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _parse_id(value: Any) -> tuple[int, int]:
     text = value.decode() if isinstance(value, bytes) else str(value)
     ms, _, seq = text.partition("-")

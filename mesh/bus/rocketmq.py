@@ -36,7 +36,6 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 from opentelemetry import trace
-from prometheus_client import CollectorRegistry, Gauge
 from rocketmq import (
     ClientConfiguration,
     Credentials,
@@ -203,13 +202,11 @@ class Forwarder:
         client: RocketClient,
         producer: Producer,
         topic: str,
-        lag: Gauge | None = None,
         breaker: Breaker | None = None,
     ) -> None:
         self._client = client
         self._producer = producer
         self._topic = topic
-        self._lag = lag
         self._breaker = breaker
 
     async def _send(self, message: Message) -> str:
@@ -218,24 +215,12 @@ class Forwarder:
         return str(receipt.message_id)
 
     async def __call__(self, batch: list[Message]) -> BatchOutcome:
-        self._record_lag(batch, oldest=True)
         if self._breaker is None:
-            outcome = await self._relay(batch)
-        else:
-            # Open: Unavailable at once, and the stream consumer backs off
-            # (doubling to its maximum) instead of spinning on a dead broker.
-            with self._breaker.calling():
-                outcome = await self._relay(batch)
-        self._record_lag(batch, oldest=False)
-        return outcome
-
-    def _record_lag(self, batch: list[Message], *, oldest: bool) -> None:
-        """Before a send, the age of the oldest entry in hand (it grows while
-        the broker is away); after it, of the newest (near zero once caught up)."""
-        if self._lag is None or not batch:
-            return
-        stamps = [int(m.id.split("-", 1)[0]) for m in batch]
-        self._lag.set(max(0.0, time.time() - (min(stamps) if oldest else max(stamps)) / 1000))
+            return await self._relay(batch)
+        # Open: Unavailable at once, and the stream consumer backs off
+        # (doubling to its maximum) instead of spinning on a dead broker.
+        with self._breaker.calling():
+            return await self._relay(batch)
 
     async def _relay(self, batch: list[Message]) -> BatchOutcome:
         outcome = BatchOutcome()
@@ -299,15 +284,6 @@ class Forwarder:
             MessagingResultChecker.check(reply.status)  # raises the client's exception for the code
 
         return await asyncio.gather(*(send(call) for call in calls), return_exceptions=True)
-
-
-def lag_gauge(registry: CollectorRegistry) -> Gauge:
-    return Gauge(
-        "ordermesh_forwarder_lag_seconds",
-        "How far the forwarder is behind its stream: age of the entries in hand.",
-        ["stream"],
-        registry=registry,
-    )
 
 
 @dataclass(frozen=True)

@@ -14,25 +14,30 @@ Handlers are the same on both; only this module knows which one is in use.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from dataclasses import dataclass
 
 import redis.asyncio as redis
 from opentelemetry import trace
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge
 
 from mesh.breaker import Breaker
 from mesh.bus.dead_letters import DeadLetterSink, Republisher
 from mesh.bus.messages import Handler
-from mesh.bus.redis_streams import ConsumerConfig, RedisPublisher, StreamConsumer
-from mesh.bus.rocketmq import PERMANENT, Forwarder, RocketClient, RocketConsumer, RocketConsumerConfig, lag_gauge
+from mesh.bus.redis_streams import ConsumerConfig, RedisPublisher, StreamConsumer, oldest_unacknowledged_ms
+from mesh.bus.rocketmq import PERMANENT, Forwarder, RocketClient, RocketConsumer, RocketConsumerConfig
 from mesh.bus.rocketmq_dlq import DeadLetterIntake, RedisReasons, TopicRepublisher
 from mesh.bus.topology import DEAD_LETTER_GROUP, dlq_topic, group_for, topic_for
 from mesh.clock import utc_now
 from mesh.metrics import BreakerMetrics
 from mesh.server import Worker
 from mesh.settings import ServiceSettings
+from mesh.worker import LoopWorker
 
 FORWARDER_GROUP = "forwarder"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -111,7 +116,6 @@ class EventTransport:
             metrics=self._breaker_metrics,
             exclude=PERMANENT,
         )
-        gauge = lag_gauge(self._registry) if self._registry is not None else None
         config = ConsumerConfig(
             batch_size=self._settings.forwarder_batch_size,
             block_ms=self._config.block_ms,
@@ -122,17 +126,11 @@ class EventTransport:
             self._stream_consumer(
                 stream,
                 FORWARDER_GROUP,
-                Forwarder(
-                    self.rocket,
-                    producer,
-                    topic,
-                    lag=gauge.labels(stream) if gauge is not None else None,
-                    breaker=breaker,
-                ),
+                Forwarder(self.rocket, producer, topic, breaker=breaker),
                 config,
             )
             for stream, topic in topics.items()
-        ]
+        ] + [ForwarderLag(self._client, list(topics), self._registry)]
 
     async def republisher(self, streams: RedisPublisher, topics: list[str]) -> Republisher:
         """Where ``replay`` puts dead letters back: a dead letter from a RocketMQ
@@ -164,3 +162,37 @@ class _ByName:
         # Stream names have a ':' (events:order-placed); RocketMQ topic names cannot.
         target = self._streams if ":" in stream else self._topics
         return await target.republish(stream, type_, order_id, payload)
+
+
+class ForwarderLag(LoopWorker):
+    """``ordermesh_forwarder_lag_seconds{stream}``: now minus the entry time of the
+    oldest entry the forwarders have not acknowledged; 0 when caught up. It
+    grows while the broker is away and falls back once the backlog is sent."""
+
+    def __init__(
+        self, client: redis.Redis, streams: list[str], registry: CollectorRegistry | None, interval: float = 1.0
+    ) -> None:
+        super().__init__("forwarder-lag")
+        self._client = client
+        self._streams = streams
+        self._interval = interval
+        self.gauge = Gauge(
+            "ordermesh_forwarder_lag_seconds",
+            "Age of the oldest stream entry the forwarder has not relayed yet (0 when caught up).",
+            ["stream"],
+            registry=registry,
+        )
+
+    async def run(self) -> None:
+        while self.running:
+            try:
+                await self.measure()
+            except Exception as error:  # noqa: BLE001 - a metric must not stop the process; logged
+                log.debug("forwarder lag: %s", error)
+            await asyncio.sleep(self._interval)
+
+    async def measure(self) -> None:
+        now_ms = time.time() * 1000
+        for stream in self._streams:
+            oldest = await oldest_unacknowledged_ms(self._client, stream, FORWARDER_GROUP)
+            self.gauge.labels(stream).set(0.0 if oldest is None else max(0.0, (now_ms - oldest) / 1000))
