@@ -15,7 +15,7 @@ RUN_DEBS := redis-server
 TEST_DEBS := redis-server mariadb-server prometheus
 PYTEST_ARGS ?=
 
-.PHONY: help setup venv debs-run debs-test tools-test rocketmq-jars rocketmq run test lint protos clean audit bench bench-stock bench-pipeline
+.PHONY: help setup venv debs-run debs-test tools-test rocketmq-jars rocketmq run test lint protos clean audit bench bench-stock bench-pipeline bench-forwarder
 
 help:
 	@echo "make run      start the whole mesh locally (installs what it needs first)"
@@ -24,7 +24,8 @@ help:
 	@echo "make lint     ruff + mypy --strict (generated code excluded)"
 	@echo "make protos   regenerate ordermesh/ stubs from protos/"
 	@echo "make audit    check stock conservation of the local mesh (Redis vs SQL vs journal)"
-	@echo "make bench    all benchmarks (bench-stock: Redis vs SQL path; bench-pipeline: inserts, PlaceOrder, lag)"
+	@echo "make bench    all benchmarks (bench-stock: Redis vs SQL path; bench-pipeline: inserts, PlaceOrder, lag;"
+	@echo "             bench-forwarder: Redis -> RocketMQ relay, RocketMQ -> SQL rows, broker memory)"
 	@echo "make setup    install everything: Debian packages, .venv, Go-built tools, RocketMQ jars"
 
 # The venv is rebuilt only when the dependency pins change; pip reuses its cache.
@@ -78,7 +79,7 @@ rocketmq: venv rocketmq-jars
 audit: venv
 	$(PY) -m catalog audit
 
-bench: bench-stock bench-pipeline
+bench: bench-stock bench-pipeline bench-forwarder
 
 bench-stock: venv debs-test
 	@scripts/setup/go-tools.sh ghz
@@ -87,6 +88,9 @@ bench-stock: venv debs-test
 bench-pipeline: venv debs-test
 	@scripts/setup/go-tools.sh ghz
 	$(PY) scripts/bench_pipeline.py
+
+bench-forwarder: venv debs-test rocketmq-jars
+	$(PY) scripts/bench_forwarder.py
 
 protos: venv
 	$(PY) scripts/gen_protos.py

@@ -1,0 +1,330 @@
+"""make bench-forwarder: the RocketMQ transport's speed, measured side by side in one run.
+
+1. Redis outbox stream -> RocketMQ topic through one Forwarder (the handler of a
+   StreamConsumer), in batches vs one by one. Only the relay is timed: from the
+   first read until the group has nothing pending or undelivered. The broker's
+   JIT is warmed first, on a topic of its own: a long-running broker is warm,
+   and the first ~10,000 sends of a fresh one cost it several times as much CPU.
+2. RocketMQ -> SQL: a RocketConsumer feeding the order context's PlacedOrders into
+   SQLite. Every OrderPlaced relayed in 1 must end up as exactly one order row.
+3. The broker's memory: RSS of the RocketMQ JVMs, sampled in a thread throughout.
+
+A real redis-server and a real RocketMQ 5 broker (name server + proxy JVMs) on
+loopback, under a temporary directory; both are stopped at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+import redis.asyncio as redis
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from sqlalchemy import Table, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from catalog.events import order_placed
+from mesh.bus import encode_fields
+from mesh.bus.dead_letters import SqlDeadLetters
+from mesh.bus.redis_streams import ConsumerConfig, StreamConsumer
+from mesh.bus.rocketmq import Forwarder, RocketClient, RocketConsumer, RocketConsumerConfig
+from mesh.clock import utc_now
+from mesh.db import create_engine, create_schema, reading
+from mesh.local.procs import RedisServer
+from mesh.local.rocketmq import RocketMQServer
+from mesh.money import Money
+from mesh.order_ids import mint
+from order.consumers import PlacedOrders
+from order.events import status_changed
+from order.models import dead_letters, metadata, orders
+from order.shards import Shards
+from order.store import OrderStore
+from ordermesh.common.v1 import common_pb2
+
+EVENTS = int(os.environ.get("BENCH_EVENTS", "20000"))
+SINGLE_EVENTS = int(os.environ.get("BENCH_SINGLE_EVENTS", "2000"))  # one by one is slow: fewer suffice
+WARMUP_EVENTS = int(os.environ.get("BENCH_WARMUP_EVENTS", "15000"))
+BATCH = int(os.environ.get("BENCH_BATCH", "200"))
+CONSUMER_BATCH = int(os.environ.get("BENCH_CONSUMER_BATCH", "32"))  # the proxy's maximum per receive
+CONSUME_TIMEOUT = float(os.environ.get("BENCH_CONSUME_TIMEOUT", "150"))
+TARGET = 5000  # events/s relayed by one forwarder with batching
+TOPIC, WARMUP_TOPIC, GROUP = "ordermesh-order-placed", "bench-warmup", "ordermesh-order"
+PRODUCT = "sku-1008"
+MIB = 1024 * 1024
+
+
+# --- broker memory ------------------------------------------------------------------------
+
+
+def rss_bytes(pid: int) -> int:
+    """VmRSS of one process; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+class RssSampler:
+    """The summed RSS of the broker's JVMs every ``interval`` s, from a thread so that
+    a busy event loop does not thin out the samples."""
+
+    def __init__(self, pids: Callable[[], list[int]], interval: float = 0.25) -> None:
+        self.interval = interval
+        self._pids = pids
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+        self.samples: list[tuple[float, int]] = []
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+    def sample(self) -> int:
+        total = sum(rss_bytes(pid) for pid in self._pids())
+        self.samples.append((time.perf_counter(), total))
+        return total
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def peak(self, since: float = 0.0, until: float = float("inf")) -> int:
+        return max((rss for at, rss in self.samples if since <= at <= until), default=0)
+
+
+# --- events -------------------------------------------------------------------------------
+
+
+def placed_fields(count: int, tracer: trace.Tracer) -> list[dict[str, str | bytes]]:
+    """Stream fields of ``count`` OrderPlaced envelopes as the catalog appends them,
+    each with the trace context of a producing span, as in production."""
+    now = datetime.now(UTC)
+    price = Money.of("USD", 9, 500_000_000)
+    shipping = Money.of("USD", 6, 490_000_000)
+    address = common_pb2.Address(
+        street_address="1 Main St", city="Springfield", state="IL", country="US", zip_code="62701"
+    )
+    fields = []
+    for n in range(count):
+        user_id = f"bench-{n % 50}"
+        draft = common_pb2.OrderDraft(
+            request_id=uuid.uuid4().hex,
+            user_id=user_id,
+            address=address,
+            email="bench@example.com",
+            shipping_cost=shipping.to_proto(),
+        )
+        items = [common_pb2.OrderItem(product_id=PRODUCT, quantity=2, unit_price=price.to_proto())]
+        with tracer.start_as_current_span("reserve"):
+            envelope = order_placed(mint(user_id, 1), draft, items, price.times(2) + shipping, now)
+        fields.append(encode_fields(envelope))
+    return fields
+
+
+async def append(client: redis.Redis, stream: str, fields: list[dict[str, str | bytes]]) -> None:
+    for i in range(0, len(fields), 1000):
+        pipe = client.pipeline(transaction=False)
+        for entry in fields[i : i + 1000]:
+            pipe.xadd(stream, cast(Any, entry))
+        await pipe.execute()
+
+
+# --- 1. Redis -> RocketMQ -----------------------------------------------------------------
+
+
+@dataclass
+class Relay:
+    client: redis.Redis
+    rocket: RocketClient
+    dead: SqlDeadLetters
+    tracer: trace.Tracer
+    producer: Any = None
+    forwarders: dict[str, Forwarder] = field(default_factory=dict)
+
+    async def open(self) -> None:
+        self.producer = await self.rocket.producer([TOPIC, WARMUP_TOPIC])
+        self.forwarders = {topic: Forwarder(self.rocket, self.producer, topic) for topic in (TOPIC, WARMUP_TOPIC)}
+
+    async def close(self) -> None:
+        if self.producer is not None:
+            await self.rocket.blocking(self.producer.shutdown)
+
+    async def run(self, stream: str, topic: str, count: int, batch: int) -> float:
+        """Relay ``count`` fresh OrderPlaced events through one forwarder; events/s."""
+        fields = placed_fields(count, self.tracer)
+        await append(self.client, stream, fields)
+        consumer = StreamConsumer(
+            self.client, stream, "forwarder", self.forwarders[topic], self.dead, tracer=self.tracer,
+            config=ConsumerConfig(batch_size=batch, block_ms=10),
+        )  # fmt: skip
+        await consumer.ensure_group()
+        started = time.perf_counter()
+        relayed = await consumer.run_until_idle()
+        elapsed = time.perf_counter() - started
+        (group,) = await self.client.xinfo_groups(stream)
+        pending, undelivered = int(group["pending"]), int(group["lag"] or 0)
+        if relayed != count or pending or undelivered:
+            fail(f"{stream}: relayed {relayed} of {count}; {pending} still pending, {undelivered} undelivered")
+        return count / elapsed
+
+
+# --- 2. RocketMQ -> SQL -------------------------------------------------------------------
+
+
+async def count_rows(engine: AsyncEngine, table: Table) -> int:
+    async with reading(engine) as connection:
+        return int((await connection.execute(select(func.count()).select_from(table))).scalar_one())
+
+
+async def consume(consumer: RocketConsumer, engine: AsyncEngine, expected: int) -> tuple[float, int, int]:
+    """Poll until every expected row exists, or the timeout: (seconds, messages, rows)."""
+    started = time.perf_counter()
+    deadline = started + CONSUME_TIMEOUT
+    delivered = 0
+    while time.perf_counter() < deadline:
+        delivered += await consumer.poll()
+        if delivered >= expected and await count_rows(engine, orders) >= expected:
+            break
+    return time.perf_counter() - started, delivered, await count_rows(engine, orders)
+
+
+# --- the run ------------------------------------------------------------------------------
+
+
+def fail(message: str) -> None:
+    print(f"FAIL: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(1)
+
+
+def progress(message: str) -> None:
+    print(f"  {message}", file=sys.stderr, flush=True)
+
+
+def load() -> str:
+    with open("/proc/loadavg") as f:
+        return f.read().split()[0]
+
+
+async def measure(broker: RocketMQServer, redis_url: str, work: Path, rss: RssSampler) -> dict[str, Any]:
+    tracer = TracerProvider().get_tracer("bench-forwarder")
+    client = redis.Redis.from_url(redis_url)
+    engine = create_engine(f"sqlite+aiosqlite:///{work / 'order-0.db'}")
+    await create_schema(engine, metadata)
+    rocket = RocketClient(broker.grpc_endpoint)
+    relay = Relay(client, rocket, SqlDeadLetters(engine, dead_letters), tracer)
+    result: dict[str, Any] = {"load_before": load()}
+    try:
+        await relay.open()
+        result["warmup"] = await relay.run("outbox:warmup", WARMUP_TOPIC, WARMUP_EVENTS, BATCH)
+        progress(f"warmed the broker up with {WARMUP_EVENTS} events ({result['warmup']:.0f}/s)")
+        relay_started = time.perf_counter()
+        result["batched"] = await relay.run("outbox:batched", TOPIC, EVENTS, BATCH)
+        progress(f"relayed {EVENTS} events in batches of {BATCH}")
+        result["single"] = await relay.run("outbox:single", TOPIC, SINGLE_EVENTS, 1)
+        progress(f"relayed {SINGLE_EVENTS} events one by one")
+        result["relay_rss"] = rss.peak(relay_started)
+
+        sent = EVENTS + SINGLE_EVENTS
+        handler = PlacedOrders(Shards([OrderStore(engine, status_changed)]), utc_now)
+        consumer = RocketConsumer(
+            rocket, GROUP, {TOPIC: handler}, RocketConsumerConfig(batch_size=CONSUMER_BATCH), tracer
+        )
+        await consumer.open()
+        consume_started = time.perf_counter()
+        try:
+            result["consume_s"], result["delivered"], result["rows"] = await consume(consumer, engine, sent)
+        finally:
+            await consumer.stopped()
+        result["consume_rss"] = rss.peak(consume_started)
+        progress(f"consumed {result['delivered']} messages into {result['rows']} rows")
+        result["sent"] = sent
+        result["dead"] = await count_rows(engine, dead_letters)
+        result["load_after"] = load()
+    finally:
+        await relay.close()
+        await rocket.close()
+        await client.aclose()
+        await engine.dispose()
+    return result
+
+
+def report(result: dict[str, Any], rss: RssSampler, idle_rss: int, end_rss: dict[str, int]) -> None:
+    batched, single = result["batched"], result["single"]
+    print(
+        f"\nRedis stream -> RocketMQ topic, one Forwarder ({os.cpu_count()} cores shared by every process;"
+        f" load average {result['load_before']} before, {result['load_after']} after)"
+    )
+    print(f"{'mode':<18} {'events':>7} {'events/s':>9}")
+    print(f"{f'batches of {BATCH}':<18} {EVENTS:>7} {batched:>9.0f}")
+    print(f"{'one by one':<18} {SINGLE_EVENTS:>7} {single:>9.0f}")
+    verdict = "met" if batched >= TARGET else "MISSED"
+    print(f"ratio {batched / single:.1f}x; target {TARGET}/s with batching: {verdict}")
+    print(f"(a fresh broker, first {WARMUP_EVENTS} events, batched: {result['warmup']:.0f}/s)")
+
+    rows_rate = result["rows"] / result["consume_s"]
+    print(f"\nRocketMQ -> SQLite: RocketConsumer (receives of {CONSUMER_BATCH}) into order.consumers.PlacedOrders")
+    print(
+        f"{result['rows']} rows from {result['delivered']} messages in {result['consume_s']:.1f} s:"
+        f" {rows_rate:.0f} rows/s; dead letters: {result['dead']}"
+    )
+    print(f"relay/consume ratio: {batched / rows_rate:.1f}x")
+
+    print(f"\nRocketMQ JVMs' RSS (name server + proxy with the broker), sampled every {rss.interval} s")
+    print(
+        f"after start {idle_rss / MIB:.0f} MiB; peak while relaying {result['relay_rss'] / MIB:.0f} MiB,"
+        f" while consuming {result['consume_rss'] / MIB:.0f} MiB; peak {rss.peak() / MIB:.0f} MiB;"
+        f" at end {sum(end_rss.values()) / MIB:.0f} MiB ("
+        + ", ".join(f"{name} {value / MIB:.0f}" for name, value in end_rss.items())
+        + ")"
+    )
+    if result["rows"] != result["sent"]:
+        fail(f"{result['rows']} order rows for {result['sent']} OrderPlaced events sent")
+    print(f"rows == OrderPlaced events sent ({result['sent']}): OK")
+
+
+async def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-forwarder-") as tmp:
+        work = Path(tmp)
+        redis_server = RedisServer(work / "redis").start()
+        broker = RocketMQServer(work / "rocketmq", {TOPIC: "NORMAL", WARMUP_TOPIC: "NORMAL"}, {GROUP: 3})
+        rss = RssSampler(lambda: broker.pids)
+        try:
+            started = time.perf_counter()
+            broker.start()
+            progress(f"RocketMQ up in {time.perf_counter() - started:.0f} s")
+            idle_rss = rss.sample()
+            rss.start()
+            result = await measure(broker, redis_server.url, work, rss)
+            rss.stop()
+            rss.sample()
+            jvms = {"name server": broker.namesrv, "proxy": broker.proxy}
+            end_rss = {name: rss_bytes(p.proc.pid) for name, p in jvms.items() if p is not None and p.proc is not None}
+        finally:
+            rss.stop()
+            broker.stop()
+            redis_server.stop()
+    report(result, rss, idle_rss, end_rss)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
