@@ -30,7 +30,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -47,6 +47,8 @@ from rocketmq import (
     Message as RocketMessage,
 )
 from rocketmq.grpc_protocol import (
+    AckMessageEntry,
+    AckMessageRequest,
     Address,
     AddressScheme,
     Encoding,
@@ -481,15 +483,48 @@ class RocketConsumer(LoopWorker):
             backoff = self._config.retry_backoff_seconds * 2 ** (message.attempt - 1)
             retries.append((rocket, max(1, min(backoff, self._config.retry_backoff_max_seconds))))
 
-        # The client's blocking calls, a few at a time in the executor: its ack_async
-        # returns nothing to wait on, and its private *_async variants need an
-        # asyncio loop in the calling thread.
+        # Invisibility changes are the client's blocking call, a few at a time in the
+        # executor (its change_invisible_duration_async returns nothing to wait on).
         await asyncio.gather(
-            *(self._client.blocking(consumer.ack, r) for r in acks),
+            self._ack_all(acks),
             *(self._client.blocking(consumer.change_invisible_duration, r, sec) for r, sec in retries),
         )
         if recovered and self._reasons is not None:
             await self._reasons.forget(group, recovered)
+
+    async def _ack_all(self, received: list[RocketMessage]) -> None:
+        """One AckMessage call per topic and proxy for the whole batch. The client
+        acks one message per call (its ack_async returns nothing to wait on, and its
+        private variant needs an asyncio loop in the calling thread); the protocol
+        takes many entries per call, each answered on its own."""
+        assert self._consumer is not None
+        consumer = self._consumer
+        requests: dict[tuple[str, int], tuple[Any, AckMessageRequest]] = {}
+        for rocket in received:
+            key = (str(rocket.topic), id(rocket.endpoints))
+            if key not in requests:
+                request = AckMessageRequest()
+                request.group.name = self.group
+                request.topic.name = str(rocket.topic)
+                requests[key] = (rocket.endpoints, request)
+            requests[key][1].entries.append(
+                AckMessageEntry(message_id=rocket.message_id, receipt_handle=rocket.receipt_handle)
+            )
+
+        def submit() -> list[Future[Any]]:
+            timeout = consumer.client_configuration.request_timeout
+            return [
+                consumer.rpc_client.ack_message_async(endpoints, request, metadata=consumer.sign(), timeout=timeout)
+                for endpoints, request in requests.values()
+            ]
+
+        for reply in await asyncio.gather(*(asyncio.wrap_future(f) for f in await self._client.blocking(submit))):
+            MessagingResultChecker.check(reply.status)
+            # A message whose ack failed comes back after its invisible time; the
+            # handlers are idempotent, so it is only a repeat.
+            for entry in reply.entries:
+                if entry.status.code != Code.OK:
+                    log.warning("rocketmq %s: ack of %s failed: %s", self.group, entry.message_id, entry.status.message)
 
 
 @dataclass
