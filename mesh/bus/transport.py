@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import redis.asyncio as redis
 from opentelemetry import trace
@@ -116,12 +116,7 @@ class EventTransport:
             metrics=self._breaker_metrics,
             exclude=PERMANENT,
         )
-        config = ConsumerConfig(
-            batch_size=self._settings.forwarder_batch_size,
-            block_ms=self._config.block_ms,
-            max_attempts=self._config.max_attempts,
-            claim_idle_ms=self._config.claim_idle_ms,
-        )
+        config = replace(self._config, batch_size=self._settings.forwarder_batch_size)
         return [
             self._stream_consumer(
                 stream,
