@@ -393,8 +393,14 @@ class RocketConsumer(LoopWorker):
         by_topic: dict[str, list[tuple[RocketMessage, Message]]] = {}
         for rocket in received:
             by_topic.setdefault(str(rocket.topic), []).append((rocket, _from_rocket(rocket)))
-        for held in due:  # older than anything received: first in their topic's batch
-            by_topic.setdefault(held.message.stream, []).insert(0, (held.rocket, held.message))
+        # Held ones are older than anything received: first in their topic's batch, in
+        # their own order; their topic after the received ones (an OrderPlaced just
+        # received is inserted before the status events that waited for it).
+        held_by_topic: dict[str, list[tuple[RocketMessage, Message]]] = {}
+        for held in sorted(due, key=lambda h: h.since):
+            held_by_topic.setdefault(held.message.stream, []).append((held.rocket, held.message))
+        for topic, pairs in held_by_topic.items():
+            by_topic[topic] = pairs + by_topic.get(topic, [])
         settled: list[tuple[RocketMessage, Message, BatchOutcome]] = []
         for topic, pairs in by_topic.items():
             outcome = await self._handle(topic, [message for _, message in pairs], [r for r, _ in pairs])

@@ -88,6 +88,7 @@ class LocalMesh:
         """``mariadb`` and ``rocketmq``: servers already running (tests share them);
         otherwise the profile's servers are started here, and stopped with the mesh."""
         self.var_dir = var_dir.resolve()
+        self.offset = offset
         self.endpoints = endpoints(offset)
         self.redis_url = redis_url or os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
         self.profile = profile
@@ -142,7 +143,17 @@ class LocalMesh:
             self._started.append(self.mariadb)
         if self.profile.transport == "rocketmq" and self.rocketmq is None:
             topology = mesh_topology()
-            self.rocketmq = RocketMQServer(self.var_dir / "rocketmq", topology.topics, topology.groups)
+            # RocketMQ's usual ports (shifted like the mesh's): never one of the mesh's own,
+            # and with no offset the proxy answers where ROCKETMQ_ENDPOINT points by default.
+            self.rocketmq = RocketMQServer(
+                self.var_dir / "rocketmq",
+                topology.topics,
+                topology.groups,
+                namesrv_port=9876 + self.offset,
+                broker_port=10911 + self.offset,
+                proxy_grpc_port=8081 + self.offset,
+                proxy_remoting_port=8080 + self.offset,
+            )
             self._started.append(self.rocketmq)
             self.rocketmq.start()
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from mesh.local.mesh import PROFILES, LocalMesh, endpoints
+from mesh.local.mesh import PROFILES, LocalMesh, endpoints, mesh_topology
 from mesh.local.procs import RedisServer, port_open
+from mesh.local.rocketmq import RocketMQServer
 
 
 def free_offset() -> int:
@@ -30,17 +31,28 @@ def local_mesh(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
 ) -> Iterator[LocalMesh]:
     """The mesh on each profile in turn: every e2e test runs on Redis Streams +
-    SQLite, then on RocketMQ + MariaDB (the broker is started by the mesh)."""
+    SQLite, then on RocketMQ + MariaDB (the broker started here, before the mesh)."""
     var_dir: Path = tmp_path_factory.mktemp(f"mesh-{request.param}")
     profile = PROFILES[request.param]
     mariadb = request.getfixturevalue("mariadb_server") if profile.database == "mariadb" else None
     # A Redis database of its own per profile: stock counters outlive a mesh.
     redis_url = redis_server.url.rsplit("/", 1)[0] + f"/{list(PROFILES).index(request.param)}"
-    mesh = LocalMesh(var_dir, offset=free_offset(), redis_url=redis_url, profile=profile, mariadb=mariadb)
+    rocketmq = None
+    if profile.transport == "rocketmq":
+        # Started before the mesh's ports are chosen, so they cannot collide with the broker's.
+        topology = mesh_topology()
+        rocketmq = RocketMQServer(var_dir / "rocketmq", topology.topics, topology.groups)
     try:
-        mesh.start(timeout=180)
-    except Exception:
-        mesh.stop()
-        raise
-    yield mesh
-    mesh.stop()
+        if rocketmq is not None:
+            rocketmq.start()
+        mesh = LocalMesh(
+            var_dir, offset=free_offset(), redis_url=redis_url, profile=profile, mariadb=mariadb, rocketmq=rocketmq
+        )
+        try:
+            mesh.start(timeout=180)
+            yield mesh
+        finally:
+            mesh.stop()
+    finally:
+        if rocketmq is not None:
+            rocketmq.stop()
