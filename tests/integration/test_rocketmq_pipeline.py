@@ -185,6 +185,13 @@ async def test_a_poison_message_reaches_the_dlq_with_its_reason_and_the_flow_goe
     await eventually(dead_lettered_twice, within=120, what="the replayed poison message to come back to dead_letters")
 
 
+async def python(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run this Python with ``args`` in the repository, off the event loop."""
+    return await asyncio.to_thread(
+        subprocess.run, [sys.executable, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+
+
 async def order_command(pipeline: Pipeline, *args: str) -> tuple[int, str]:
     settings = pipeline.settings
     env = {
@@ -195,16 +202,7 @@ async def order_command(pipeline: Pipeline, *args: str) -> tuple[int, str]:
         "DATABASE_URLS": settings.database_urls,
         "ORDER_PLACED_STREAM": settings.order_placed_stream,
     }
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "order", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = await python(["-m", "order", *args], env)
     return done.returncode, done.stdout + done.stderr
 
 
@@ -220,16 +218,7 @@ async def test_a_process_whose_topic_is_missing_refuses_to_start_naming_it(
         "GRPC_PORT": "0",
         "METRICS_PORT": "0",
     }
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "checkout"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = await python(["-m", "checkout"], env)
     assert done.returncode == 2, done.stderr[-2000:]
     assert "cannot start" in done.stderr and "'ordermesh-no-such-updates'" in done.stderr, done.stderr[-2000:]
 
@@ -290,16 +279,7 @@ async def test_forwarder_killed_between_send_and_ack_repeats_are_absorbed(
         "REDIS_URL": redis_server.url,
         "STREAM": pipeline.settings.order_placed_stream,
     }
-    doomed = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, str(Path(__file__).with_name("forward_then_die.py"))],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    doomed = await python([str(Path(__file__).with_name("forward_then_die.py"))], env)
     assert doomed.returncode == -signal.SIGKILL, doomed.stderr[-2000:]
     assert "sent 50" in doomed.stdout
     # Sent, never acknowledged: all 50 are still pending in the forwarder group.
