@@ -1,8 +1,9 @@
 """SQL tables of the catalog context (SQLAlchemy Core)."""
 
-from sqlalchemy import BigInteger, Boolean, Column, DateTime, Integer, LargeBinary, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Boolean, Column, DateTime, Integer, MetaData, String, Table, Text
 
 from mesh.bus.dead_letters import dead_letters_table
+from mesh.bus.outbox import outbox_table
 
 metadata = MetaData()
 
@@ -51,14 +52,7 @@ stock_dirty = Table(
 
 # OrderPlaced events of SQL-path reservations, relayed to the order stream
 # once Redis is back (transactional outbox).
-stock_outbox = Table(
-    "stock_outbox",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("order_id", String(64), nullable=False),
-    Column("event", LargeBinary, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-)
+stock_outbox = outbox_table("stock_outbox", metadata)
 
 # Journal entries that could not be applied (malformed), kept for a person:
 # the same table every context uses for its dead letters.

@@ -1,8 +1,9 @@
 """SQL tables of the order context; every shard database has all of them."""
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, LargeBinary, MetaData, String, Table
+from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, MetaData, String, Table
 
 from mesh.bus.dead_letters import dead_letters_table
+from mesh.bus.outbox import outbox_table
 
 metadata = MetaData()
 
@@ -69,13 +70,6 @@ applied_events = Table(
 
 # OrderStatusChanged events, written in the same transaction as the change and
 # relayed to the bus (transactional outbox).
-order_outbox = Table(
-    "order_outbox",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("order_id", String(64), nullable=False),
-    Column("event", LargeBinary, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-)
+order_outbox = outbox_table("order_outbox", metadata)
 
 dead_letters = dead_letters_table(metadata)

@@ -302,6 +302,8 @@ class RocketConsumerConfig:
     # A deferred message is held in hand and retried for this long; then it
     # counts as failed (like the embedded transport's max_defer_seconds).
     max_hold_seconds: float = 3600.0
+    # A held message is tried again after this, doubling up to 5 s.
+    hold_retry_seconds: float = 0.2
 
 
 class FailureReasons(Protocol):
@@ -472,7 +474,7 @@ class RocketConsumer(LoopWorker):
                     # retried soon, invisible meanwhile, so waiting spends no delivery attempts.
                     tries = held.tries + 1 if held else 0
                     renew_at = held.renew_at if held else now + self._config.invisible_seconds / 2
-                    due = now + min(0.2 * 2**tries, 5.0)
+                    due = now + min(self._config.hold_retry_seconds * 2**tries, 5.0)
                     self._held[message.id] = _Held(rocket, message, since, due, renew_at, tries)
                     continue
                 reason = f"deferred too long: {waiting}"

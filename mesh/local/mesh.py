@@ -39,6 +39,16 @@ GRPC_BASE = 50051
 METRICS_BASE = 9101
 
 
+# The database setting of each context that has one, and its database's name
+# (the order context takes a list of shards; locally there is one).
+DATABASES = {
+    "catalog": ("DATABASE_URL", "catalog"),
+    "order": ("DATABASE_URLS", "order-0"),
+    "payment": ("DATABASE_URL", "payment"),
+    "shipping": ("DATABASE_URL", "shipping"),
+}
+
+
 @dataclass(frozen=True)
 class Profile:
     transport: EventTransport = "embedded"
@@ -110,8 +120,6 @@ class LocalMesh:
                 "GRPC_PORT": str(endpoint.grpc_port),
                 "METRICS_PORT": str(endpoint.metrics_port),
                 "REDIS_URL": self.redis_url,
-                "DATABASE_URL": self.database_url(endpoint.context),
-                "DATABASE_URLS": self.database_url(f"{endpoint.context}-0"),
                 "CATALOG_ADDRESS": self.address("catalog"),
                 "PAYMENT_ADDRESS": self.address("payment"),
                 "SHIPPING_ADDRESS": self.address("shipping"),
@@ -120,6 +128,9 @@ class LocalMesh:
             }
             if self.rocketmq is not None:
                 env["ROCKETMQ_ENDPOINT"] = self.rocketmq.grpc_endpoint
+            if endpoint.context in DATABASES:  # checkout has none
+                variable, name = DATABASES[endpoint.context]
+                env[variable] = self.database_url(name)
             process = ManagedProcess(
                 endpoint.context,
                 [sys.executable, "-m", endpoint.context],

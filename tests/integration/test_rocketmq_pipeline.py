@@ -257,12 +257,12 @@ async def test_broker_down_30s_under_load_then_back_loses_nothing(pipeline: Pipe
     rows = await pipeline.rows()
     assert len(rows) == len(set(rows)) == len(expected), "every order exactly once"
     assert pipeline.handler.delivered >= len(expected)  # every event arrived (repeats allowed)
-    await eventually(lambda: _true(pipeline.lag() < 3), within=30, what="forwarder lag back near zero")
+
+    async def caught_up() -> bool:
+        return pipeline.lag() < 3
+
+    await eventually(caught_up, within=30, what="forwarder lag back near zero")
     assert await pipeline.unacknowledged() == 0
-
-
-async def _true(value: bool) -> bool:
-    return value
 
 
 async def test_forwarder_killed_between_send_and_ack_repeats_are_absorbed(

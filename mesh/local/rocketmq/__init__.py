@@ -3,12 +3,13 @@
 Two JVMs from the jars that ``scripts/setup/rocketmq.sh`` installs in
 ``.tools/rocketmq/lib``: the name server, then the proxy in local mode, which
 runs the broker in its own JVM. Clients of the 5.x SDKs talk gRPC to the proxy
-(``grpc_endpoint``). Every port is picked free at the first start, so several
-instances (and the other tests) can run side by side. The command lines, files,
+(``grpc_endpoint``). Ports not given are picked free at the first start, so
+several instances (and the other tests) can run side by side. The command lines, files,
 timings and gotchas behind every choice here are in
 ``scripts/setup/ROCKETMQ-NOTES.md``.
 
-Stand-alone: ``python -m mesh.local.rocketmq --workdir var/rocketmq --topic T1 --group G1``.
+Stand-alone: ``python -m mesh.local.rocketmq`` (the mesh's topics and groups),
+or with ``--topic T1 --group G1`` for others.
 """
 
 from mesh.local.rocketmq.admin import ensure_topics

@@ -1,15 +1,4 @@
-"""A real RocketMQ 5 broker on loopback for development and tests.
-
-Two JVMs from the jars that ``scripts/setup/rocketmq.sh`` installs in
-``.tools/rocketmq/lib``: the name server, then the proxy in local mode, which
-runs the broker in its own JVM. Clients of the 5.x SDKs talk gRPC to the proxy
-(``grpc_endpoint``). Every port is picked free at the first start, so several
-instances (and the other tests) can run side by side. The command lines, files,
-timings and gotchas behind every choice here are in
-``scripts/setup/ROCKETMQ-NOTES.md``.
-
-Stand-alone: ``python -m mesh.local.rocketmq --workdir var/rocketmq --topic T1 --group G1``.
-"""
+"""RocketMQServer: the name server and proxy JVMs, their configs, ports and lifecycle (see the package)."""
 
 from __future__ import annotations
 
