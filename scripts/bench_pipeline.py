@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import random
 import sys
 import tempfile
 import time
@@ -24,8 +23,8 @@ import grpc
 from sqlalchemy import select
 
 from mesh.db import create_engine, create_schema, reading
-from mesh.local.mesh import LocalMesh, endpoints
-from mesh.local.procs import MariaDBServer, RedisServer, port_open
+from mesh.local.mesh import LocalMesh, free_offset
+from mesh.local.procs import MariaDBServer, RedisServer
 from mesh.money import Money
 from mesh.order_ids import mint
 from order.events import status_changed
@@ -201,9 +200,7 @@ async def main() -> None:
                 "MariaDB": await insert_rates(mariadb.url("orders_bench")),
             }
             print("  measured inserts", file=sys.stderr, flush=True)
-            offset = next(o for o in (random.randrange(2000, 9000, 10) for _ in range(50))
-                          if not any(port_open(e.grpc_port) for e in endpoints(o)))  # fmt: skip
-            mesh = LocalMesh(work / "mesh", offset=offset, redis_url=redis.url)
+            mesh = LocalMesh(work / "mesh", offset=free_offset(), redis_url=redis.url)
             mesh.start(timeout=90)
             try:
                 async with grpc.aio.insecure_channel(mesh.address("catalog")) as channel:

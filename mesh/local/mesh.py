@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import signal
 import sys
 import time
@@ -29,7 +30,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mesh.bus.topology import Topology
-from mesh.local.procs import ManagedProcess, MariaDBServer, RedisServer, port_open
+from mesh.local.procs import ManagedProcess, MariaDBServer, RedisServer, bindable, ephemeral_ports, port_open
 from mesh.local.rocketmq import RocketMQServer
 from mesh.settings import EventTransport
 from order.settings import OrderSettings
@@ -73,6 +74,20 @@ class Endpoint:
 
 def endpoints(offset: int = 0) -> list[Endpoint]:
     return [Endpoint(c, GRPC_BASE + i + offset, METRICS_BASE + i + offset) for i, c in enumerate(CONTEXTS)]
+
+
+def free_offset() -> int:
+    """A port offset for a private mesh (tests, benchmarks) where every port is free and none
+    is in the kernel's ephemeral range: gRPC ports above it, metrics ports below it."""
+    low, high = ephemeral_ports()
+    first = high + 1 - GRPC_BASE  # the smallest offset putting every gRPC port above the range
+    last = 65535 - GRPC_BASE - len(CONTEXTS)
+    for _ in range(100):
+        offset = random.randrange(first, last, 10)
+        ports = [p for e in endpoints(offset) for p in (e.grpc_port, e.metrics_port)]
+        if all(not low <= p <= high for p in ports) and all(bindable(p) for p in ports):
+            return offset
+    raise RuntimeError("no free port range for the mesh")
 
 
 def is_serving(port: int, timeout: float = 1.0) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -13,11 +14,49 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
+# Ports below the kernel's ephemeral range: a port the kernel may hand to any outgoing
+# connection (the broker's, MariaDB's, a client's) can be taken between choosing it here and
+# a child process binding it, and a CI run once lost a mesh that way.
+_PRIVATE_PORTS = (20000, 32768)
+
+
+def ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range for outgoing connections' local ports (inclusive)."""
+    try:
+        low, high = (int(v) for v in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return low, high
+
+
+def bindable(port: int) -> bool:
+    """Nobody listens on ``port`` on any interface. The wildcard addresses, because the JVMs
+    and gRPC servers bind all interfaces (IPv6 sockets too); SO_REUSEADDR as servers set it,
+    so a port left in TIME_WAIT by a killed server counts as free while a listened one does not."""
+    families = [(socket.AF_INET, "0.0.0.0")] + ([(socket.AF_INET6, "::")] if socket.has_ipv6 else [])
+    for family, address in families:
+        try:
+            sock = socket.socket(family)
+        except OSError:  # no IPv6 on this host
+            continue
+        with sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((address, port))
+            except OSError:
+                return False
+    return True
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nobody listens on, outside the ephemeral range (see ``_PRIVATE_PORTS``)."""
+    low = _PRIVATE_PORTS[0]
+    high = min(_PRIVATE_PORTS[1], ephemeral_ports()[0]) - 8  # room for a group of ports (RocketMQ)
+    for _ in range(500):
+        port = random.randrange(low, high)
+        if bindable(port):
+            return port
+    raise RuntimeError(f"no free port between {low} and {high}")
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from mesh.local.mesh import PROFILES, LocalMesh, endpoints, mesh_topology
-from mesh.local.procs import RedisServer, port_open
+from mesh.local.mesh import PROFILES, LocalMesh, free_offset, mesh_topology
+from mesh.local.procs import RedisServer
 from mesh.local.rocketmq import RocketMQServer
-
-
-def free_offset() -> int:
-    """A port offset where every gRPC and metrics port of the mesh is free."""
-    for _ in range(50):
-        offset = random.randrange(1000, 9000, 10)
-        ports = [p for e in endpoints(offset) for p in (e.grpc_port, e.metrics_port)]
-        if not any(port_open(p) for p in ports):
-            return offset
-    raise RuntimeError("no free port range for the mesh")
 
 
 @pytest.fixture(

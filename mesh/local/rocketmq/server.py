@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from typing import Any
 
 import grpc
 
-from mesh.local.procs import ManagedProcess, free_port, port_open
+from mesh.local.procs import ManagedProcess, bindable, free_port, port_open
 from mesh.local.rocketmq.probe import (
     _probe_channel,
     _query_route_on,
@@ -60,26 +59,6 @@ def disk_used_ratio(path: Path) -> float:
     used = (st.f_blocks - st.f_bfree) * st.f_frsize
     usable = st.f_bavail * st.f_frsize
     return used / (used + usable) if used + usable else 1.0
-
-
-def _bindable(port: int) -> bool:
-    # The wildcard addresses, because the broker's HA port and both proxy ports listen on all
-    # interfaces (the JVMs bind IPv6 sockets); SO_REUSEADDR as the JVMs set it, so a port left
-    # in TIME_WAIT by a killed broker counts as free (restart() reuses it) while one somebody
-    # listens on does not.
-    families = [(socket.AF_INET, "0.0.0.0")] + ([(socket.AF_INET6, "::")] if socket.has_ipv6 else [])
-    for family, address in families:
-        try:
-            sock = socket.socket(family)
-        except OSError:  # no IPv6 on this host
-            continue
-        with sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind((address, port))
-            except OSError:
-                return False
-    return True
 
 
 def _check_name(kind: str, name: str) -> None:
@@ -353,7 +332,7 @@ class RocketMQServer:
                 for _ in range(500):
                     base = free_port()
                     group = [base + o for o in offsets]
-                    if all(1024 < p < 65536 and p not in taken and _bindable(p) for p in group):
+                    if all(1024 < p < 65536 and p not in taken and bindable(p) for p in group):
                         taken.update(group)
                         return base
                 raise RuntimeError("could not find free ports for RocketMQ")
@@ -364,7 +343,7 @@ class RocketMQServer:
                 proxy_grpc=grpc_port or pick(),
                 proxy_remoting=remoting or pick(),
             )
-        busy = [p for p in ports.all() if not _bindable(p)]
+        busy = [p for p in ports.all() if not bindable(p)]
         if busy:
             raise RuntimeError(f"ports in use, RocketMQ cannot start: {', '.join(map(str, busy))}")
         return ports
