@@ -1,7 +1,12 @@
-"""Server and client interceptors: tracing, RED metrics, error mapping, decoding.
+"""Server middleware and the client interceptor: tracing, RED metrics, error
+mapping, decoding.
 
-Only unary-unary methods are wrapped (the whole public API is unary); health's
-Watch and reflection streams pass through untouched.
+On the server these are not grpc.aio interceptors: an aio interceptor chain runs
+per call (a coroutine per interceptor and a new handler each time), and four of
+them cut a bare handler from about 4,900 to 1,500 calls/s on this machine. The
+same layers are composed once per method, when a service is registered, by
+:class:`WrappingServer`. Only unary-unary methods are wrapped (the whole public
+API is unary); health's Watch and reflection streams pass through untouched.
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeAlias, cast
 
 import grpc
@@ -27,134 +32,160 @@ log = logging.getLogger(__name__)
 Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 # Only the stubs make these generic; the runtime classes are not subscriptable.
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
-Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler]]
+GenericHandler: TypeAlias = "grpc.GenericRpcHandler[Any, Any]"
 
 # Infrastructure services: not traced (they would drown the real traces).
 _UNTRACED_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 
 
-def _rewrap(handler: Handler, behavior: Behavior, deserializer: Any = None) -> Handler:
-    return grpc.unary_unary_rpc_method_handler(
-        behavior,
-        request_deserializer=deserializer if deserializer is not None else handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
+class Middleware:
+    """Wraps one method's behavior, outermost first: trace, measure, map errors, decode."""
 
-
-class _UnaryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Base: wraps the behavior of unary-unary handlers with :meth:`wrap`."""
-
-    async def intercept_service(
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> Handler:
-        handler = await continuation(handler_call_details)
-        # None when the method does not exist (grpc answers UNIMPLEMENTED).
-        if handler is None or handler.unary_unary is None:
-            return handler
-        behavior = cast(Behavior, handler.unary_unary)  # an aio server's behaviors are coroutines
-        return self.wrap(handler, behavior, handler_call_details)
-
-    def wrap(self, handler: Handler, behavior: Behavior, details: grpc.HandlerCallDetails) -> Handler:
-        raise NotImplementedError
-
-
-class TracingInterceptor(_UnaryInterceptor):
-    """A SERVER span per call, child of the caller's span from the metadata."""
-
-    def __init__(self, tracer: trace.Tracer) -> None:
+    def __init__(self, tracer: trace.Tracer, metrics: ServerMetrics) -> None:
         self._tracer = tracer
-
-    def wrap(self, handler: Handler, behavior: Behavior, details: grpc.HandlerCallDetails) -> Handler:
-        method = details.method
-        if method.startswith(_UNTRACED_PREFIXES):
-            return handler
-        service, name = split_method(method)
-        tracer = self._tracer
-
-        async def traced(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            carrier = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
-            with tracer.start_as_current_span(
-                f"{service}/{name}",
-                context=extract_context(carrier),
-                kind=SpanKind.SERVER,
-                attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
-                record_exception=False,
-                set_status_on_exception=False,
-            ) as span:
-                try:
-                    return await behavior(request, context)
-                finally:
-                    code = context.code() or grpc.StatusCode.OK
-                    span.set_attribute("rpc.grpc.status_code", code.value[0])
-                    if code not in (grpc.StatusCode.OK,):
-                        span.set_status(Status(StatusCode.ERROR, code.name))
-
-        return _rewrap(handler, traced)
-
-
-class MetricsInterceptor(_UnaryInterceptor):
-    """RED metrics: started, handled by code, latency histogram."""
-
-    def __init__(self, metrics: ServerMetrics) -> None:
         self._metrics = metrics
 
-    def wrap(self, handler: Handler, behavior: Behavior, details: grpc.HandlerCallDetails) -> Handler:
-        service, name = split_method(details.method)
-        metrics = self._metrics
-        started_count = metrics.started.labels(service, name)
-        latency = metrics.latency.labels(service, name)
-
-        async def measured(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            started_count.inc()
-            start = time.perf_counter()
-            code = grpc.StatusCode.UNKNOWN
-            try:
-                response = await behavior(request, context)
-                code = context.code() or grpc.StatusCode.OK
-                return response
-            except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except BaseException:
-                code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
-            finally:
-                metrics.handled.labels(service, name, code.name).inc()
-                latency.observe(time.perf_counter() - start)
-
-        return _rewrap(handler, measured)
+    def wrap(self, method: str, handler: Handler) -> Handler:
+        if handler.unary_unary is None:
+            return handler
+        behavior = cast(Behavior, handler.unary_unary)  # an aio server's behaviors are coroutines
+        parse = handler.request_deserializer
+        if parse is not None:
+            behavior = _decoding(behavior, parse)
+        behavior = _mapping_errors(method, behavior)
+        behavior = _measuring(self._metrics, method, behavior)
+        if not method.startswith(_UNTRACED_PREFIXES):
+            behavior = _tracing(self._tracer, method, behavior)
+        return grpc.unary_unary_rpc_method_handler(
+            behavior,
+            request_deserializer=_identity if parse is not None else None,
+            response_serializer=handler.response_serializer,
+        )
 
 
-class ErrorInterceptor(_UnaryInterceptor):
-    """Domain errors become their status; anything else is logged once and is INTERNAL."""
+class WrappingServer:
+    """What a generated ``add_XServicer_to_server`` is given instead of the server:
+    it registers the service's handlers with the middleware around them."""
 
-    def wrap(self, handler: Handler, behavior: Behavior, details: grpc.HandlerCallDetails) -> Handler:
-        method = details.method
+    def __init__(self, server: grpc.aio.Server, middleware: Middleware) -> None:
+        self._server = server
+        self._middleware = middleware
 
-        async def mapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+    def add_generic_rpc_handlers(self, handlers: Sequence[GenericHandler]) -> None:
+        self._server.add_generic_rpc_handlers(tuple(_WrappedGeneric(h, self._middleware) for h in handlers))
+
+    def add_registered_method_handlers(self, service: str, handlers: Mapping[str, Handler]) -> None:
+        wrapped = {name: self._middleware.wrap(f"/{service}/{name}", h) for name, h in handlers.items()}
+        # Missing from the grpc stubs, present on grpcio's aio server since 1.62.
+        self._server.add_registered_method_handlers(service, wrapped)  # type: ignore[attr-defined]
+
+
+class _WrappedGeneric(grpc.GenericRpcHandler):  # type: ignore[type-arg]
+    """A generic handler whose answers are wrapped, once per method."""
+
+    def __init__(self, inner: GenericHandler, middleware: Middleware) -> None:
+        self._inner = inner
+        self._middleware = middleware
+        self._cache: dict[str, Handler] = {}
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> Handler | None:
+        method = handler_call_details.method
+        cached = self._cache.get(method)
+        if cached is not None:
+            return cached
+        handler = self._inner.service(handler_call_details)
+        if handler is None:  # unknown method: not cached, callers choose the names
+            return None
+        self._cache[method] = wrapped = self._middleware.wrap(method, handler)
+        return wrapped
+
+
+def _tracing(tracer: trace.Tracer, method: str, behavior: Behavior) -> Behavior:
+    """A SERVER span per call, child of the caller's span from the metadata."""
+    service, name = split_method(method)
+    attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
+    span_name = f"{service}/{name}"
+
+    async def traced(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        carrier = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+        with tracer.start_as_current_span(
+            span_name,
+            context=extract_context(carrier),
+            kind=SpanKind.SERVER,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
             try:
                 return await behavior(request, context)
-            except DomainError as error:
-                status = to_status(error)
-            except (asyncio.CancelledError, grpc.aio.AbortError):
-                raise
-            except NotImplementedError:
-                # The generated servicer base raises this for methods not written yet.
-                await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet")
-            except Exception as error:
-                trace_id = current_trace_id()
-                cause = unavailable_cause(error)
-                if cause is not None:
-                    log.warning("%s in %s: %s", cause, method, error, extra={"trace_id": trace_id})
-                    await context.abort(grpc.StatusCode.UNAVAILABLE, f"{cause} unavailable, retry (trace {trace_id})")
-                log.exception("unexpected error in %s", method, extra={"grpc_method": method, "trace_id": trace_id})
-                status = internal_status(trace_id)
-            await context.abort(status.code, status.details, status.trailing_metadata)
+            finally:
+                if span.is_recording():
+                    code = context.code() or grpc.StatusCode.OK
+                    span.set_attribute("rpc.grpc.status_code", code.value[0])
+                    if code is not grpc.StatusCode.OK:
+                        span.set_status(Status(StatusCode.ERROR, code.name))
 
-        return _rewrap(handler, mapped)
+    return traced
 
 
-class DecodingInterceptor(_UnaryInterceptor):
+def _measuring(metrics: ServerMetrics, method: str, behavior: Behavior) -> Behavior:
+    """RED metrics: started, handled by code, latency histogram."""
+    service, name = split_method(method)
+    started_count = metrics.started.labels(service, name)
+    latency = metrics.latency.labels(service, name)
+    handled: dict[grpc.StatusCode, Any] = {}  # the labelled child per code, looked up once
+
+    async def measured(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        started_count.inc()
+        start = time.perf_counter()
+        code = grpc.StatusCode.UNKNOWN
+        try:
+            response = await behavior(request, context)
+            code = context.code() or grpc.StatusCode.OK
+            return response
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except BaseException:
+            code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        finally:
+            counter = handled.get(code)
+            if counter is None:
+                handled[code] = counter = metrics.handled.labels(service, name, code.name)
+            counter.inc()
+            latency.observe(time.perf_counter() - start)
+
+    return measured
+
+
+def _mapping_errors(method: str, behavior: Behavior) -> Behavior:
+    """Domain errors become their status; anything else is logged once and is INTERNAL."""
+
+    async def mapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            return await behavior(request, context)
+        except DomainError as error:
+            status = to_status(error)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except NotImplementedError:
+            # The generated servicer base raises this for methods not written yet.
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet")
+        except Exception as error:
+            trace_id = current_trace_id()
+            cause = unavailable_cause(error)
+            if cause is not None:
+                log.warning("%s in %s: %s", cause, method, error, extra={"trace_id": trace_id})
+                await context.abort(grpc.StatusCode.UNAVAILABLE, f"{cause} unavailable, retry (trace {trace_id})")
+            log.exception("unexpected error in %s", method, extra={"grpc_method": method, "trace_id": trace_id})
+            status = internal_status(trace_id)
+        await context.abort(status.code, status.details, status.trailing_metadata)
+
+    return mapped
+
+
+def _decoding(behavior: Behavior, parse: Callable[[bytes], Any]) -> Behavior:
     """Parse requests inside the handler so malformed input is INVALID_ARGUMENT.
 
     grpc's own deserializer failure surfaces as INTERNAL; here the bytes reach
@@ -163,21 +194,16 @@ class DecodingInterceptor(_UnaryInterceptor):
     the field.
     """
 
-    def wrap(self, handler: Handler, behavior: Behavior, details: grpc.HandlerCallDetails) -> Handler:
-        parse = handler.request_deserializer
-        if parse is None:
-            return handler
+    async def decoded(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            request = parse(raw)
+        except (DecodeError, RuntimeError, ValueError) as exc:
+            raise InvalidArgument.one("request", f"malformed protobuf: {exc}") from None
+        if isinstance(request, Message):
+            check_wire_types(request)
+        return await behavior(request, context)
 
-        async def decoded(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            try:
-                request = parse(raw)
-            except (DecodeError, RuntimeError, ValueError) as exc:
-                raise InvalidArgument.one("request", f"malformed protobuf: {exc}") from None
-            if isinstance(request, Message):
-                check_wire_types(request)
-            return await behavior(request, context)
-
-        return _rewrap(handler, decoded, deserializer=_identity)
+    return decoded
 
 
 def _identity(raw: bytes) -> bytes:

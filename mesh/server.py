@@ -1,4 +1,4 @@
-"""The process runtime: one gRPC server with health, reflection, interceptors,
+"""The process runtime: one gRPC server with health, reflection, middleware,
 metrics and graceful shutdown, plus the workers and clients of the process.
 
 A context's ``bootstrap()`` builds an :class:`App` (servicers, readiness
@@ -28,7 +28,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
-from mesh.interceptors import DecodingInterceptor, ErrorInterceptor, MetricsInterceptor, TracingInterceptor
+from mesh.interceptors import Middleware, WrappingServer
 from mesh.metrics import BreakerMetrics, ServerMetrics, serve_metrics
 from mesh.settings import ServiceSettings
 
@@ -93,12 +93,6 @@ class Server:
         # grpc-stubs predates the aio health servicer.
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._server = grpc.aio.server(
-            interceptors=[
-                TracingInterceptor(app.tracer),
-                MetricsInterceptor(ServerMetrics(app.registry)),
-                ErrorInterceptor(),
-                DecodingInterceptor(),
-            ],
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -111,6 +105,10 @@ class Server:
             ],
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         )
+        # Every service, health included, is registered through the middleware.
+        # Typed Any: the generated add functions are typed for a grpc.Server, and call
+        # only the two registration methods WrappingServer has.
+        self._wrapping: Any = WrappingServer(self._server, Middleware(app.tracer, ServerMetrics(app.registry)))
         self.port = 0
         self._metrics_server: Any = None
         self._readiness_task: asyncio.Task[None] | None = None
@@ -120,8 +118,8 @@ class Server:
     async def start(self) -> None:
         app, settings = self.app, self.app.settings
         for registration in app.services:
-            registration.add(registration.servicer, self._server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+            registration.add(registration.servicer, self._wrapping)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._wrapping)
         names = [r.full_name for r in app.services]
         reflection.enable_server_reflection(
             [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
