@@ -93,7 +93,7 @@ async def bootstrap(settings: CatalogSettings) -> App:
     app.services.append(
         Registration(
             catalog_pb2_grpc.add_CatalogServiceServicer_to_server,
-            CatalogService(Catalog(parts.store), engine, limits),
+            CatalogService(Catalog(parts.store, cache.get_many), engine, limits),
             catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
         )
     )

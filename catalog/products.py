@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -50,9 +51,16 @@ def decode_token(token: str) -> str:
         raise InvalidArgument.one("page_token", "is not a token from a previous page") from None
 
 
+CachedLookup = Callable[[list[str]], Awaitable[dict[str, Product]]]
+
+
 class Catalog:
-    def __init__(self, store: ProductStore) -> None:
+    def __init__(self, store: ProductStore, cached: CachedLookup | None = None) -> None:
+        """``cached``: the product cache's lookup. Checkout prices every order with
+        GetProduct, so the details come from the cache; the store answers only for a
+        product added since the cache's last load."""
         self._store = store
+        self._cached = cached
 
     async def list_products(self, page_size: int, page_token: str) -> Page:
         if page_size < 0:
@@ -65,6 +73,8 @@ class Catalog:
         return Page(page, encode_token(page[-1].id) if more else "")
 
     async def get_product(self, product_id: str) -> Product:
+        if self._cached is not None and (hit := (await self._cached([product_id])).get(product_id)):
+            return hit
         product = await self._store.get(product_id)
         if product is None:
             raise NotFound("product", product_id)

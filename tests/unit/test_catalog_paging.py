@@ -1,4 +1,4 @@
-"""Paging through products with a fake store (pure logic)."""
+"""Paging through products and reading one, with a fake store (pure logic)."""
 
 from __future__ import annotations
 
@@ -45,3 +45,26 @@ async def test_bad_paging_input() -> None:
         await Catalog(FakeStore(1)).list_products(5, "!!not-base64")
     with pytest.raises(NotFound):
         await Catalog(FakeStore(1)).get_product("nope")
+
+
+async def test_get_product_reads_the_cache_and_falls_back_to_the_store() -> None:
+    store = FakeStore(3)
+    cached = {"p000": Product("p000", "Cached", "", Money.of("USD", 1), 0, ())}
+    reads: list[str] = []
+
+    async def get(product_id: str) -> Product | None:
+        reads.append(product_id)
+        return next((p for p in store.rows if p.id == product_id), None)
+
+    store.get = get  # type: ignore[method-assign]
+
+    async def lookup(ids: list[str]) -> dict[str, Product]:
+        return {i: cached[i] for i in ids if i in cached}
+
+    catalog = Catalog(store, lookup)
+    assert (await catalog.get_product("p000")).name == "Cached"
+    assert reads == []
+    assert (await catalog.get_product("p002")).name == "P2"  # added since the cache loaded
+    assert reads == ["p002"]
+    with pytest.raises(NotFound):
+        await catalog.get_product("nope")
