@@ -4,6 +4,7 @@ OrderPlaced -> rows: batched per shard (one multi-row INSERT, row-by-row
 fallback; a duplicate order id is success). Status events -> the state
 machine: each applied exactly once; one for an order not inserted yet is
 deferred (retried, never dropped); an illegal one is recorded and ignored.
+A batch of status events is applied per shard in one transaction.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from mesh.clock import Clock
 from mesh.errors import DomainError
 from order.events import parse, placed_order, transition
 from order.lifecycle import Lifecycle
-from order.orders import Applied, MalformedEvent, Order
+from order.orders import Applied, MalformedEvent, Order, Transition
 from order.remote import Remote
 from order.shards import Shards
 from order.state import Status
@@ -61,6 +62,9 @@ class StatusEvents:
 
     async def __call__(self, batch: list[Message]) -> BatchOutcome:
         outcome = BatchOutcome()
+        # Per shard, in delivery order: one transaction per shard for the whole batch.
+        by_shard: dict[int, list[tuple[Message, Transition]]] = defaultdict(list)
+        stores: dict[int, OrderStore] = {}
         for message in batch:
             try:
                 change = transition(parse(message.payload))
@@ -71,11 +75,15 @@ class StatusEvents:
             if store is None:
                 outcome.fail(message, f"no shard for order {change.order_id}")
                 continue
-            result, before = await store.apply(change, self._clock())
-            if result is Applied.MISSING:
-                outcome.defer(message, f"order {change.order_id} not inserted yet")
-            elif result is Applied.ILLEGAL:
-                log.warning("ignored %s for %s: illegal from %s", change.target, change.order_id, before)
+            stores[id(store)] = store
+            by_shard[id(store)].append((message, change))
+        for key, changes in by_shard.items():
+            results = await stores[key].apply_many([c for _, c in changes], self._clock())
+            for (message, change), (result, before) in zip(changes, results, strict=True):
+                if result is Applied.MISSING:
+                    outcome.defer(message, f"order {change.order_id} not inserted yet")
+                elif result is Applied.ILLEGAL:
+                    log.warning("ignored %s for %s: illegal from %s", change.target, change.order_id, before)
         return outcome
 
 

@@ -86,56 +86,69 @@ class OrderStore:
 
     async def apply(self, transition: Transition, now: datetime) -> tuple[Applied, Status | None]:
         """Apply one transition exactly once; returns the outcome and the status before."""
-
-        async def work(connection: AsyncConnection) -> tuple[Applied, Status | None]:
-            seen = (
-                await connection.execute(
-                    select(applied_events.c.event_id).where(applied_events.c.event_id == transition.event_id)
-                )
-            ).first()
-            if seen is not None:
-                return Applied.DUPLICATE, None
-            row = (
-                await connection.execute(
-                    select(orders.c.status, orders.c.ship_attempts)
-                    .where(orders.c.order_id == transition.order_id)
-                    .with_for_update()
-                )
-            ).first()
-            if row is None:
-                return Applied.MISSING, None
-            current = Status(row.status)
-            if not allowed(current, transition.target) or (
-                transition.only_from is not None and current not in transition.only_from
-            ):
-                await self._record(connection, transition, "illegal", f"{current} -> {transition.target}", now)
-                return Applied.ILLEGAL, current
-            values: dict[str, Any] = {"status": transition.target.value, "updated_at": now}
-            if transition.tracking_id:
-                values["tracking_id"] = transition.tracking_id
-            if transition.failure_reason:
-                values["failure_reason"] = transition.failure_reason[:500]
-            if transition.target is Status.SHIP_FAILED:
-                values["ship_attempts"] = row.ship_attempts + 1
-            await connection.execute(update(orders).where(orders.c.order_id == transition.order_id).values(**values))
-            await connection.execute(
-                insert(order_history).values(
-                    order_id=transition.order_id, status=transition.target.value, at=now, reason=transition.reason[:500]
-                )
-            )
-            event = self._status_event(
-                transition.order_id, current, transition.target, transition.reason, transition.tracking_id
-            )
-            await connection.execute(
-                insert(order_outbox).values(order_id=transition.order_id, event=event, created_at=now)
-            )
-            await self._record(connection, transition, "applied", f"{current} -> {transition.target}", now)
-            return Applied.APPLIED, current
-
         try:
-            return await self._transaction(work)
+            return await self._transaction(lambda c: self._apply_in(c, transition, now))
         except IntegrityError:
             return Applied.DUPLICATE, None  # a concurrent twin of this event won
+
+    async def apply_many(self, transitions: Sequence[Transition], now: datetime) -> list[tuple[Applied, Status | None]]:
+        """Apply a batch in order, in one transaction (one commit instead of one per
+        event); if a concurrent twin of one of them won (a unique key), one by one."""
+
+        async def work(connection: AsyncConnection) -> list[tuple[Applied, Status | None]]:
+            return [await self._apply_in(connection, t, now) for t in transitions]
+
+        if len(transitions) > 1:
+            try:
+                return await self._transaction(work)
+            except IntegrityError:
+                pass
+        return [await self.apply(t, now) for t in transitions]
+
+    async def _apply_in(
+        self, connection: AsyncConnection, transition: Transition, now: datetime
+    ) -> tuple[Applied, Status | None]:
+        seen = (
+            await connection.execute(
+                select(applied_events.c.event_id).where(applied_events.c.event_id == transition.event_id)
+            )
+        ).first()
+        if seen is not None:
+            return Applied.DUPLICATE, None
+        row = (
+            await connection.execute(
+                select(orders.c.status, orders.c.ship_attempts)
+                .where(orders.c.order_id == transition.order_id)
+                .with_for_update()
+            )
+        ).first()
+        if row is None:
+            return Applied.MISSING, None
+        current = Status(row.status)
+        if not allowed(current, transition.target) or (
+            transition.only_from is not None and current not in transition.only_from
+        ):
+            await self._record(connection, transition, "illegal", f"{current} -> {transition.target}", now)
+            return Applied.ILLEGAL, current
+        values: dict[str, Any] = {"status": transition.target.value, "updated_at": now}
+        if transition.tracking_id:
+            values["tracking_id"] = transition.tracking_id
+        if transition.failure_reason:
+            values["failure_reason"] = transition.failure_reason[:500]
+        if transition.target is Status.SHIP_FAILED:
+            values["ship_attempts"] = row.ship_attempts + 1
+        await connection.execute(update(orders).where(orders.c.order_id == transition.order_id).values(**values))
+        await connection.execute(
+            insert(order_history).values(
+                order_id=transition.order_id, status=transition.target.value, at=now, reason=transition.reason[:500]
+            )
+        )
+        event = self._status_event(
+            transition.order_id, current, transition.target, transition.reason, transition.tracking_id
+        )
+        await connection.execute(insert(order_outbox).values(order_id=transition.order_id, event=event, created_at=now))
+        await self._record(connection, transition, "applied", f"{current} -> {transition.target}", now)
+        return Applied.APPLIED, current
 
     async def _record(
         self, connection: AsyncConnection, t: Transition, outcome: str, detail: str, now: datetime

@@ -22,8 +22,10 @@ from mesh.lease import Lease
 from mesh.local.procs import MariaDBServer, RedisServer
 from mesh.order_ids import mint, shard_of_user
 from order.bootstrap import Parts, bootstrap, build_consumers, build_parts
+from order.orders import Applied, Transition
 from order.relay import OutboxRelay
 from order.settings import OrderSettings
+from order.state import Status
 from ordermesh.common.v1 import common_pb2
 from ordermesh.events.v1 import events_pb2
 from ordermesh.order.v1 import order_pb2, order_pb2_grpc
@@ -205,6 +207,52 @@ async def test_events_out_of_order_and_twice_apply_once(pipeline: Pipeline) -> N
     await pipeline.drain()
     order = await pipeline.get(order_id)
     assert order.status == common_pb2.PAID and statuses(order) == ["PENDING", "PAID"]
+
+
+async def test_a_batch_of_status_events_is_applied_in_one_transaction_with_each_outcome(pipeline: Pipeline) -> None:
+    paid, missing = mint("bat", 2), mint("bat", 2)
+    await pipeline.placed(order_placed(paid, "bat"))
+    await pipeline.drain()
+    store = pipeline.parts.shards.for_order(paid)
+    assert store is not None
+    now = datetime.now(UTC)
+    to_paid = Transition(paid, "bat-paid", Status.PAID, "captured")
+    results = await store.apply_many(
+        [
+            to_paid,
+            to_paid,  # delivered twice in one batch
+            Transition(missing, "bat-missing", Status.PAID, "captured"),
+            Transition(paid, "bat-review", Status.PAID, "approved", only_from=frozenset({Status.AWAITING_REVIEW})),
+            Transition(paid, "bat-shipped", Status.SHIPPED, "shipped", tracking_id="TRK-1"),
+        ],
+        now,
+    )
+    assert [r for r, _ in results] == [
+        Applied.APPLIED,
+        Applied.DUPLICATE,
+        Applied.MISSING,
+        Applied.ILLEGAL,
+        Applied.APPLIED,
+    ]
+    order = await pipeline.get(paid)
+    assert statuses(order) == ["PENDING", "PAID", "SHIPPED"] and order.tracking_id == "TRK-1"
+
+
+async def test_concurrent_batches_of_the_same_events_apply_each_once(pipeline: Pipeline) -> None:
+    """On MariaDB the losers of the race hit the applied-events key and fall back
+    to one by one; on SQLite writers queue. Either way: each event once."""
+    ids = [mint("race", 2) for _ in range(8)]
+    for order_id in ids:
+        await pipeline.placed(order_placed(order_id, "race"))
+    await pipeline.drain()
+    store = pipeline.parts.shards.for_order(ids[0])
+    assert store is not None
+    batch = [Transition(o, f"race-{o}", Status.PAID, "captured") for o in ids]
+    outcomes = await asyncio.gather(*(store.apply_many(batch, datetime.now(UTC)) for _ in range(4)))
+    for n in range(len(ids)):
+        assert sorted(outcome[n][0] for outcome in outcomes) == sorted([Applied.APPLIED] + [Applied.DUPLICATE] * 3)
+    for order_id in ids:
+        assert statuses(await pipeline.get(order_id)) == ["PENDING", "PAID"]
 
 
 async def test_review_and_decline_paths(pipeline: Pipeline) -> None:
