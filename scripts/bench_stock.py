@@ -4,7 +4,8 @@ Real processes on loopback: a redis-server, a MariaDB server, one catalog
 process per run, and ghz (a Go gRPC load generator, so the client spends
 little of the two cores). Runs (a) one hot product and (b) 1,000 products on
 each path, side by side in one run, and prints throughput, p50/p99 latency
-and the Redis/SQL ratio.
+and the Redis/SQL ratio. A last run against an empty grpc.aio server (no
+work at all) shows the ceiling of one Python gRPC process on this machine.
 """
 
 from __future__ import annotations
@@ -55,9 +56,12 @@ async def one_run(
     path: str, products_count: int, mariadb: MariaDBServer, redis: RedisServer, work: Path
 ) -> dict[str, float]:
     database = f"bench_{path}_{products_count}_{int(time.time() * 1000) % 10**8}"
+    port = free_port()
+    if path == "empty":
+        argv = [sys.executable, str(ROOT / "scripts/bare_catalog.py"), str(port)]
+        return await measure(ManagedProcess("empty", argv, work / "empty.log", dict(os.environ)), port, 1, database)
     mariadb.create_database(database)
     await seed(mariadb.url(database), 1000)
-    port = free_port()
     env = {
         **os.environ,
         "GRPC_HOST": "127.0.0.1",
@@ -75,6 +79,11 @@ async def one_run(
         "MAX_CONCURRENT_RPCS": "4000",
     }
     server = ManagedProcess("catalog", [sys.executable, "-m", "catalog"], work / f"catalog-{database}.log", env)
+    return await measure(server, port, products_count, database)
+
+
+async def measure(server: ManagedProcess, port: int, products_count: int, order_prefix: str) -> dict[str, float]:
+    """ghz against ``server`` for SECONDS: fresh order ids, one or many products."""
     server.start()
     try:
         wait_until(lambda: port_open(port), 60, "catalog to listen")
@@ -82,7 +91,7 @@ async def one_run(
         # ghz fills in the {{...}} templates per call: a fresh order id each time.
         data = json.dumps(
             {
-                "order_id": database + "-{{.RequestNumber}}",
+                "order_id": order_prefix + "-{{.RequestNumber}}",
                 "items": [{"product_id": product, "quantity": 1}],
                 "draft": {"user_id": "u{{.WorkerID}}"},
             }
@@ -120,6 +129,7 @@ async def main() -> None:
                 for path in ("redis", "sql"):
                     table[(label, path)] = await one_run(path, count, mariadb, redis, work)
                     print(f"  measured {label} / {path}", file=sys.stderr, flush=True)
+            table[("empty handler", "none")] = await one_run("empty", 1, mariadb, redis, work)
         finally:
             mariadb.stop()
             redis.stop()
@@ -130,6 +140,12 @@ async def main() -> None:
     print(f"{'scenario':<16} {'path':<6} {'res/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
     for (label, path), r in table.items():
         print(f"{label:<16} {path:<6} {r['rps']:>9.0f} {r['p50']:>8.1f} {r['p99']:>8.1f} {r['errors']:>7.0f}")
+    empty = table[("empty handler", "none")]["rps"]
+    print(
+        f"the empty handler is one grpc.aio process answering ReserveStock with no work at all: the ceiling "
+        f"for any Python catalog process here; the Redis path on the hot product reaches "
+        f"{table[('hot product', 'redis')]['rps'] / empty:.0%} of it"
+    )
     for label in ("hot product", "1,000 products"):
         ratio = table[(label, "redis")]["rps"] / max(table[(label, "sql")]["rps"], 1e-9)
         print(f"ratio redis/sql, {label}: {ratio:.1f}x")
