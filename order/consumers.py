@@ -9,7 +9,6 @@ A batch of status events is applied per shard in one transaction.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import defaultdict
 
@@ -114,10 +113,10 @@ class Dispatcher:
                     paid.append(message)
             except MalformedEvent as error:
                 outcome.fail(message, str(error))
-        results = await asyncio.gather(*(self._lifecycle.ship(m.order_id) for m in paid), return_exceptions=True)
-        for message, result in zip(paid, results, strict=True):
-            if isinstance(result, BaseException):
-                outcome.fail(message, f"ship: {result}")
+        failures = await self._lifecycle.ship_many([m.order_id for m in paid])
+        for message in paid:
+            if (failure := failures.get(message.order_id)) is not None:
+                outcome.fail(message, f"ship: {failure}")
         return outcome
 
 

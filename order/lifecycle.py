@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -141,23 +142,50 @@ class Lifecycle:
                     done += 1
         return done
 
-    async def ship(self, order_id: str) -> Applied:
-        """Ship a PAID order: SHIPPED with the tracking id, or SHIP_FAILED."""
-        store, order = await self._load(order_id)
-        if order.status is not Status.PAID:
-            return Applied.ILLEGAL
+    async def ship_many(self, order_ids: Sequence[str]) -> dict[str, Exception]:
+        """Ship PAID orders: SHIPPED with the tracking id, or SHIP_FAILED. Per shard, the
+        orders are read together, shipped concurrently (bounded) and their transitions
+        applied in one transaction. Returns why an order could not be handled; an order
+        no longer PAID (shipped or cancelled meanwhile) is skipped, not an error."""
+        failures: dict[str, Exception] = {}
+        by_store: dict[int, tuple[OrderStore, list[str]]] = {}
+        for order_id in order_ids:
+            store = self._shards.for_order(order_id)
+            if store is None:
+                failures[order_id] = NotFound("order", order_id)
+                continue
+            by_store.setdefault(id(store), (store, []))[1].append(order_id)
+        for store, ids in by_store.values():
+            found = await store.get_many(ids)
+            failures.update({i: NotFound("order", i) for i in ids if i not in found})
+            paid = [found[i] for i in ids if i in found and found[i].status is Status.PAID]
+            shipped = await asyncio.gather(*(self._ship(order) for order in paid), return_exceptions=True)
+            transitions = []
+            for order, outcome in zip(paid, shipped, strict=True):
+                if isinstance(outcome, Transition):
+                    transitions.append(outcome)
+                elif isinstance(outcome, Exception):
+                    failures[order.order_id] = outcome
+                else:
+                    raise outcome  # cancelled
+            for change, (result, before) in zip(
+                transitions, await store.apply_many(transitions, self._clock()), strict=True
+            ):
+                if result is Applied.ILLEGAL:
+                    log.info("order %s: %s not applied from %s", change.order_id, change.target, before)
+        return failures
+
+    async def _ship(self, order: Order) -> Transition:
         async with self._ship_slots:
             try:
                 tracking_id = await self._remote.ship(order)
             except Unavailable as error:
                 reason = f"shipping failed: {error}"
-                return await self._apply(
-                    store,
-                    Transition(order_id, f"{order_id}:ship-failed", Status.SHIP_FAILED, reason, failure_reason=reason),
+                return Transition(
+                    order.order_id, f"{order.order_id}:ship-failed", Status.SHIP_FAILED, reason, failure_reason=reason
                 )
-        return await self._apply(
-            store, Transition(order_id, f"{order_id}:shipped", Status.SHIPPED, "shipped", tracking_id=tracking_id)
-        )
+        order_id = order.order_id
+        return Transition(order_id, f"{order_id}:shipped", Status.SHIPPED, "shipped", tracking_id=tracking_id)
 
     async def recover(self, now: datetime) -> int:
         """Retry SHIP_FAILED orders with backoff; give up (cancel) after the maximum."""

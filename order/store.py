@@ -180,6 +180,11 @@ class OrderStore:
                 return None
             return (await self._complete(connection, [row]))[0]
 
+    async def get_many(self, order_ids: Sequence[str]) -> dict[str, Order]:
+        async with reading(self.engine) as connection:
+            rows = (await connection.execute(select(orders).where(orders.c.order_id.in_(order_ids)))).all()
+            return {o.order_id: o for o in await self._complete(connection, rows)}
+
     async def by_user(self, user_id: str, limit: int, before: tuple[datetime, str] | None) -> list[Order]:
         query = select(orders).where(orders.c.user_id == user_id)
         if before is not None:
