@@ -2,9 +2,10 @@
 
 1. OrderPlaced -> rows: batched INSERT (100 per statement) vs row by row,
    on SQLite and MariaDB, through the order context's own store.
-2. The whole local mesh: PlaceOrder driven by ghz at a fixed concurrency
-   (throughput, p50/p99), then a paced run at a fixed rate measuring the lag
-   from PlaceOrder's answer to the order row existing (p50/p99).
+2. The whole local mesh: paced runs at fixed rates (BENCH_RATES, 50, 100 and
+   200/s), each measuring PlaceOrder p50/p99 and the lag from its answer to the
+   order row existing (p50/p99), each on an idle mesh; then PlaceOrder driven
+   by ghz at a fixed concurrency (throughput, p50/p99).
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import grpc
 import redis.asyncio as redis
@@ -42,7 +45,7 @@ GHZ = str(ROOT / ".tools/bin/ghz")
 INSERTS = int(os.environ.get("BENCH_INSERTS", "2000"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "16"))
-RATE = float(os.environ.get("BENCH_RATE", "50"))
+RATES = [float(r) for r in os.environ.get("BENCH_RATES", "50,100,200").split(",")]
 PRODUCT = "sku-1008"
 CARD = {"number": "4432801561520454", "cvv": 672, "expiration_year": 2039, "expiration_month": 1}
 
@@ -136,7 +139,7 @@ async def settle(redis_url: str, limit_seconds: float = 120) -> float:
     return time.perf_counter() - began
 
 
-async def paced_lag(mesh: LocalMesh) -> dict[str, float]:
+async def paced_lag(mesh: LocalMesh, rate: float) -> dict[str, Any]:
     """PlaceOrder at a fixed rate; lag = order row visible - answer received."""
     answered: dict[str, float] = {}
     failures: list[str] = []
@@ -186,8 +189,8 @@ async def paced_lag(mesh: LocalMesh) -> dict[str, float]:
         watcher = asyncio.create_task(watch())
         calls = []
         begin = time.perf_counter()
-        for n in range(int(RATE * SECONDS)):
-            await asyncio.sleep(max(0.0, begin + n / RATE - time.perf_counter()))
+        for n in range(int(rate * SECONDS)):
+            await asyncio.sleep(max(0.0, begin + n / rate - time.perf_counter()))
             calls.append(asyncio.create_task(one(n)))
         await asyncio.gather(*calls)
         achieved = len(calls) / (time.perf_counter() - begin)
@@ -204,6 +207,7 @@ async def paced_lag(mesh: LocalMesh) -> dict[str, float]:
         "lag_p99": percentile(lags, 0.99),
         "missing": float(len(answered) - len(lags)),
         "failed": float(len(failures)),
+        "codes": ", ".join(f"{code} {n}" for code, n in Counter(failures).most_common()),
     }
 
 
@@ -226,13 +230,16 @@ async def main() -> None:
                     await catalog_pb2_grpc.CatalogServiceStub(channel).SetStock(
                         catalog_pb2.SetStockRequest(product_id=PRODUCT, stock=10_000_000)
                     )
+                # Paced runs first, each on an idle mesh (a run that outruns the order
+                # context leaves a backlog the next one would measure instead of its own lag).
+                paced: dict[float, dict[str, Any]] = {}
+                for rate in RATES:
+                    paced[rate] = await paced_lag(mesh, rate)
+                    settled = await settle(redis.url)
+                    note = f"  measured paced {rate:.0f}/s; idle again after {settled:.0f} s"
+                    print(note, file=sys.stderr, flush=True)
                 closed = await ghz_place_order(mesh.address("checkout"))
                 print("  measured PlaceOrder throughput", file=sys.stderr, flush=True)
-                # The closed loop outruns the order context: let it finish that backlog, or
-                # the paced run would measure the backlog instead of its own lag.
-                settled = await settle(redis.url)
-                print(f"  mesh idle again after {settled:.0f} s", file=sys.stderr, flush=True)
-                paced = await paced_lag(mesh)
             finally:
                 mesh.stop()
         finally:
@@ -245,10 +252,12 @@ async def main() -> None:
     print(f"\nPlaceOrder on the local mesh ({os.cpu_count()} cores, every process on this machine)")
     print(f"closed loop, ghz, {CONCURRENCY} in flight, {SECONDS:.0f} s: {closed['rps']:.0f} orders/s, "
           f"p50 {closed['p50']:.0f} ms, p99 {closed['p99']:.0f} ms")  # fmt: skip
-    print(f"paced at {RATE:.0f}/s for {SECONDS:.0f} s: achieved {paced['rate']:.0f}/s, "
-          f"p50 {paced['p50']:.0f} ms, p99 {paced['p99']:.0f} ms; "
-          f"answer -> order row lag p50 {paced['lag_p50']:.0f} ms, p99 {paced['lag_p99']:.0f} ms, "
-          f"rows not seen: {paced['missing']:.0f}, failed calls: {paced['failed']:.0f}")  # fmt: skip
+    for rate, run in paced.items():
+        print(f"paced at {rate:.0f}/s for {SECONDS:.0f} s: achieved {run['rate']:.0f}/s, "
+              f"p50 {run['p50']:.0f} ms, p99 {run['p99']:.0f} ms; "
+              f"answer -> order row lag p50 {run['lag_p50']:.0f} ms, p99 {run['lag_p99']:.0f} ms, "
+              f"rows not seen: {run['missing']:.0f}, failed calls: {run['failed']:.0f}"
+              + (f" ({run['codes']})" if run["codes"] else ""))  # fmt: skip
 
 
 if __name__ == "__main__":
