@@ -10,7 +10,6 @@ A batch of status events is applied per shard in one transaction.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 
 from mesh.bus import BatchOutcome, Message
 from mesh.clock import Clock
@@ -21,7 +20,6 @@ from order.orders import Applied, MalformedEvent, Order, Transition
 from order.remote import Remote
 from order.shards import Shards
 from order.state import Status
-from order.store import OrderStore
 from ordermesh.common.v1 import common_pb2
 
 log = logging.getLogger(__name__)
@@ -34,23 +32,18 @@ class PlacedOrders:
 
     async def __call__(self, batch: list[Message]) -> BatchOutcome:
         outcome = BatchOutcome()
-        by_shard: dict[int, list[Order]] = defaultdict(list)
-        stores: dict[int, OrderStore] = {}
+        parsed: list[tuple[Message, Order]] = []
         for message in batch:
             try:
-                order = placed_order(parse(message.payload))
+                parsed.append((message, placed_order(parse(message.payload))))
             except MalformedEvent as error:
                 outcome.fail(message, str(error))
-                continue
-            store = self._shards.for_order(order.order_id, order.user_id)
-            if store is None:
-                outcome.fail(message, f"no shard for order {order.order_id}")
-                continue
-            stores[id(store)] = store
-            by_shard[id(store)].append(order)
-        for key, orders in by_shard.items():
+        groups, unrouted = self._shards.group(parsed, lambda pair: (pair[1].order_id, pair[1].user_id))
+        for message, order in unrouted:
+            outcome.fail(message, f"no shard for order {order.order_id}")
+        for store, pairs in groups.items():
             # A failure here (SQL down) raises: the whole batch is retried later.
-            await stores[key].insert(orders, self._clock())
+            await store.insert([order for _, order in pairs], self._clock())
         return outcome
 
 
@@ -61,23 +54,18 @@ class StatusEvents:
 
     async def __call__(self, batch: list[Message]) -> BatchOutcome:
         outcome = BatchOutcome()
-        # Per shard, in delivery order: one transaction per shard for the whole batch.
-        by_shard: dict[int, list[tuple[Message, Transition]]] = defaultdict(list)
-        stores: dict[int, OrderStore] = {}
+        parsed: list[tuple[Message, Transition]] = []
         for message in batch:
             try:
-                change = transition(parse(message.payload))
+                parsed.append((message, transition(parse(message.payload))))
             except MalformedEvent as error:
                 outcome.fail(message, str(error))
-                continue
-            store = self._shards.for_order(change.order_id)
-            if store is None:
-                outcome.fail(message, f"no shard for order {change.order_id}")
-                continue
-            stores[id(store)] = store
-            by_shard[id(store)].append((message, change))
-        for key, changes in by_shard.items():
-            results = await stores[key].apply_many([c for _, c in changes], self._clock())
+        # Per shard, in delivery order: one transaction per shard for the whole batch.
+        groups, unrouted = self._shards.group(parsed, lambda pair: (pair[1].order_id, ""))
+        for message, change in unrouted:
+            outcome.fail(message, f"no shard for order {change.order_id}")
+        for store, changes in groups.items():
+            results = await store.apply_many([c for _, c in changes], self._clock())
             for (message, change), (result, before) in zip(changes, results, strict=True):
                 if result is Applied.MISSING:
                     outcome.defer(message, f"order {change.order_id} not inserted yet")

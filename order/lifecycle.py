@@ -147,15 +147,9 @@ class Lifecycle:
         orders are read together, shipped concurrently (bounded) and their transitions
         applied in one transaction. Returns why an order could not be handled; an order
         no longer PAID (shipped or cancelled meanwhile) is skipped, not an error."""
-        failures: dict[str, Exception] = {}
-        by_store: dict[int, tuple[OrderStore, list[str]]] = {}
-        for order_id in order_ids:
-            store = self._shards.for_order(order_id)
-            if store is None:
-                failures[order_id] = NotFound("order", order_id)
-                continue
-            by_store.setdefault(id(store), (store, []))[1].append(order_id)
-        for store, ids in by_store.values():
+        groups, unrouted = self._shards.group(order_ids, lambda order_id: (order_id, ""))
+        failures: dict[str, Exception] = {i: NotFound("order", i) for i in unrouted}
+        for store, ids in groups.items():
             found = await store.get_many(ids)
             failures.update({i: NotFound("order", i) for i in ids if i not in found})
             paid = [found[i] for i in ids if i in found and found[i].status is Status.PAID]

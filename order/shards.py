@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
 from mesh.order_ids import shard_of_order, shard_of_user
 from order.store import OrderStore
+
+T = TypeVar("T")
 
 
 class Shards:
@@ -21,3 +26,18 @@ class Shards:
         if shard is not None:
             return self.stores[shard]
         return self.for_user(user_id) if user_id else None
+
+    def group(
+        self, items: Iterable[T], route: Callable[[T], tuple[str, str]]
+    ) -> tuple[dict[OrderStore, list[T]], list[T]]:
+        """Items per shard, in their order, by ``route(item)`` = (order id, user id);
+        and the items no shard takes."""
+        groups: dict[OrderStore, list[T]] = {}
+        unrouted: list[T] = []
+        for item in items:
+            store = self.for_order(*route(item))
+            if store is None:
+                unrouted.append(item)
+            else:
+                groups.setdefault(store, []).append(item)
+        return groups, unrouted

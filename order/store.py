@@ -174,11 +174,7 @@ class OrderStore:
     # -- reads --------------------------------------------------------------------
 
     async def get(self, order_id: str) -> Order | None:
-        async with reading(self.engine) as connection:
-            row = (await connection.execute(select(orders).where(orders.c.order_id == order_id))).first()
-            if row is None:
-                return None
-            return (await self._complete(connection, [row]))[0]
+        return (await self.get_many([order_id])).get(order_id)
 
     async def get_many(self, order_ids: Sequence[str]) -> dict[str, Order]:
         async with reading(self.engine) as connection:
