@@ -7,13 +7,15 @@ each context's adapter module does its SQL through a UnitOfWork.
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import MetaData, event, text
+from sqlalchemy import Engine, MetaData, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -82,18 +84,42 @@ async def create_schema(engine: AsyncEngine, metadata: MetaData) -> None:
         await connection.run_sync(metadata.create_all)
 
 
+# One asyncio lock per SQLite engine (and event loop): see UnitOfWork.
+_sqlite_writers: weakref.WeakKeyDictionary[Engine, tuple[asyncio.AbstractEventLoop, asyncio.Lock]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _writer_lock(engine: AsyncEngine) -> asyncio.Lock | None:
+    if engine.dialect.name != "sqlite":
+        return None
+    loop = asyncio.get_running_loop()
+    held = _sqlite_writers.get(engine.sync_engine)
+    if held is None or held[0] is not loop:
+        held = _sqlite_writers[engine.sync_engine] = (loop, asyncio.Lock())
+    return held[1]
+
+
 class UnitOfWork:
     """One transaction: rolls back unless :meth:`commit` was called.
 
     async with UnitOfWork(engine) as uow:
         await uow.connection.execute(...)
         await uow.commit()
+
+    On SQLite, a process's write transactions queue on an asyncio lock. SQLite
+    has one writer per file anyway, and a writer that finds it taken sleeps in
+    SQLite's busy handler (1, 2, 5 ... up to 100 ms per try), which under load
+    stalled every writer behind the first; a queue hands the lock over at once.
+    It also keeps the pool at one writing connection instead of opening (and
+    closing) overflow connections, a thread each, for writers that would wait.
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._connection: AsyncConnection | None = None
         self._committed = False
+        self._lock: asyncio.Lock | None = None
 
     @property
     def connection(self) -> AsyncConnection:
@@ -102,8 +128,16 @@ class UnitOfWork:
         return self._connection
 
     async def __aenter__(self) -> UnitOfWork:
-        self._connection = await self._engine.connect()
-        await self._connection.begin()
+        lock = _writer_lock(self._engine)
+        if lock is not None:
+            await lock.acquire()
+            self._lock = lock
+        try:
+            self._connection = await self._engine.connect()
+            await self._connection.begin()
+        except BaseException:
+            await self._close()
+            raise
         return self
 
     async def commit(self) -> None:
@@ -116,14 +150,21 @@ class UnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        await self._close()
+
+    async def _close(self) -> None:
         connection, self._connection = self._connection, None
-        if connection is None:
-            return
+        lock, self._lock = self._lock, None
         try:
-            if not self._committed:
-                await connection.rollback()
+            if connection is not None:
+                try:
+                    if not self._committed:
+                        await connection.rollback()
+                finally:
+                    await connection.close()
         finally:
-            await connection.close()
+            if lock is not None:
+                lock.release()
 
 
 def is_unique_violation(error: BaseException) -> bool:

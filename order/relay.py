@@ -50,11 +50,11 @@ class OutboxRelay(LoopWorker):
         moved = 0
         for store in self._shards.stores:
             rows = await store.outbox(limit)
-            for _id, order_id, event in rows:
-                await self._publisher.publish(
-                    self._stream, {"type": "OrderStatusChanged", "order_id": order_id, "event": event}
-                )
             if rows:
+                events: list[dict[str, str | bytes]] = [
+                    {"type": "OrderStatusChanged", "order_id": oid, "event": event} for _, oid, event in rows
+                ]
+                await self._publisher.publish_many(self._stream, events)
                 await store.delete_outbox([row_id for row_id, _, _ in rows])
                 moved += len(rows)
         return moved

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -86,78 +86,97 @@ class OrderStore:
 
     async def apply(self, transition: Transition, now: datetime) -> tuple[Applied, Status | None]:
         """Apply one transition exactly once; returns the outcome and the status before."""
-        try:
-            return await self._transaction(lambda c: self._apply_in(c, transition, now))
-        except IntegrityError:
-            return Applied.DUPLICATE, None  # a concurrent twin of this event won
+        return (await self.apply_many([transition], now))[0]
 
     async def apply_many(self, transitions: Sequence[Transition], now: datetime) -> list[tuple[Applied, Status | None]]:
-        """Apply a batch in order, in one transaction (one commit instead of one per
-        event); if a concurrent twin of one of them won (a unique key), one by one."""
-
-        async def work(connection: AsyncConnection) -> list[tuple[Applied, Status | None]]:
-            return [await self._apply_in(connection, t, now) for t in transitions]
-
-        if len(transitions) > 1:
-            try:
-                return await self._transaction(work)
-            except IntegrityError:
-                pass
+        """Apply a batch in order, in one transaction; returns each one's outcome and
+        the status before it. If a concurrent twin of one of them won (a unique key
+        on the event id), one by one, so the others still apply."""
+        if not transitions:
+            return []
+        try:
+            return await self._transaction(lambda c: self._apply_in(c, transitions, now))
+        except IntegrityError:
+            if len(transitions) == 1:
+                return [(Applied.DUPLICATE, None)]  # a concurrent twin of this event won
         return [await self.apply(t, now) for t in transitions]
 
     async def _apply_in(
-        self, connection: AsyncConnection, transition: Transition, now: datetime
-    ) -> tuple[Applied, Status | None]:
-        seen = (
-            await connection.execute(
-                select(applied_events.c.event_id).where(applied_events.c.event_id == transition.event_id)
-            )
-        ).first()
-        if seen is not None:
-            return Applied.DUPLICATE, None
-        row = (
-            await connection.execute(
-                select(orders.c.status, orders.c.ship_attempts)
-                .where(orders.c.order_id == transition.order_id)
-                .with_for_update()
-            )
-        ).first()
-        if row is None:
-            return Applied.MISSING, None
-        current = Status(row.status)
-        if not allowed(current, transition.target) or (
-            transition.only_from is not None and current not in transition.only_from
-        ):
-            await self._record(connection, transition, "illegal", f"{current} -> {transition.target}", now)
-            return Applied.ILLEGAL, current
-        values: dict[str, Any] = {"status": transition.target.value, "updated_at": now}
-        if transition.tracking_id:
-            values["tracking_id"] = transition.tracking_id
-        if transition.failure_reason:
-            values["failure_reason"] = transition.failure_reason[:500]
-        if transition.target is Status.SHIP_FAILED:
-            values["ship_attempts"] = row.ship_attempts + 1
-        await connection.execute(update(orders).where(orders.c.order_id == transition.order_id).values(**values))
-        await connection.execute(
-            insert(order_history).values(
-                order_id=transition.order_id, status=transition.target.value, at=now, reason=transition.reason[:500]
-            )
+        self, connection: AsyncConnection, transitions: Sequence[Transition], now: datetime
+    ) -> list[tuple[Applied, Status | None]]:
+        """The whole batch in a fixed number of statements, whatever its size: every
+        statement costs a round trip to the driver, and a batch is up to 100 events."""
+        seen = set(
+            (
+                await connection.execute(
+                    select(applied_events.c.event_id).where(
+                        applied_events.c.event_id.in_({t.event_id for t in transitions})
+                    )
+                )
+            ).scalars()
         )
-        event = self._status_event(
-            transition.order_id, current, transition.target, transition.reason, transition.tracking_id
-        )
-        await connection.execute(insert(order_outbox).values(order_id=transition.order_id, event=event, created_at=now))
-        await self._record(connection, transition, "applied", f"{current} -> {transition.target}", now)
-        return Applied.APPLIED, current
+        rows = {
+            r.order_id: r
+            for r in (
+                await connection.execute(
+                    select(orders.c.order_id, orders.c.status, orders.c.ship_attempts)
+                    .where(orders.c.order_id.in_({t.order_id for t in transitions}))
+                    .order_by(orders.c.order_id)  # lock rows in one order: no deadlock between batches
+                    .with_for_update()
+                )
+            ).all()
+        }
+        status = {order_id: Status(r.status) for order_id, r in rows.items()}
+        attempts = {order_id: int(r.ship_attempts) for order_id, r in rows.items()}
+        changed: dict[str, dict[str, Any]] = {}  # order id -> its row's new values
+        history: list[dict[str, Any]] = []
+        outbox: list[dict[str, Any]] = []
+        recorded: list[dict[str, Any]] = []
+        results: list[tuple[Applied, Status | None]] = []
+        for t in transitions:  # in order: a later event sees what an earlier one did
+            if t.event_id in seen:
+                results.append((Applied.DUPLICATE, None))
+                continue
+            current = status.get(t.order_id)
+            if current is None:
+                results.append((Applied.MISSING, None))
+                continue
+            seen.add(t.event_id)
+            record = {"event_id": t.event_id, "order_id": t.order_id, "at": now}
+            if not allowed(current, t.target) or (t.only_from is not None and current not in t.only_from):
+                recorded.append({**record, "outcome": "illegal", "detail": f"{current} -> {t.target}"})
+                results.append((Applied.ILLEGAL, current))
+                continue
+            values = changed.setdefault(t.order_id, {})
+            values.update(status=t.target.value, updated_at=now)
+            if t.tracking_id:
+                values["tracking_id"] = t.tracking_id
+            if t.failure_reason:
+                values["failure_reason"] = t.failure_reason[:500]
+            if t.target is Status.SHIP_FAILED:
+                attempts[t.order_id] += 1
+                values["ship_attempts"] = attempts[t.order_id]
+            status[t.order_id] = t.target
+            history.append({"order_id": t.order_id, "status": t.target.value, "at": now, "reason": t.reason[:500]})
+            event = self._status_event(t.order_id, current, t.target, t.reason, t.tracking_id)
+            outbox.append({"order_id": t.order_id, "event": event, "created_at": now})
+            recorded.append({**record, "outcome": "applied", "detail": f"{current} -> {t.target}"})
+            results.append((Applied.APPLIED, current))
+        await self._update_rows(connection, changed)
+        for table, rows_ in ((order_history, history), (order_outbox, outbox), (applied_events, recorded)):
+            if rows_:
+                await connection.execute(insert(table), rows_)
+        return results
 
-    async def _record(
-        self, connection: AsyncConnection, t: Transition, outcome: str, detail: str, now: datetime
-    ) -> None:
-        await connection.execute(
-            insert(applied_events).values(
-                event_id=t.event_id, order_id=t.order_id, outcome=outcome, detail=detail, at=now
-            )
-        )
+    @staticmethod
+    async def _update_rows(connection: AsyncConnection, changed: dict[str, dict[str, Any]]) -> None:
+        """One executemany per set of changed columns (PAID sets two, SHIPPED three)."""
+        by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for order_id, values in changed.items():
+            by_columns.setdefault(tuple(sorted(values)), []).append({"key": order_id, **values})
+        for params in by_columns.values():
+            # The SET clause comes from the parameters' keys (the same in every row here).
+            await connection.execute(update(orders).where(orders.c.order_id == bindparam("key")), params)
 
     async def note_ship_failure(self, order_id: str, now: datetime) -> None:
         """One more failed shipping attempt of a SHIP_FAILED order (no status change)."""

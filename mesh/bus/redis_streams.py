@@ -21,6 +21,7 @@ import asyncio
 import logging
 import os
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -55,6 +56,15 @@ class RedisPublisher:
     async def publish(self, stream: str, fields: dict[str, str | bytes]) -> str:
         entry_id = await self._client.xadd(stream, cast(Any, fields))
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+    async def publish_many(self, stream: str, entries: Sequence[dict[str, str | bytes]]) -> None:
+        """Append several events in one round trip, in order (a pipeline, not a
+        transaction: a failure part-way leaves a prefix, and the caller retries the
+        rest, as with one-by-one publishing)."""
+        async with self._client.pipeline(transaction=False) as pipe:
+            for fields in entries:
+                pipe.xadd(stream, cast(Any, fields))
+            await pipe.execute()
 
     async def republish(self, stream: str, type_: str, order_id: str, payload: bytes) -> str:
         return await self.publish(stream, {"type": type_, "order_id": order_id, "event": payload})

@@ -210,8 +210,9 @@ async def test_events_out_of_order_and_twice_apply_once(pipeline: Pipeline) -> N
 
 
 async def test_a_batch_of_status_events_is_applied_in_one_transaction_with_each_outcome(pipeline: Pipeline) -> None:
-    paid, missing = mint("bat", 2), mint("bat", 2)
+    paid, missing, retried = mint("bat", 2), mint("bat", 2), mint("bat", 2)
     await pipeline.placed(order_placed(paid, "bat"))
+    await pipeline.placed(order_placed(retried, "bat"))
     await pipeline.drain()
     store = pipeline.parts.shards.for_order(paid)
     assert store is not None
@@ -224,6 +225,10 @@ async def test_a_batch_of_status_events_is_applied_in_one_transaction_with_each_
             Transition(missing, "bat-missing", Status.PAID, "captured"),
             Transition(paid, "bat-review", Status.PAID, "approved", only_from=frozenset({Status.AWAITING_REVIEW})),
             Transition(paid, "bat-shipped", Status.SHIPPED, "shipped", tracking_id="TRK-1"),
+            # Another order's row changes different columns on each step.
+            Transition(retried, "ret-paid", Status.PAID, "captured"),
+            Transition(retried, "ret-failed", Status.SHIP_FAILED, "ship failed", failure_reason="shipping down"),
+            Transition(retried, "ret-shipped", Status.SHIPPED, "shipped", tracking_id="TRK-2"),
         ],
         now,
     )
@@ -233,9 +238,21 @@ async def test_a_batch_of_status_events_is_applied_in_one_transaction_with_each_
         Applied.MISSING,
         Applied.ILLEGAL,
         Applied.APPLIED,
+        Applied.APPLIED,
+        Applied.APPLIED,
+        Applied.APPLIED,
     ]
+    assert [before for _, before in results][-3:] == [Status.PENDING, Status.PAID, Status.SHIP_FAILED]
     order = await pipeline.get(paid)
     assert statuses(order) == ["PENDING", "PAID", "SHIPPED"] and order.tracking_id == "TRK-1"
+    row = await store.get(retried)
+    assert row is not None and statuses(await pipeline.get(retried)) == ["PENDING", "PAID", "SHIP_FAILED", "SHIPPED"]
+    assert (row.status, row.tracking_id, row.failure_reason, row.ship_attempts) == (
+        Status.SHIPPED,
+        "TRK-2",
+        "shipping down",
+        1,
+    )
 
 
 async def test_concurrent_batches_of_the_same_events_apply_each_once(pipeline: Pipeline) -> None:
