@@ -1,4 +1,5 @@
-"""Outgoing gRPC channels: default deadline, keepalive, retries for idempotent calls."""
+"""Outgoing gRPC channels: default deadline, CLIENT spans with the trace context
+in the metadata, keepalive, retries for idempotent calls."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from typing import Any, cast
 
 import grpc
 from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from mesh.interceptors import ClientInterceptor
+from mesh.metrics import split_method
+from mesh.telemetry import inject_context
 
 # Transient codes worth a transparent retry of an *idempotent* method.
 RETRYABLE_CODES = ("UNAVAILABLE", "RESOURCE_EXHAUSTED")
@@ -66,9 +69,75 @@ def make_channel(
     ]
     if service and idempotent_methods:
         options.append(("grpc.service_config", retry_service_config(service, idempotent_methods)))
-    return grpc.aio.insecure_channel(
-        target, options=options, interceptors=[cast(Any, ClientInterceptor(tracer, default_timeout))]
-    )
+    channel = TracedChannel(grpc.aio.insecure_channel(target, options=options), tracer, default_timeout)
+    return cast(grpc.aio.Channel, channel)  # it stands in for one wherever a stub takes a channel
+
+
+class TracedChannel:
+    """A channel whose unary calls get a default deadline, a CLIENT span, and the
+    trace context in their metadata.
+
+    Not a grpc.aio client interceptor: those run as an extra task and call object
+    per call, about a quarter of a bare call's cost here. The generated stubs ask
+    the channel for one callable per method, and this wraps that callable once.
+    Everything else is the wrapped channel's.
+    """
+
+    def __init__(self, channel: grpc.aio.Channel, tracer: trace.Tracer, default_timeout: float) -> None:
+        self._channel = channel
+        self._tracer = tracer
+        self._default_timeout = default_timeout
+
+    def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> _TracedUnaryUnary:
+        return _TracedUnaryUnary(self._channel.unary_unary(method, *args, **kwargs), method, self)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._channel, name)
+
+    async def __aenter__(self) -> TracedChannel:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._channel.close(None)
+
+
+class _TracedUnaryUnary:
+    def __init__(self, inner: grpc.aio.UnaryUnaryMultiCallable[Any, Any], method: str, channel: TracedChannel) -> None:
+        service, name = split_method(method)
+        self._inner = inner
+        self._span_name = f"{service}/{name}"
+        self._attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
+        self._tracer = channel._tracer
+        self._default_timeout = channel._default_timeout
+
+    async def __call__(
+        self,
+        request: Any,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - the generated stub's signature
+        metadata: Sequence[tuple[str, str]] = (),
+        **kwargs: Any,
+    ) -> Any:
+        with self._tracer.start_as_current_span(
+            self._span_name,
+            kind=SpanKind.CLIENT,
+            attributes=self._attributes,
+            record_exception=False,  # a failed call is its status code, set below
+            set_status_on_exception=False,
+        ) as span:
+            headers = (*tuple(metadata or ()), *inject_context().items())
+            try:
+                return await self._inner(
+                    request,
+                    timeout=self._default_timeout if timeout is None else timeout,
+                    metadata=headers,
+                    **kwargs,
+                )
+            except grpc.aio.AioRpcError as error:
+                if span.is_recording():
+                    span.set_attribute("rpc.grpc.status_code", error.code().value[0])
+                    span.set_status(Status(StatusCode.ERROR, error.code().name))
+                raise
 
 
 def dependency_channels(

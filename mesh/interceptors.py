@@ -1,5 +1,5 @@
-"""Server middleware and the client interceptor: tracing, RED metrics, error
-mapping, decoding.
+"""Server middleware: tracing, RED metrics, error mapping, decoding (the client
+side is :class:`mesh.clients.TracedChannel`).
 
 On the server these are not grpc.aio interceptors: an aio interceptor chain runs
 per call (a coroutine per interceptor and a new handler each time), and four of
@@ -24,7 +24,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from mesh.errors import DomainError, InvalidArgument, internal_status, to_status, unavailable_cause
 from mesh.metrics import ServerMetrics, split_method
-from mesh.telemetry import current_trace_id, extract_context, inject_context
+from mesh.telemetry import current_trace_id, extract_context
 from mesh.wire import check_wire_types
 
 log = logging.getLogger(__name__)
@@ -208,44 +208,3 @@ def _decoding(behavior: Behavior, parse: Callable[[bytes], Any]) -> Behavior:
 
 def _identity(raw: bytes) -> bytes:
     return raw
-
-
-class ClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
-    """Default deadline, CLIENT span, and trace context into the metadata."""
-
-    def __init__(self, tracer: trace.Tracer, default_timeout: float) -> None:
-        self._tracer = tracer
-        self._default_timeout = default_timeout
-
-    async def intercept_unary_unary(
-        self,
-        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
-        client_call_details: grpc.aio.ClientCallDetails,
-        request: Any,
-    ) -> Any:
-        method = client_call_details.method
-        method_name = method.decode() if isinstance(method, bytes) else str(method)
-        service, name = split_method(method_name)
-        with self._tracer.start_as_current_span(
-            f"{service}/{name}",
-            kind=SpanKind.CLIENT,
-            attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
-        ) as span:
-            metadata = grpc.aio.Metadata(*(client_call_details.metadata or ()))
-            for key, value in inject_context().items():
-                metadata[key] = value
-            timeout = client_call_details.timeout
-            details = grpc.aio.ClientCallDetails(
-                method=client_call_details.method,
-                timeout=self._default_timeout if timeout is None else timeout,
-                metadata=metadata,
-                credentials=client_call_details.credentials,
-                wait_for_ready=client_call_details.wait_for_ready,
-            )
-            call = await continuation(details, request)
-            try:
-                await call
-            except grpc.aio.AioRpcError as error:
-                span.set_attribute("rpc.grpc.status_code", error.code().value[0])
-                span.set_status(Status(StatusCode.ERROR, error.code().name))
-            return call

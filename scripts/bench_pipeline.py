@@ -6,6 +6,9 @@
    200/s), each measuring PlaceOrder p50/p99 and the lag from its answer to the
    order row existing (p50/p99), each on an idle mesh; then PlaceOrder driven
    by ghz at a fixed concurrency (throughput, p50/p99).
+3. Where the CPU goes: each process's CPU time per order over the paced runs
+   (until the mesh is idle again, so the work an order causes after its answer
+   counts too), and the throughput that total allows on this machine's cores.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any
 
 import grpc
 import redis.asyncio as redis
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, func, literal_column, select
 
 from mesh.db import create_engine, create_schema, reading
 from mesh.local.mesh import LocalMesh, free_offset
@@ -139,6 +142,16 @@ async def settle(redis_url: str, limit_seconds: float = 120) -> float:
     return time.perf_counter() - began
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
+    return {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+
 async def paced_lag(mesh: LocalMesh, rate: float) -> dict[str, Any]:
     """PlaceOrder at a fixed rate; lag = order row visible - answer received."""
     answered: dict[str, float] = {}
@@ -149,17 +162,19 @@ async def paced_lag(mesh: LocalMesh, rate: float) -> dict[str, Any]:
     stop = asyncio.Event()
 
     async def watch() -> None:
-        while not stop.is_set() or len(seen) < len(answered):
-            waiting = [o for o in answered if o not in seen]
-            if waiting:
-                async with reading(engine) as connection:
-                    found = (
-                        await connection.execute(select(orders.c.order_id).where(orders.c.order_id.in_(waiting)))
-                    ).scalars()
-                    now = time.perf_counter()
-                    for order_id in found:
-                        seen[order_id] = now
-            await asyncio.sleep(0.005)
+        # Only rows inserted since the last look (by SQLite's rowid): the watcher is
+        # on the same cores as the mesh, and its cost must not grow with the backlog.
+        rowid: ColumnElement[int] = literal_column("rowid")
+        async with reading(engine) as connection:
+            last = (await connection.execute(select(func.coalesce(func.max(rowid), 0)))).scalar_one()
+        while not stop.is_set() or any(o not in seen for o in answered):
+            async with reading(engine) as connection:
+                found = (await connection.execute(select(rowid, orders.c.order_id).where(rowid > last))).all()
+            now = time.perf_counter()
+            for row_id, order_id in found:
+                seen.setdefault(order_id, now)
+                last = max(last, row_id)
+            await asyncio.sleep(0.01)  # the lag's resolution; polling faster costs the mesh CPU
             if stop.is_set() and time.perf_counter() > deadline:
                 break
 
@@ -198,13 +213,15 @@ async def paced_lag(mesh: LocalMesh, rate: float) -> dict[str, Any]:
         stop.set()
         await watcher
     await engine.dispose()
-    lags = [(seen[o] - t) * 1000 for o, t in answered.items() if o in seen]
+    # A row can be seen before its answer arrives (the insert races the reply): lag 0.
+    lags = [max(0.0, seen[o] - t) * 1000 for o, t in answered.items() if o in seen]
     return {
         "rate": achieved,
         "p50": percentile(latencies, 0.5),
         "p99": percentile(latencies, 0.99),
         "lag_p50": percentile(lags, 0.5),
         "lag_p99": percentile(lags, 0.99),
+        "answered": float(len(answered)),
         "missing": float(len(answered) - len(lags)),
         "failed": float(len(failures)),
         "codes": ", ".join(f"{code} {n}" for code, n in Counter(failures).most_common()),
@@ -233,9 +250,20 @@ async def main() -> None:
                 # Paced runs first, each on an idle mesh (a run that outruns the order
                 # context leaves a backlog the next one would measure instead of its own lag).
                 paced: dict[float, dict[str, Any]] = {}
+                pids = {name: process.proc.pid for name, process in mesh.services.items() if process.proc}
+                if redis.process is not None and redis.process.proc is not None:
+                    pids["redis"] = redis.process.proc.pid
+                pids["load (this process)"] = os.getpid()
+                cpu: dict[str, float] = dict.fromkeys(pids, 0.0)
+                orders = 0
                 for rate in RATES:
+                    before = cpu_snapshot(pids)
                     paced[rate] = await paced_lag(mesh, rate)
                     settled = await settle(redis.url)
+                    after = cpu_snapshot(pids)
+                    for name in pids:
+                        cpu[name] += after[name] - before[name]
+                    orders += int(paced[rate]["answered"])
                     note = f"  measured paced {rate:.0f}/s; idle again after {settled:.0f} s"
                     print(note, file=sys.stderr, flush=True)
                 closed = await ghz_place_order(mesh.address("checkout"))
@@ -258,6 +286,14 @@ async def main() -> None:
               f"answer -> order row lag p50 {run['lag_p50']:.0f} ms, p99 {run['lag_p99']:.0f} ms, "
               f"rows not seen: {run['missing']:.0f}, failed calls: {run['failed']:.0f}"
               + (f" ({run['codes']})" if run["codes"] else ""))  # fmt: skip
+    cores = os.cpu_count() or 1
+    total = sum(cpu.values()) / max(orders, 1) * 1000
+    print(f"\nCPU per order over the paced runs ({orders} orders, until the mesh was idle again)")
+    for name, seconds in sorted(cpu.items(), key=lambda item: -item[1]):
+        per_order = seconds / max(orders, 1) * 1000
+        print(f"  {name:<20} {per_order:5.2f} ms   {per_order * 200 / 1000:4.2f} cores at 200 orders/s")
+    print(f"  {'total':<20} {total:5.2f} ms   {total * 200 / 1000:4.2f} cores at 200 orders/s; "
+          f"{cores} cores here allow about {cores * 1000 / total:.0f} orders/s")  # fmt: skip
 
 
 if __name__ == "__main__":
