@@ -153,7 +153,9 @@ def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
 
 
 async def paced_lag(mesh: LocalMesh, rate: float) -> dict[str, Any]:
-    """PlaceOrder at a fixed rate; lag = order row visible - answer received."""
+    """PlaceOrder at a fixed rate; lag = order row visible - answer received, or 0 when
+    the row was there first (the catalog publishes OrderPlaced when it reserves the
+    stock, before checkout charges the card, so under load the row often wins)."""
     answered: dict[str, float] = {}
     failures: list[str] = []
     latencies: list[float] = []
@@ -166,7 +168,9 @@ async def paced_lag(mesh: LocalMesh, rate: float) -> dict[str, Any]:
         # on the same cores as the mesh, and its cost must not grow with the backlog.
         rowid: ColumnElement[int] = literal_column("rowid")
         async with reading(engine) as connection:
-            last = (await connection.execute(select(func.coalesce(func.max(rowid), 0)))).scalar_one()
+            last = (
+                await connection.execute(select(func.coalesce(func.max(rowid), 0)).select_from(orders))
+            ).scalar_one()
         while not stop.is_set() or any(o not in seen for o in answered):
             async with reading(engine) as connection:
                 found = (await connection.execute(select(rowid, orders.c.order_id).where(rowid > last))).all()
@@ -174,7 +178,7 @@ async def paced_lag(mesh: LocalMesh, rate: float) -> dict[str, Any]:
             for row_id, order_id in found:
                 seen.setdefault(order_id, now)
                 last = max(last, row_id)
-            await asyncio.sleep(0.01)  # the lag's resolution; polling faster costs the mesh CPU
+            await asyncio.sleep(0.02)  # the lag's resolution; polling faster costs the mesh CPU
             if stop.is_set() and time.perf_counter() > deadline:
                 break
 
@@ -208,7 +212,7 @@ async def paced_lag(mesh: LocalMesh, rate: float) -> dict[str, Any]:
             await asyncio.sleep(max(0.0, begin + n / rate - time.perf_counter()))
             calls.append(asyncio.create_task(one(n)))
         await asyncio.gather(*calls)
-        achieved = len(calls) / (time.perf_counter() - begin)
+        achieved = len(answered) / (time.perf_counter() - begin)  # answered calls only
         deadline = time.perf_counter() + 30
         stop.set()
         await watcher
@@ -288,7 +292,7 @@ async def main() -> None:
               + (f" ({run['codes']})" if run["codes"] else ""))  # fmt: skip
     cores = os.cpu_count() or 1
     total = sum(cpu.values()) / max(orders, 1) * 1000
-    print(f"\nCPU per order over the paced runs ({orders} orders, until the mesh was idle again)")
+    print(f"\nCPU per answered order over the paced runs ({orders} orders, until the mesh was idle again)")
     for name, seconds in sorted(cpu.items(), key=lambda item: -item[1]):
         per_order = seconds / max(orders, 1) * 1000
         print(f"  {name:<20} {per_order:5.2f} ms   {per_order * 200 / 1000:4.2f} cores at 200 orders/s")
