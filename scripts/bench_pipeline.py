@@ -258,16 +258,14 @@ async def main() -> None:
                 if redis.process is not None and redis.process.proc is not None:
                     pids["redis"] = redis.process.proc.pid
                 pids["load (this process)"] = os.getpid()
-                cpu: dict[str, float] = dict.fromkeys(pids, 0.0)
-                orders = 0
+                cpu: dict[float, dict[str, float]] = {}  # per rate: CPU seconds per answered order
                 for rate in RATES:
                     before = cpu_snapshot(pids)
                     paced[rate] = await paced_lag(mesh, rate)
                     settled = await settle(redis.url)
                     after = cpu_snapshot(pids)
-                    for name in pids:
-                        cpu[name] += after[name] - before[name]
-                    orders += int(paced[rate]["answered"])
+                    answered = max(paced[rate]["answered"], 1.0)
+                    cpu[rate] = {name: (after[name] - before[name]) / answered for name in pids}
                     note = f"  measured paced {rate:.0f}/s; idle again after {settled:.0f} s"
                     print(note, file=sys.stderr, flush=True)
                 closed = await ghz_place_order(mesh.address("checkout"))
@@ -291,13 +289,17 @@ async def main() -> None:
               f"rows not seen: {run['missing']:.0f}, failed calls: {run['failed']:.0f}"
               + (f" ({run['codes']})" if run["codes"] else ""))  # fmt: skip
     cores = os.cpu_count() or 1
-    total = sum(cpu.values()) / max(orders, 1) * 1000
-    print(f"\nCPU per answered order over the paced runs ({orders} orders, until the mesh was idle again)")
-    for name, seconds in sorted(cpu.items(), key=lambda item: -item[1]):
-        per_order = seconds / max(orders, 1) * 1000
-        print(f"  {name:<20} {per_order:5.2f} ms   {per_order * 200 / 1000:4.2f} cores at 200 orders/s")
-    print(f"  {'total':<20} {total:5.2f} ms   {total * 200 / 1000:4.2f} cores at 200 orders/s; "
-          f"{cores} cores here allow about {cores * 1000 / total:.0f} orders/s")  # fmt: skip
+    print("\nCPU per answered order, ms, each paced run until the mesh was idle again (the work an")
+    print("order causes after its answer counts; an over-capacity run also pays for its failed calls)")
+    names = sorted(pids, key=lambda name: -sum(run[name] for run in cpu.values()))
+    print(f"{'process':<20}" + "".join(f"{f'at {rate:.0f}/s':>10}" for rate in cpu))
+    for name in names:
+        print(f"{name:<20}" + "".join(f"{run[name] * 1000:>10.2f}" for run in cpu.values()))
+    totals = {rate: sum(run.values()) * 1000 for rate, run in cpu.items()}
+    print(f"{'total':<20}" + "".join(f"{total:>10.2f}" for total in totals.values()))
+    for rate, total in totals.items():
+        print(f"at {rate:.0f}/s: 200 orders/s would need {total * 200 / 1000:.1f} cores; "
+              f"the {cores} here allow about {cores * 1000 / total:.0f} orders/s")  # fmt: skip
 
 
 if __name__ == "__main__":
