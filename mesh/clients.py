@@ -89,7 +89,8 @@ class TracedChannel:
         self._default_timeout = default_timeout
 
     def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> _TracedUnaryUnary:
-        return _TracedUnaryUnary(self._channel.unary_unary(method, *args, **kwargs), method, self)
+        inner = self._channel.unary_unary(method, *args, **kwargs)
+        return _TracedUnaryUnary(inner, method, self._tracer, self._default_timeout)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._channel, name)
@@ -102,13 +103,19 @@ class TracedChannel:
 
 
 class _TracedUnaryUnary:
-    def __init__(self, inner: grpc.aio.UnaryUnaryMultiCallable[Any, Any], method: str, channel: TracedChannel) -> None:
+    def __init__(
+        self,
+        inner: grpc.aio.UnaryUnaryMultiCallable[Any, Any],
+        method: str,
+        tracer: trace.Tracer,
+        default_timeout: float,
+    ) -> None:
         service, name = split_method(method)
         self._inner = inner
         self._span_name = f"{service}/{name}"
         self._attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
-        self._tracer = channel._tracer
-        self._default_timeout = channel._default_timeout
+        self._tracer = tracer
+        self._default_timeout = default_timeout
 
     async def __call__(
         self,

@@ -8,6 +8,7 @@ each context's adapter module does its SQL through a UnitOfWork.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import weakref
 from collections.abc import AsyncIterator
@@ -152,7 +153,8 @@ class UnitOfWork:
             self._connection = await self._engine.connect()
             await self._connection.begin()
         except BaseException:
-            await self._close()
+            with contextlib.suppress(Exception):  # the error that stopped us is the one to see
+                await self._close()
             raise
         return self
 

@@ -163,9 +163,9 @@ class OrderStore:
             recorded.append({**record, "outcome": "applied", "detail": f"{current} -> {t.target}"})
             results.append((Applied.APPLIED, current))
         await self._update_rows(connection, changed)
-        for table, rows_ in ((order_history, history), (order_outbox, outbox), (applied_events, recorded)):
-            if rows_:
-                await connection.execute(insert(table), rows_)
+        for table, added in ((order_history, history), (order_outbox, outbox), (applied_events, recorded)):
+            if added:
+                await connection.execute(insert(table), added)
         return results
 
     @staticmethod
