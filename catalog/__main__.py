@@ -1,4 +1,4 @@
-"""python -m catalog [serve | flusher | audit]"""
+"""python -m catalog [serve | flusher | audit | reclaim [--yes] [PRODUCT=UNITS ...]]"""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from catalog.bootstrap import bootstrap, build_flusher, build_parts
 from catalog.settings import CatalogSettings
 from mesh.logs import configure_logging
 from mesh.process import run_service, settings_or_exit
+
+USAGE = "usage: python -m catalog [serve | flusher | audit | reclaim [--yes] [PRODUCT=UNITS ...]]"
 
 
 async def _flusher(settings: CatalogSettings) -> None:
@@ -28,11 +30,43 @@ async def _flusher(settings: CatalogSettings) -> None:
 async def _audit(settings: CatalogSettings) -> int:
     parts = await build_parts(settings)
     try:
-        rows = await audit(parts.redis_stock, parts.sql_stock)
+        result = await audit(parts.redis_stock, parts.ledger, parts.sql_path)
     finally:
         await parts.close()
-    print(render(rows))
-    return 0 if all(row.ok for row in rows) else 1
+    print(render(result))
+    return 0 if result.clean else 1
+
+
+async def _reclaim(settings: CatalogSettings, args: list[str]) -> int:
+    """Return units stranded in a lost Redis to sellable stock, after a person says so.
+
+    Some of them may have been sold just before Redis lost its data (an order
+    answered whose deduction never reached SQL): the operator returns only what
+    they are sure of, per product (PRODUCT=UNITS), or everything (--yes alone).
+    """
+    confirmed = "--yes" in args
+    try:
+        only = {pid: int(units) for pid, _, units in (a.partition("=") for a in args if a != "--yes")} or None
+    except ValueError:
+        print(USAGE, file=sys.stderr)
+        return 2
+    parts = await build_parts(settings)
+    try:
+        stranded = {pid: level.stranded for pid, level in (await parts.ledger.levels()).items() if level.stranded}
+        if not stranded:
+            print("nothing is stranded")
+            return 0
+        for pid, units in stranded.items():
+            print(f"{pid:<20} {units:>8} stranded")
+        if not confirmed:
+            print("run again with --yes to return them (or PRODUCT=UNITS ... --yes for part of them)")
+            return 1
+        moved = await parts.ledger.reclaim(only)
+    finally:
+        await parts.close()
+    for pid, units in moved.items():
+        print(f"{pid:<20} {units:>8} returned to sellable stock")
+    return 0
 
 
 def main() -> None:
@@ -45,8 +79,10 @@ def main() -> None:
         asyncio.run(_flusher(settings))
     elif command == "audit":
         raise SystemExit(asyncio.run(_audit(settings_or_exit("catalog", CatalogSettings))))
+    elif command == "reclaim":
+        raise SystemExit(asyncio.run(_reclaim(settings_or_exit("catalog", CatalogSettings), sys.argv[2:])))
     else:
-        print("usage: python -m catalog [serve | flusher | audit]", file=sys.stderr)
+        print(USAGE, file=sys.stderr)
         raise SystemExit(2)
 
 

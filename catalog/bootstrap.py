@@ -9,23 +9,28 @@ import redis.asyncio as redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from catalog.cache import ProductCache
+from catalog.engine import StockEngine
 from catalog.flusher import FlusherConfig, JournalFlusher
 from catalog.keys import Keys
-from catalog.metrics import FlusherMetrics, StockPathMetric
+from catalog.ledger import Ledger
+from catalog.metrics import FlusherMetrics, StockMetrics
 from catalog.models import dead_letters, metadata
 from catalog.products import Catalog
+from catalog.quota import Quota, QuotaPolicy, Refiller
 from catalog.redis_stock import RedisStock
-from catalog.reservations import StockEngine
+from catalog.relay import StockOutboxRelay
 from catalog.service import CatalogService
 from catalog.settings import CatalogSettings
-from catalog.sql_stock import SqlStock
+from catalog.sql_path import SqlPath
 from catalog.stock import Limits
 from catalog.store import SqlProductStore
 from mesh.bus.dead_letters import SqlDeadLetters
 from mesh.bus.transport import EventTransport
 from mesh.clock import utc_now
 from mesh.db import create_engine, create_schema, ping
+from mesh.lease import Lease
 from mesh.process import new_app
+from mesh.redis_pool import connect
 from mesh.server import App, Registration
 from ordermesh.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 
@@ -34,14 +39,15 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Parts:
-    """The catalog's collaborators, shared by the server, the flusher and the auditor."""
+    """The catalog's collaborators, shared by the server, the flusher, the auditor and reclaim."""
 
     engine: AsyncEngine
     client: redis.Redis
     keys: Keys
     store: SqlProductStore
     redis_stock: RedisStock
-    sql_stock: SqlStock
+    ledger: Ledger
+    sql_path: SqlPath
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -54,11 +60,11 @@ async def build_parts(settings: CatalogSettings) -> Parts:
     store = SqlProductStore(engine)
     if settings.catalog_seed and (loaded := await store.seed_if_empty()):
         log.info("loaded %d seed products", loaded)
-    client = redis.Redis.from_url(
+    client = connect(
         settings.redis_url,
-        socket_timeout=settings.redis_timeout_seconds,
-        socket_connect_timeout=settings.redis_timeout_seconds,
-        max_connections=256,
+        timeout=settings.redis_timeout_seconds,
+        max_connections=settings.redis_pool_size,
+        pool_timeout=settings.redis_pool_timeout_seconds,
     )
     keys = Keys(settings.catalog_key_prefix, settings.order_stream)
     return Parts(
@@ -67,28 +73,45 @@ async def build_parts(settings: CatalogSettings) -> Parts:
         keys=keys,
         store=store,
         redis_stock=RedisStock(client, keys, settings.reservation_marker_ttl_seconds),
-        sql_stock=SqlStock(engine),
+        ledger=Ledger(engine),
+        sql_path=SqlPath(engine),
     )
 
 
 def build_flusher(parts: Parts, settings: CatalogSettings, metrics: FlusherMetrics | None = None) -> JournalFlusher:
     config = FlusherConfig(batch_size=settings.flusher_batch_size, claim_idle_ms=settings.flusher_claim_idle_ms)
-    return JournalFlusher(parts.client, parts.keys, parts.sql_stock, clock=utc_now, config=config, metrics=metrics)
+    return JournalFlusher(parts.client, parts.keys, parts.ledger, clock=utc_now, config=config, metrics=metrics)
+
+
+def quota_policy(settings: CatalogSettings) -> QuotaPolicy:
+    return QuotaPolicy(
+        low_water_seconds=settings.stock_low_water_seconds,
+        min_refill=settings.stock_min_refill,
+        max_refill=max(settings.stock_max_refill, settings.stock_min_refill),
+        interval_seconds=settings.stock_refill_interval_seconds,
+        inline_wait_seconds=settings.stock_inline_refill_wait_seconds,
+    )
 
 
 async def bootstrap(settings: CatalogSettings) -> App:
     app = new_app("catalog", settings)
     parts = await build_parts(settings)
+    metrics = StockMetrics(app.registry)
     cache = ProductCache(parts.store.all_products, settings.product_cache_ttl_seconds)
+    quota = Quota(parts.redis_stock, parts.ledger, quota_policy(settings), clock=utc_now, metrics=metrics)
     engine = StockEngine(
         parts.redis_stock,
-        parts.sql_stock,
+        parts.sql_path,
+        parts.ledger,
+        quota,
         cache,
         clock=utc_now,
-        recovery_interval=settings.stock_recovery_interval_seconds,
+        probe_interval=settings.stock_probe_interval_seconds,
         sql_only=settings.stock_path == "sql",
+        metrics=metrics,
     )
-    await engine.warm(list(await cache.all()))
+    await engine.start()
+    metrics.watch(lambda: engine.on_sql, quota.stranded)
     limits = Limits(settings.max_lines_per_order, settings.max_units_per_line)
     app.services.append(
         Registration(
@@ -97,7 +120,14 @@ async def bootstrap(settings: CatalogSettings) -> App:
             catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
         )
     )
-    StockPathMetric(app.registry, engine)
+    if settings.stock_path != "sql":
+        app.workers.append(Refiller(quota))
+    # Every replica relays the SQL path's OrderPlaced events, whatever path it is on.
+    app.workers.append(
+        StockOutboxRelay(
+            parts.sql_path, parts.redis_stock, Lease(parts.client, parts.keys.relay_lease, 5000), metrics=metrics
+        )
+    )
     if settings.flusher_enabled:
         app.workers.append(build_flusher(parts, settings, FlusherMetrics(app.registry)))
     # Redis is not a readiness condition: without it reservations take the SQL path.

@@ -8,6 +8,11 @@ never succeed: it goes to the dead-letter stream and the ``dead_letters``
 table, then is acknowledged so the rest keeps flowing. Entries left pending by
 a consumer that died are claimed with XAUTOCLAIM after ``claim_idle``.
 Redelivery is harmless: ``journal_applied`` (same transaction) skips repeats.
+
+Each batch is applied with the epoch of the Redis it was read from (read
+before and after the batch; a batch read across an epoch change waits for
+the next round), so SQL can tell a late batch of a lost Redis from the
+current one's.
 """
 
 from __future__ import annotations
@@ -20,14 +25,14 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import redis.asyncio as redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from sqlalchemy.exc import SQLAlchemyError
 
 from catalog.journal import JournalEntry, MalformedEntry, parse
 from catalog.keys import Keys
+from catalog.ledger import Ledger
 from catalog.metrics import FlusherMetrics
 from catalog.models import dead_letters
-from catalog.sql_stock import SqlStock
 from mesh.bus.dead_letters import DeadLetter, SqlDeadLetters
 from mesh.bus.redis_streams import ensure_group
 from mesh.clock import Clock
@@ -55,7 +60,7 @@ class JournalFlusher(LoopWorker):
         self,
         client: redis.Redis,
         keys: Keys,
-        sql: SqlStock,
+        ledger: Ledger,
         *,
         clock: Clock,
         config: FlusherConfig = FlusherConfig(),
@@ -65,8 +70,8 @@ class JournalFlusher(LoopWorker):
         super().__init__("journal-flusher")
         self._client = client
         self._keys = keys
-        self._sql = sql
-        self._dead_letters = SqlDeadLetters(sql.engine, dead_letters)
+        self._ledger = ledger
+        self._dead_letters = SqlDeadLetters(ledger.engine, dead_letters)
         self._clock = clock
         self._config = config
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
@@ -105,6 +110,8 @@ class JournalFlusher(LoopWorker):
                 if 0 < handled < self._config.batch_size:
                     await asyncio.sleep(self._config.linger_ms / 1000)
             except (RedisError, SQLAlchemyError, OSError) as error:
+                if isinstance(error, ResponseError) and str(error).startswith("NOGROUP"):
+                    group_ready = False  # the journal went (a Redis restarted empty, a new epoch)
                 log.warning("flusher: %s; retrying in %.1fs", error, backoff)
                 self._read_own_pending = True
                 await asyncio.sleep(backoff)
@@ -128,6 +135,7 @@ class JournalFlusher(LoopWorker):
     async def flush_once(self, block_ms: int | None) -> int:
         """Read one batch, apply it, acknowledge it; returns entries handled."""
         start_id = "0" if self._read_own_pending else ">"
+        epoch = await self._client.get(self._keys.epoch)
         reply = await self._client.xreadgroup(
             GROUP,
             self.consumer,
@@ -147,6 +155,10 @@ class JournalFlusher(LoopWorker):
             await self._acknowledge([entry_id for entry_id, fields in delivered if not fields])
         if not raw:
             return len(delivered)
+        if epoch is None or epoch != await self._client.get(self._keys.epoch):
+            log.warning("flusher: the Redis epoch changed under a batch; reading again")
+            self._read_own_pending = True
+            return 0
         entries: list[JournalEntry] = []
         for entry_id, fields in raw:
             try:
@@ -154,7 +166,7 @@ class JournalFlusher(LoopWorker):
             except MalformedEntry as error:
                 await self._dead_letter(entry_id.decode(), fields, str(error))
         if entries:
-            applied = await self._sql.apply_journal(entries, self._clock())
+            applied = await self._ledger.apply_journal(entries, _text(epoch), self._clock())
             if self._metrics is not None:
                 self._metrics.applied.inc(applied)
                 # Stream ids start with the append time in milliseconds.
@@ -189,3 +201,7 @@ class JournalFlusher(LoopWorker):
         pipe.xack(self._keys.journal, GROUP, *entry_ids)
         pipe.xdel(self._keys.journal, *entry_ids)
         await pipe.execute()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

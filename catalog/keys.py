@@ -12,11 +12,21 @@ class Keys:
     order_stream: str = "events:order-placed"
 
     @property
-    def stock_prefix(self) -> str:
-        return f"{self.prefix}:stock:"
+    def epoch(self) -> str:
+        """Which life of Redis the counters belong to (written when SQL starts one)."""
+        return f"{self.prefix}:epoch"
 
-    def stock(self, product_id: str) -> str:
-        return self.stock_prefix + product_id
+    @property
+    def epoch_lock(self) -> str:
+        return f"{self.prefix}:epoch:lock"
+
+    def stock_prefix(self, epoch: str) -> str:
+        return f"{self.prefix}:stock:{epoch}:"
+
+    def stock(self, epoch: str, product_id: str) -> str:
+        # The epoch is part of the name: counters of another life of Redis (or
+        # of another SQL database) are never read, so never sold.
+        return self.stock_prefix(epoch) + product_id
 
     def reserved(self, order_id: str) -> str:
         return f"{self.prefix}:reserved:{order_id}"
@@ -24,10 +34,20 @@ class Keys:
     def released(self, order_id: str) -> str:
         return f"{self.prefix}:released:{order_id}"
 
+    def refill(self, refill_id: str) -> str:
+        return f"{self.prefix}:refill:{refill_id}"
+
     @property
     def journal(self) -> str:
         return f"{self.prefix}:journal"
 
+    def stale_journal(self, epoch: str) -> str:
+        return f"{self.prefix}:journal:stale:{epoch}"
+
     @property
     def dead_letters(self) -> str:
         return f"{self.prefix}:journal:dead"
+
+    @property
+    def relay_lease(self) -> str:
+        return f"{self.prefix}-stock-outbox"

@@ -1,8 +1,8 @@
-"""Prometheus metrics of the stock engine and the write-behind flusher."""
+"""Prometheus metrics of the stock engine, the refills and the write-behind flusher."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -22,11 +22,42 @@ class FlusherMetrics:
         )
 
 
-class StockPathMetric:
-    """Which path reservations take: 0 Redis, 1 SQL, 2 switching back."""
+class StockMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.reservations = Counter(
+            "ordermesh_stock_reservations",
+            "Reservations made, by the path that made them (redis or sql).",
+            ["path"],
+            registry=registry,
+        )
+        self.refills = Counter(
+            "ordermesh_stock_refills",
+            "Refills of Redis counters from SQL, by trigger (background or inline).",
+            ["trigger"],
+            registry=registry,
+        )
+        self.refilled_units = Counter(
+            "ordermesh_stock_refilled_units", "Units moved from SQL to Redis counters.", registry=registry
+        )
+        self.relayed = Counter(
+            "ordermesh_stock_relayed_orders",
+            "OrderPlaced events of SQL-path reservations published by the relay.",
+            registry=registry,
+        )
+        self.superseded = Counter(
+            "ordermesh_stock_superseded_reservations",
+            "SQL-path reservations undone because Redis had reserved the same order.",
+            registry=registry,
+        )
+        self._path = Gauge(
+            "ordermesh_stock_path", "Reservation path of this replica: 0 Redis, 1 SQL.", registry=registry
+        )
+        self._stranded = Gauge(
+            "ordermesh_stock_stranded_units",
+            "Units allocated to a Redis that lost its data: unsellable until `python -m catalog reclaim`.",
+            registry=registry,
+        )
 
-    CODES: ClassVar[dict[str, int]] = {"redis": 0, "sql": 1, "switching": 2}
-
-    def __init__(self, registry: CollectorRegistry, current: object) -> None:
-        gauge = Gauge("ordermesh_stock_path", "Reservation path: 0 Redis, 1 SQL, 2 switching back.", registry=registry)
-        gauge.set_function(lambda: float(self.CODES.get(str(getattr(current, "path", "")), -1)))
+    def watch(self, on_sql: Callable[[], bool], stranded: Callable[[], int]) -> None:
+        self._path.set_function(lambda: 1.0 if on_sql() else 0.0)
+        self._stranded.set_function(lambda: float(stranded()))

@@ -1,54 +1,78 @@
-"""The Redis path: counters, markers, journal and OrderPlaced in one Lua call."""
+"""The Redis side of stock: counters of the allocation, markers, journal, epoch.
+
+Every call classifies its failure: a connection that fails or times out is
+``RedisDown`` (this replica sells from SQL meanwhile); a Redis that answers but
+refuses (READONLY, MISCONF, OOM) or a pool with no free connection is
+``Unavailable`` to the caller and never a reason to leave Redis.
+"""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 import redis.asyncio as redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from catalog.keys import Keys
 from catalog.stock import (
-    COPIED_FROM_SQL,
-    CounterMissing,
+    SQL_SOURCE,
+    EpochChanged,
     InsufficientStock,
     Line,
     RedisDown,
     Shortage,
-    decode_lines,
-    encode_lines,
+    marker,
+    parse_marker,
 )
+from mesh.errors import Unavailable, redis_refused
 
 
 def _lua(name: str) -> str:
     return resources.files("catalog").joinpath("lua", name).read_text()
 
 
+@dataclass(frozen=True)
+class Marker:
+    source: str  # an epoch, or SQL_SOURCE
+    lines: list[Line]
+
+
 class RedisStock:
     def __init__(self, client: redis.Redis, keys: Keys, marker_ttl_seconds: int) -> None:
-        self._client = client
-        self._keys = keys
+        self.client = client
+        self.keys = keys
         self._ttl = marker_ttl_seconds
         # register_script: EVALSHA, and on NOSCRIPT (a restarted or flushed
         # Redis) it loads the script and retries.
         self._reserve = client.register_script(_lua("reserve.lua"))
         self._release = client.register_script(_lua("release.lua"))
-        self._set_stock = client.register_script(_lua("set_stock.lua"))
+        self._refill = client.register_script(_lua("refill.lua"))
+        self._take = client.register_script(_lua("take.lua"))
+        self._relay = client.register_script(_lua("relay.lua"))
 
     async def _call(self, operation: Callable[[], Awaitable[Any]]) -> Any:
         try:
             return await operation()
         except (RedisConnectionError, RedisTimeoutError, OSError) as error:
-            raise RedisDown(str(error)) from error
+            raise RedisDown(str(error) or type(error).__name__) from error
+        except RedisError as error:
+            if redis_refused(error):
+                raise Unavailable(f"Redis refused the call ({error}); retry") from error
+            raise
 
-    async def reserve(self, order_id: str, lines: list[Line], envelope: bytes) -> list[Line] | None:
+    # -- selling ------------------------------------------------------------------
+
+    async def reserve(self, epoch: str, order_id: str, lines: list[Line], envelope: bytes) -> list[Line] | None:
         """Reserve all lines; None when done now, the earlier lines if already reserved."""
-        keys = [self._keys.reserved(order_id), self._keys.journal, self._keys.order_stream]
-        keys += [self._keys.stock(line.product_id) for line in lines]
-        args: list[bytes | str | int] = [order_id, self._ttl, envelope]
+        keys = [self.keys.epoch, self.keys.reserved(order_id), self.keys.journal, self.keys.order_stream]
+        keys += [self.keys.stock(epoch, line.product_id) for line in lines]
+        args: list[bytes | str | int] = [epoch, order_id, self._ttl, envelope]
         for line in lines:
             args += [line.product_id, line.quantity]
         reply = await self._call(lambda: self._reserve(keys=keys, args=args))
@@ -56,9 +80,9 @@ class RedisStock:
         if kind == "OK":
             return None
         if kind == "DUP":
-            return decode_lines(_text(reply[1]))
-        if kind == "MISSING":
-            raise CounterMissing([_text(pid) for pid in reply[1:]])
+            return parse_marker(_text(reply[1]))[1]
+        if kind == "EPOCH":
+            raise EpochChanged(f"Redis is not in epoch {epoch}")
         if kind == "SHORT":
             values = reply[1:]
             raise InsufficientStock(
@@ -66,52 +90,99 @@ class RedisStock:
             )
         raise RuntimeError(f"unexpected reply from reserve.lua: {reply!r}")
 
-    async def release(self, order_id: str) -> bool:
-        keys = [self._keys.reserved(order_id), self._keys.released(order_id), self._keys.journal]
-        args: list[str | int] = [order_id, self._ttl, self._keys.stock_prefix]
-        return bool(await self._call(lambda: self._release(keys=keys, args=args)))
+    async def release(self, order_id: str) -> str:
+        """'OK', 'DONE', 'NONE', 'SQL' or 'STALE' (see release.lua)."""
+        keys = [self.keys.epoch, self.keys.reserved(order_id), self.keys.released(order_id), self.keys.journal]
+        args: list[str | int] = [order_id, self._ttl, f"{self.keys.prefix}:stock:"]
+        return _text(await self._call(lambda: self._release(keys=keys, args=args)))
 
-    async def set_stock(self, product_id: str, stock: int) -> None:
-        keys = [self._keys.stock(product_id), self._keys.journal]
-        reply = await self._call(lambda: self._set_stock(keys=keys, args=[product_id, stock]))
-        if _text(reply[0]) == "MISSING":
-            raise CounterMissing([product_id])
+    async def take(self, epoch: str, product_id: str, keep: int) -> int:
+        """Shrink a counter to at most ``keep`` (journaled); returns the counter after."""
+        keys = [self.keys.epoch, self.keys.stock(epoch, product_id), self.keys.journal]
+        reply = await self._call(lambda: self._take(keys=keys, args=[epoch, product_id, keep]))
+        if _text(reply[0]) == "EPOCH":
+            raise EpochChanged(f"Redis is not in epoch {epoch}")
+        return int(reply[1])
 
-    async def counters(self, product_ids: list[str]) -> dict[str, int | None]:
-        values = await self._call(lambda: self._client.mget([self._keys.stock(p) for p in product_ids]))
-        return {pid: int(v) if v is not None else None for pid, v in zip(product_ids, values, strict=True)}
+    async def counters(self, epoch: str, product_ids: list[str]) -> dict[str, int]:
+        """Counters of the allocation; an absent counter holds nothing."""
+        values = await self._call(lambda: self.client.mget([self.keys.stock(epoch, p) for p in product_ids]))
+        return {pid: int(v) if v is not None else 0 for pid, v in zip(product_ids, values, strict=True)}
 
-    async def reserved_by_lua(self, order_id: str) -> bool:
-        """True if reserve.lua itself reserved this order (not a marker copied from SQL)."""
-        value = await self._call(lambda: self._client.get(self._keys.reserved(order_id)))
-        return value is not None and not _text(value).startswith(COPIED_FROM_SQL)
+    # -- refills ------------------------------------------------------------------
 
-    async def put_counter(self, product_id: str, stock: int, *, overwrite: bool) -> bool:
-        """Set a counter from SQL: only if absent (a load) or unconditionally (a rebuild)."""
-        key = self._keys.stock(product_id)
-        return bool(await self._call(lambda: self._client.set(key, stock, nx=not overwrite)))
+    async def refill(self, epoch: str, refill_id: str, units: dict[str, int]) -> str:
+        """'OK' added now, 'DONE' added before, 'EPOCH' (see refill.lua)."""
+        keys = [self.keys.epoch, self.keys.refill(refill_id)] + [self.keys.stock(epoch, p) for p in units]
+        args: list[str | int] = [epoch, self._ttl, *units.values()]
+        return _text(await self._call(lambda: self._refill(keys=keys, args=args)))
 
-    async def put_markers(self, order_id: str, lines: list[Line], released: bool) -> None:
-        """Copy a SQL-path reservation into Redis so a retry on Redis is recognised."""
-        pipe = self._client.pipeline(transaction=True)
-        pipe.set(self._keys.reserved(order_id), COPIED_FROM_SQL + encode_lines(lines), ex=self._ttl, nx=True)
-        if released:
-            pipe.set(self._keys.released(order_id), "1", ex=self._ttl, nx=True)
-        await self._call(pipe.execute)
+    async def refills_applied(self, refill_ids: list[str]) -> set[str]:
+        if not refill_ids:
+            return set()
+        pipe = self.client.pipeline(transaction=False)
+        for refill_id in refill_ids:
+            pipe.exists(self.keys.refill(refill_id))
+        found = await self._call(pipe.execute)
+        return {refill_id for refill_id, hit in zip(refill_ids, found, strict=True) if hit}
 
-    async def publish_order_placed(self, order_id: str, envelope: bytes) -> None:
-        fields: dict[Any, Any] = {"type": "OrderPlaced", "order_id": order_id, "event": envelope}
-        await self._call(lambda: self._client.xadd(self._keys.order_stream, fields))
+    # -- epochs -------------------------------------------------------------------
 
-    async def journal_length(self) -> int:
-        return int(await self._call(lambda: self._client.xlen(self._keys.journal)))
+    async def epoch(self) -> str | None:
+        value = await self._call(lambda: self.client.get(self.keys.epoch))
+        return _text(value) if value is not None else None
+
+    async def lock_epoch(self, ttl_ms: int) -> str | None:
+        """Take the lock that serialises epoch changes across replicas; its token or None."""
+        token = uuid.uuid4().hex
+        taken = await self._call(lambda: self.client.set(self.keys.epoch_lock, token, nx=True, px=ttl_ms))
+        return token if taken else None
+
+    async def unlock_epoch(self, token: str) -> None:
+        async def unlock() -> None:
+            if _text(await self.client.get(self.keys.epoch_lock) or b"") == token:
+                await self.client.delete(self.keys.epoch_lock)
+
+        await self._call(unlock)
+
+    async def start_epoch(self, epoch: str, previous: str | None) -> None:
+        """Point Redis at a new epoch. A journal left by the old one is moved aside:
+        its entries belong to counters nobody sells from any more."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.exists(self.keys.journal)
+        pipe.set(self.keys.epoch, epoch)
+        had_journal = (await self._call(pipe.execute))[0]
+        if had_journal:
+            stale = self.keys.stale_journal(previous or "none")
+            await self._call(lambda: self.client.rename(self.keys.journal, stale))
+
+    # -- the SQL path's orders ----------------------------------------------------
+
+    async def relay(self, order_id: str, lines: list[Line], envelope: bytes) -> str:
+        """'OK', 'SEEN' or 'DUP' (see relay.lua)."""
+        keys = [self.keys.reserved(order_id), self.keys.order_stream]
+        args: list[bytes | str | int] = [order_id, marker(SQL_SOURCE, lines), self._ttl, envelope]
+        return _text(await self._call(lambda: self._relay(keys=keys, args=args)))
+
+    async def markers(self, order_ids: list[str]) -> dict[str, Marker]:
+        if not order_ids:
+            return {}
+        values = await self._call(lambda: self.client.mget([self.keys.reserved(o) for o in order_ids]))
+        found = {}
+        for order_id, value in zip(order_ids, values, strict=True):
+            if value is not None:
+                source, lines = parse_marker(_text(value))
+                found[order_id] = Marker(source, lines)
+        return found
+
+    # -- journal ------------------------------------------------------------------
 
     async def journal_totals(self) -> dict[str, int]:
         """Net unflushed change per product (the flusher deletes what it applied)."""
         net: dict[str, int] = {}
         last = "-"
         while True:
-            entries = await self._client_xrange(last)
+            entries = await self._xrange(last)
             if not entries:
                 return net
             for _entry_id, fields in entries:
@@ -122,13 +193,13 @@ class RedisStock:
                     net.setdefault(product_id, 0)  # malformed: the flusher dead-letters it
             last = "(" + _text(entries[-1][0])
 
-    async def _client_xrange(self, after: str) -> list[Any]:
-        return list(await self._call(lambda: self._client.xrange(self._keys.journal, min=after, count=1000)) or [])
+    async def _xrange(self, after: str) -> list[Any]:
+        return list(await self._call(lambda: self.client.xrange(self.keys.journal, min=after, count=1000)) or [])
 
     async def ping(self) -> bool:
         try:
-            return bool(await self._client.ping())
-        except (RedisConnectionError, RedisTimeoutError, OSError):
+            return bool(await self.client.ping())
+        except (RedisError, OSError, Unavailable):
             return False
 
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import grpc
 
+from catalog.engine import StockEngine
 from catalog.products import Catalog, Product
-from catalog.reservations import StockEngine
 from catalog.stock import Limits, Line
 from mesh.validation import Checker
 from ordermesh.catalog.v1 import catalog_pb2, catalog_pb2_grpc
@@ -45,9 +45,7 @@ class CatalogService(catalog_pb2_grpc.CatalogServiceServicer):
         check.order_id(request.order_id)
         check.line_items(request.items, max_lines=self._limits.max_lines, max_quantity=self._limits.max_quantity)
         if check.require(request.HasField("draft"), "draft", "is required"):
-            check.identifier(request.draft.user_id, "draft.user_id")
-            if request.draft.HasField("shipping_cost"):
-                check.money(request.draft.shipping_cost, "draft.shipping_cost", positive=False)
+            check_draft(check, request.draft)
         check.raise_if_any()
         reserved = await self._stock.reserve(
             request.order_id, [Line(i.product_id, i.quantity) for i in request.items], request.draft
@@ -75,6 +73,32 @@ class CatalogService(catalog_pb2_grpc.CatalogServiceServicer):
         check.raise_if_any()
         product = await self._stock.set_stock(request.product_id, request.stock)
         return to_proto(product, product.stock)
+
+
+# The statuses an order may start in; UNSPECIFIED means PENDING.
+INITIAL_STATUSES = (common_pb2.ORDER_STATUS_UNSPECIFIED, common_pb2.PENDING, common_pb2.AWAITING_REVIEW)
+# The order database's columns (order/models.py): what is reserved must be storable.
+ADDRESS_LIMITS = {"street_address": 200, "city": 100, "state": 100, "country": 100, "zip_code": 16}
+
+
+def check_draft(check: Checker, draft: common_pb2.OrderDraft) -> None:
+    """Everything OrderPlaced carries to the order database, before a unit is deducted:
+    an order that cannot be stored would keep its stock and never exist."""
+    check.identifier(draft.user_id, "draft.user_id")
+    check.text(draft.user_id, "draft.user_id", 128)
+    check.text(draft.request_id, "draft.request_id", 128)
+    check.text(draft.email, "draft.email", 200)
+    for name, limit in ADDRESS_LIMITS.items():
+        check.text(getattr(draft.address, name), f"draft.address.{name}", limit)
+    if draft.HasField("shipping_cost"):
+        check.money(draft.shipping_cost, "draft.shipping_cost", positive=False)
+    check.require(
+        draft.initial_status in INITIAL_STATUSES,
+        "draft.initial_status",
+        f"must be PENDING or AWAITING_REVIEW, got {common_pb2.OrderStatus.Name(draft.initial_status)}"
+        if draft.initial_status in common_pb2.OrderStatus.values()
+        else f"must be PENDING or AWAITING_REVIEW, got {draft.initial_status}",
+    )
 
 
 def to_proto(product: Product, stock: int) -> catalog_pb2.Product:

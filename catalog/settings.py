@@ -16,6 +16,10 @@ class CatalogSettings(ServiceSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     # Fail fast on a dead Redis so the SQL path takes over quickly.
     redis_timeout_seconds: float = Field(1.0, gt=0)
+    # Redis connections per process; a call waits up to the pool timeout for a
+    # free one (then UNAVAILABLE), and a busy pool never counts as Redis down.
+    redis_pool_size: int = Field(256, ge=1)
+    redis_pool_timeout_seconds: float = Field(5.0, gt=0)
     # Load the bundled seed catalogue into an empty products table at start.
     catalog_seed: bool = True
     catalog_key_prefix: str = "catalog"
@@ -31,7 +35,17 @@ class CatalogSettings(ServiceSettings):
     flusher_enabled: bool = True
     flusher_batch_size: int = Field(200, ge=1, le=10_000)
     flusher_claim_idle_ms: int = Field(30_000, ge=100)
-    stock_recovery_interval_seconds: float = Field(0.5, gt=0)
+    # How often Redis is probed while this replica sells from SQL.
+    stock_probe_interval_seconds: float = Field(0.5, gt=0)
     # "auto": Redis, with the SQL path while Redis is down. "sql": the SQL path
     # only (Redis maintenance; also the benchmark's baseline).
     stock_path: Literal["auto", "sql"] = "auto"
+    # Quota: each selling product's counter is kept above this many seconds of
+    # its recent sales, in refills of min..max units. More seconds: fewer
+    # refills, but more units wait in Redis (unsellable from SQL if it fails).
+    stock_low_water_seconds: float = Field(2.0, gt=0)
+    stock_min_refill: int = Field(20, ge=1)
+    stock_max_refill: int = Field(1000, ge=1)
+    stock_refill_interval_seconds: float = Field(0.1, gt=0)
+    # How long a reservation waits for an inline refill before UNAVAILABLE.
+    stock_inline_refill_wait_seconds: float = Field(2.0, gt=0)

@@ -1,4 +1,4 @@
-"""Stock rules shared by the Redis and SQL paths: lines, limits, shortages."""
+"""Stock rules shared by the Redis and SQL paths: lines, limits, shortages, markers."""
 
 from __future__ import annotations
 
@@ -43,16 +43,13 @@ class InsufficientStock(FailedPrecondition):
         )
 
 
-class CounterMissing(Exception):
-    """Redis has no counter for these products yet: load them from SQL first."""
-
-    def __init__(self, product_ids: list[str]) -> None:
-        super().__init__(", ".join(product_ids))
-        self.product_ids = product_ids
-
-
 class RedisDown(Exception):
-    """Redis did not answer: the SQL path takes over."""
+    """Redis did not answer (connection refused, reset or timed out): this
+    replica sells from unallocated SQL stock until Redis answers again."""
+
+
+class EpochChanged(Exception):
+    """Redis or SQL is in another epoch than this process thought: sync first."""
 
 
 def merge(lines: Iterable[Line]) -> list[Line]:
@@ -71,14 +68,24 @@ def encode_lines(lines: Iterable[Line]) -> str:
     return ",".join(f"{line.product_id}={line.quantity}" for line in lines)
 
 
-# Marks a reservation marker copied into Redis from a SQL-path reservation, as
-# opposed to one written by reserve.lua.
-COPIED_FROM_SQL = "sql:"
-
-
 def decode_lines(text: str) -> list[Line]:
     lines = []
-    for part in filter(None, text.removeprefix(COPIED_FROM_SQL).split(",")):
+    for part in filter(None, text.split(",")):
         pid, _, qty = part.partition("=")
         lines.append(Line(pid, int(qty)))
     return lines
+
+
+# A reservation marker in Redis is "<source>|<lines>": the source is the epoch
+# whose counters reserve.lua deducted, or SQL_SOURCE for a reservation taken on
+# the SQL path (put there by the relay, so a retry on Redis finds it).
+SQL_SOURCE = "sql"
+
+
+def marker(source: str, lines: Iterable[Line]) -> str:
+    return f"{source}|{encode_lines(lines)}"
+
+
+def parse_marker(text: str) -> tuple[str, list[Line]]:
+    source, _, lines = text.partition("|")
+    return source, decode_lines(lines)

@@ -151,15 +151,32 @@ def to_status(error: DomainError) -> grpc.Status:
 def unavailable_cause(error: BaseException) -> str | None:
     """A short name for an infrastructure failure (Redis, SQL, network, timeout),
     which callers should see as UNAVAILABLE and may retry; None for a bug."""
-    if isinstance(error, (redis_errors.ConnectionError, redis_errors.TimeoutError)):
+    if isinstance(error, (redis_errors.ConnectionError, redis_errors.TimeoutError)) or redis_refused(error):
         return "redis"
-    if isinstance(error, sql_errors.OperationalError) or (
+    if isinstance(error, (sql_errors.OperationalError, sql_errors.TimeoutError)) or (
         isinstance(error, sql_errors.DBAPIError) and error.connection_invalidated
     ):
         return "database"
     if isinstance(error, (ConnectionError, TimeoutError)):
         return "network"
     return None
+
+
+# Redis answers, but refuses writes: a replica after failover (READONLY), a
+# failed snapshot with stop-writes-on-bgsave-error (MISCONF), maxmemory (OOM),
+# a script stuck (BUSY). (LOADING is a ConnectionError in redis-py.)
+# redis-py strips the code of the ones it has a class for; an error raised
+# inside a script keeps its code in the message.
+_REFUSED = (redis_errors.ReadOnlyError, redis_errors.OutOfMemoryError, redis_errors.MasterDownError)
+_REFUSAL_CODES = ("READONLY", "MISCONF", "OOM", "BUSY", "MASTERDOWN")
+
+
+def redis_refused(error: BaseException) -> bool:
+    """True for a Redis that is up but refuses the command for a while: the
+    caller should retry later; it is not a bug and not an outage of the link."""
+    if isinstance(error, _REFUSED):
+        return True
+    return isinstance(error, redis_errors.ResponseError) and str(error).startswith(_REFUSAL_CODES)
 
 
 def internal_status(trace_id: str) -> grpc.Status:

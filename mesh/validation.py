@@ -46,6 +46,14 @@ class Checker:
         elif len(value) > max_length:
             self.fail(field, f"must be at most {max_length} characters")
 
+    def text(self, value: str, field: str, max_length: int) -> None:
+        """Free text the order database stores: within its column, and in its
+        character set (Latin-1: MariaDB's default), with no control characters."""
+        if len(value) > max_length:
+            self.fail(field, f"must be at most {max_length} characters, got {len(value)}")
+        elif any(ord(char) > 0xFF or ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0 for char in value):
+            self.fail(field, "must be printable Latin-1 text (no control characters, no characters beyond U+00FF)")
+
     def money(self, value: common_pb2.Money, field: str, *, positive: bool = True) -> None:
         if not CURRENCY.match(value.currency_code):
             self.fail(f"{field}.currency_code", "must be a 3-letter ISO 4217 code such as USD")

@@ -11,9 +11,11 @@ from typing import Any
 import redis.asyncio as redis
 from sqlalchemy import func, select
 
-from catalog.audit import AuditRow, audit
+from catalog.audit import Audit, audit
+from catalog.audit import render
 from catalog.bootstrap import Parts, bootstrap, build_flusher, build_parts
 from catalog.flusher import JournalFlusher
+from catalog.ledger import Level
 from catalog.settings import CatalogSettings
 from mesh.server import Server
 from ordermesh.catalog.v1 import catalog_pb2, catalog_pb2_grpc
@@ -59,8 +61,8 @@ class CatalogUnderTest:
         product = await self.stub.GetProduct(catalog_pb2.GetProductRequest(id=product_id))
         return int(product.stock)
 
-    def metric(self, name: str) -> float | None:
-        return self.server.app.registry.get_sample_value(name)
+    def metric(self, name: str, labels: dict[str, str] | None = None) -> float | None:
+        return self.server.app.registry.get_sample_value(name, labels)
 
     async def set_stock(self, product_id: str, stock: int) -> None:
         await self.stub.SetStock(catalog_pb2.SetStockRequest(product_id=product_id, stock=stock))
@@ -79,10 +81,24 @@ class CatalogUnderTest:
         return [fields[b"order_id"].decode() for fields in await self.stream(self.parts.keys.order_stream)]
 
     async def sql_stock(self, product_id: str) -> int:
-        return (await self.parts.sql_stock.stock([product_id]))[product_id]
+        return (await self.parts.ledger.levels([product_id]))[product_id].stock
 
-    async def audit(self) -> list[AuditRow]:
-        return await audit(self.parts.redis_stock, self.parts.sql_stock)
+    async def level(self, product_id: str) -> Level:
+        return (await self.parts.ledger.levels([product_id]))[product_id]
+
+    async def counter(self, product_id: str) -> int:
+        epoch = await self.parts.redis_stock.epoch()
+        assert epoch is not None
+        return (await self.parts.redis_stock.counters(epoch, [product_id]))[product_id]
+
+    async def audit(self) -> Audit:
+        return await audit(self.parts.redis_stock, self.parts.ledger, self.parts.sql_path)
+
+    async def assert_clean(self) -> None:
+        """The auditor at a quiet point: journal flushed first."""
+        await self.flusher.run_until_idle()
+        result = await self.audit()
+        assert result.clean, render(result)
 
     async def count(self, table: object) -> int:
         async with self.parts.engine.connect() as connection:

@@ -13,6 +13,7 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from catalog.ledger import Level
 from catalog.models import dead_letters, journal_applied
 from mesh.local.procs import RedisServer
 from ordermesh.catalog.v1 import catalog_pb2
@@ -64,34 +65,55 @@ async def test_reserve_and_release_are_all_or_nothing_and_idempotent(catalog: Ca
     await catalog.flusher.run_until_idle()
     assert await catalog.journal_length() == 0
     assert (await catalog.sql_stock(TYPEWRITER), await catalog.sql_stock(CAMERA)) == (10, 4)
-    assert all(row.ok for row in await catalog.audit())
+    await catalog.assert_clean()
 
 
-async def test_scripts_reload_after_script_flush_and_counters_load_from_sql(catalog: CatalogUnderTest) -> None:
+async def test_scripts_reload_after_script_flush(catalog: CatalogUnderTest) -> None:
     await catalog.set_stock(TYPEWRITER, 7)
-    await catalog.flusher.run_until_idle()
+    await catalog.reserve("o-before", (TYPEWRITER, 1))
     await catalog.redis.script_flush()  # as after a Redis restart: EVALSHA answers NOSCRIPT
-    await catalog.redis.delete(catalog.parts.keys.stock(TYPEWRITER))  # the counter is gone too
     await catalog.reserve("o-reload", (TYPEWRITER, 2))
-    assert await catalog.stock(TYPEWRITER) == 5
+    assert await catalog.stock(TYPEWRITER) == 4
+    await catalog.assert_clean()
 
 
-async def test_missing_counter_is_not_loaded_while_journal_is_unflushed(catalog: CatalogUnderTest) -> None:
-    await catalog.set_stock(TYPEWRITER, 7)  # journaled, not flushed: SQL still says 25
-    await catalog.redis.delete(catalog.parts.keys.stock(TYPEWRITER))
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await catalog.reserve("o-wait", (TYPEWRITER, 1))
-    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert await catalog.redis.get(catalog.parts.keys.stock(TYPEWRITER)) is None
+async def test_counters_hold_only_what_sql_allocated(catalog: CatalogUnderTest) -> None:
+    # A fresh product: nothing in Redis, everything unallocated in SQL.
+    assert await catalog.level(TYPEWRITER) == Level(stock=25, allocated=0, stranded=0)
+    await catalog.reserve("o-1", (TYPEWRITER, 1))
+    # The first sale refilled inline: a chunk of SQL stock moved to the counter.
+    level = await catalog.level(TYPEWRITER)
+    assert level.stock == 25 and 1 <= level.allocated <= 25
+    assert await catalog.counter(TYPEWRITER) == level.allocated - 1
+    assert await catalog.stock(TYPEWRITER) == 24
+    # A counter raised behind SQL's back is a mismatch the auditor names.
+    await catalog.flusher.run_until_idle()
+    assert (await catalog.audit()).clean
+    await catalog.redis.incrby(
+        catalog.parts.keys.stock(await catalog.parts.ledger.current_epoch() or "", TYPEWRITER), 3
+    )
+    result = await catalog.audit()
+    assert not result.clean and [r.product_id for r in result.rows if r.verdict == "MISMATCH"] == [TYPEWRITER]
 
 
-async def test_set_stock_is_journaled_and_flushed(catalog: CatalogUnderTest) -> None:
-    await catalog.set_stock(CAMERA, 42)
-    entries = await catalog.journal()
-    assert [(f[b"product_id"], f[b"delta"], f[b"reason"]) for f in entries] == [(CAMERA.encode(), b"2", b"set")]
-    assert await catalog.flusher.run_until_idle() == 1
+async def test_set_stock_takes_back_from_redis_through_the_journal(catalog: CatalogUnderTest) -> None:
+    await catalog.set_stock(CAMERA, 42)  # nothing allocated yet: SQL alone
+    assert await catalog.journal_length() == 0
     assert await catalog.sql_stock(CAMERA) == 42
-    assert await catalog.count(journal_applied) == 1
+    await catalog.reserve("o-cam", (CAMERA, 1))
+    allocated = (await catalog.level(CAMERA)).allocated
+    assert allocated > 10
+    await catalog.set_stock(CAMERA, 10)  # less than Redis holds: the rest is taken back, journaled
+    entries = await catalog.journal()
+    assert [(f[b"reason"], int(f[b"delta"])) for f in entries] == [(b"reserve", -1), (b"set", -(allocated - 1 - 10))]
+    assert await catalog.stock(CAMERA) == 10
+    assert await catalog.flusher.run_until_idle() == 2
+    assert await catalog.level(CAMERA) == Level(stock=10, allocated=10, stranded=0)
+    assert await catalog.count(journal_applied) == 2
+    await catalog.set_stock(CAMERA, 15)  # more than Redis holds: the rest waits in SQL
+    assert await catalog.level(CAMERA) == Level(stock=15, allocated=10, stranded=0)
+    assert await catalog.stock(CAMERA) == 15
+    await catalog.assert_clean()
 
 
 def line(product_id: str, quantity: int) -> common_pb2.LineItem:
@@ -122,6 +144,44 @@ BAD = {
         "items",
     ),
     "draft (missing)": (catalog_pb2.ReserveStockRequest(order_id="o", items=[line(CAMERA, 1)]), "draft"),
+    "draft.shipping_cost (other currency)": (
+        catalog_pb2.ReserveStockRequest(
+            order_id="o",
+            items=[line(CAMERA, 1)],
+            draft=common_pb2.OrderDraft(user_id="u1", shipping_cost=common_pb2.Money(currency_code="EUR", units=5)),
+        ),
+        "draft.shipping_cost.currency_code",
+    ),
+    "draft.initial_status (PAID)": (
+        catalog_pb2.ReserveStockRequest(
+            order_id="o",
+            items=[line(CAMERA, 1)],
+            draft=common_pb2.OrderDraft(user_id="u1", initial_status=common_pb2.PAID),
+        ),
+        "draft.initial_status",
+    ),
+    "draft.address.city (too long)": (
+        catalog_pb2.ReserveStockRequest(
+            order_id="o",
+            items=[line(CAMERA, 1)],
+            draft=common_pb2.OrderDraft(user_id="u1", address=common_pb2.Address(city="x" * 101)),
+        ),
+        "draft.address.city",
+    ),
+    "draft.address.street_address (not Latin-1)": (
+        catalog_pb2.ReserveStockRequest(
+            order_id="o",
+            items=[line(CAMERA, 1)],
+            draft=common_pb2.OrderDraft(user_id="u1", address=common_pb2.Address(street_address="東京都千代田区")),
+        ),
+        "draft.address.street_address",
+    ),
+    "draft.email (control character)": (
+        catalog_pb2.ReserveStockRequest(
+            order_id="o", items=[line(CAMERA, 1)], draft=common_pb2.OrderDraft(user_id="u1", email="a@b\x00c")
+        ),
+        "draft.email",
+    ),
 }
 
 
@@ -135,6 +195,7 @@ async def test_bad_reservations_name_the_field_and_deduct_nothing(catalog: Catal
     assert f"{field}:" in (caught.value.details() or "")
     assert await catalog.stock(CAMERA) == before
     assert await catalog.journal_length() == 0
+    assert await catalog.placed_order_ids() == []
 
 
 async def test_unknown_product_is_not_found_and_deducts_nothing(catalog: CatalogUnderTest) -> None:
@@ -178,9 +239,13 @@ async def hot_product(catalog: CatalogUnderTest) -> None:
     afters = [int(f[b"after"]) for f in await catalog.journal() if f[b"reason"] == b"reserve"]
     assert len(afters) == 100 and min(afters) == 0
     assert len(set(await catalog.placed_order_ids())) == 100
+    # Every sale on Redis (refilled as it went): load alone never leaves it.
+    assert catalog.metric("ordermesh_stock_reservations_total", {"path": "redis"}) == 100
+    assert catalog.metric("ordermesh_stock_reservations_total", {"path": "sql"}) is None
+    assert catalog.metric("ordermesh_stock_path") == 0
     await catalog.flusher.run_until_idle()
-    assert await catalog.sql_stock(TYPEWRITER) == 0
-    assert all(row.ok for row in await catalog.audit())
+    assert await catalog.level(TYPEWRITER) == Level(stock=0, allocated=0, stranded=0)
+    await catalog.assert_clean()
 
 
 async def test_malformed_journal_entry_is_dead_lettered_and_the_rest_flows(catalog: CatalogUnderTest) -> None:
@@ -193,7 +258,7 @@ async def test_malformed_journal_entry_is_dead_lettered_and_the_rest_flows(catal
     assert len(dead) == 1 and dead[0][b"delta"] == b"lots" and b"dead_reason" in dead[0]
     assert await catalog.count(dead_letters) == 1
     assert await catalog.sql_stock(CAMERA) == 40 - 3
-    assert all(row.ok for row in await catalog.audit())
+    await catalog.assert_clean()
 
 
 async def test_audit_command_exits_non_zero_on_a_mismatch(catalog: CatalogUnderTest) -> None:
@@ -215,8 +280,12 @@ async def test_audit_command_exits_non_zero_on_a_mismatch(catalog: CatalogUnderT
     await catalog.reserve("o-audit", (CAMERA, 1))
     code, output = await run_audit()
     assert code == 0, output
-    assert f"{CAMERA:<20} {39:>10} {-1:>10} {40:>10}  ok" in output
-    await catalog.redis.incrby(catalog.parts.keys.stock(CAMERA), 5)  # a counter that lies
+    allocated = (await catalog.level(CAMERA)).allocated
+    # stock, allocated, stranded, counter, unflushed, refilling
+    assert f"{CAMERA:<20} {40:>8} {allocated:>9} {0:>8} {allocated - 1:>8} {-1:>9} {0:>9}  ok" in output
+    assert output.rstrip().endswith("\nclean")
+    epoch = await catalog.parts.ledger.current_epoch() or ""
+    await catalog.redis.incrby(catalog.parts.keys.stock(epoch, CAMERA), 5)  # a counter that lies
     code, output = await run_audit()
     assert code == 1
-    assert "MISMATCH" in output and "1 mismatched" in output
+    assert "MISMATCH" in output and "1 not ok" in output and output.rstrip().endswith("NOT CLEAN")
