@@ -29,7 +29,7 @@ from catalog.metrics import StockMetrics
 from catalog.products import Product
 from catalog.quota import Quota
 from catalog.redis_stock import RedisStock
-from catalog.sql_path import SqlPath
+from catalog.sql_path import RESERVED, SqlPath
 from catalog.stock import EpochChanged, InsufficientStock, Line, RedisDown, merge
 from mesh.clock import Clock
 from mesh.errors import FieldViolation, InvalidArgument, NotFound, Unavailable
@@ -95,10 +95,13 @@ class StockEngine:
             for line in lines
         ]
         event = order_placed(order_id, draft, priced, total, self._clock()).SerializeToString()
-        earlier, path = await self._either(
-            lambda: self._reserve_on_redis(order_id, lines, event),
-            lambda: self._sql.reserve(order_id, lines, event, self._clock()),
-        )
+
+        async def on_sql() -> list[Line] | None:
+            earlier = await self._sql.reserve(order_id, lines, event, self._clock())
+            await self._look_again([line.product_id for line in lines])
+            return earlier
+
+        earlier, path = await self._either(lambda: self._reserve_on_redis(order_id, lines, event), on_sql)
         if earlier is None and self._metrics is not None:
             self._metrics.reservations.labels(path).inc()
         return Reserved(order_id, earlier or lines, priced, total, already_reserved=earlier is not None)
@@ -110,17 +113,28 @@ class StockEngine:
             outcome = await self._redis.release(order_id)
             if outcome in ("SQL", "NONE"):
                 # Taken on the SQL path (relayed or not yet): released in SQL.
-                return bool(await self._sql.release(order_id, self._clock()))
+                return bool(await self._release_in_sql(order_id))
             return outcome == "OK"
 
         async def on_sql() -> bool:
-            released = await self._sql.release(order_id, self._clock())
+            released = await self._release_in_sql(order_id)
             if released is None:
                 # Not a SQL-path reservation: it may be in Redis, which is down.
                 raise Unavailable(f"the reservation of {order_id} cannot be checked while Redis is down; retry")
             return released
 
         return (await self._either(on_redis, on_sql))[0]
+
+    async def _release_in_sql(self, order_id: str) -> bool | None:
+        reservation = await self._sql.release(order_id, self._clock())
+        if reservation is None:
+            return None
+        await self._look_again([line.product_id for line in reservation.lines])
+        return reservation.state == RESERVED
+
+    async def _look_again(self, product_ids: list[str]) -> None:
+        """SQL stock changed here: the refiller's view of it too (what stock levels show)."""
+        self._quota.update(await self._ledger.levels(product_ids))
 
     async def set_stock(self, product_id: str, stock: int) -> Product:
         """Make `stock` units sellable: Redis keeps at most that many, SQL the rest."""

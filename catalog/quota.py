@@ -185,6 +185,10 @@ class Quota:
         """A reservation found these counters short: refill them inline (or wait
         for the refill already in flight). False if SQL has nothing to add."""
         epoch = await self.current_epoch()
+        if time.monotonic() - self._refreshed >= self.policy.refresh_seconds and any(
+            self.unallocated(s.product_id) <= 0 for s in shortages
+        ):
+            await self.refresh()  # sold out as far as this process knows: look again, once a second at most
         flights: list[asyncio.Future[int]] = []
         wanted: dict[str, int] = {}
         for shortage in shortages:

@@ -22,7 +22,7 @@ import logging
 
 from catalog.metrics import StockMetrics
 from catalog.redis_stock import RedisStock
-from catalog.sql_path import SqlPath
+from catalog.sql_path import RELEASED, SqlPath
 from mesh.lease import Lease
 from mesh.worker import LoopWorker
 
@@ -86,7 +86,7 @@ class StockOutboxRelay(LoopWorker):
     async def _undo(self, order_id: str) -> None:
         log.warning("stock: %s was reserved on Redis and on SQL; undoing the SQL copy", order_id)
         undone = await self._sql.supersede(order_id)
-        if undone is not None and undone.state == "released":
+        if undone is not None and undone.state == RELEASED:
             await self._redis.release(order_id)
         if self._metrics is not None:
             self._metrics.superseded.inc()

@@ -85,15 +85,14 @@ class SqlPath:
 
         return await transaction(self.engine, work)
 
-    async def release(self, order_id: str, now: datetime) -> bool | None:
-        """Give back what an order reserved here, once; None if it was not reserved here."""
+    async def release(self, order_id: str, now: datetime) -> SqlReservation | None:
+        """Give back what an order reserved here, once. The reservation as it was
+        (released now if its state was RESERVED); None if it was not taken here."""
 
-        async def work(connection: AsyncConnection) -> bool | None:
+        async def work(connection: AsyncConnection) -> SqlReservation | None:
             reservation = await self._reservation(connection, order_id)
-            if reservation is None:
-                return None
-            if reservation.state != RESERVED:
-                return False
+            if reservation is None or reservation.state != RESERVED:
+                return reservation
             await self._give_back(connection, reservation.lines)
             await self._set_state(connection, order_id, RELEASED)
             await connection.execute(
@@ -108,7 +107,7 @@ class SqlPath:
                     for line in reservation.lines
                 ],
             )
-            return True
+            return reservation
 
         return await transaction(self.engine, work)
 

@@ -141,10 +141,13 @@ class ManagedProcess:
 class RedisServer:
     """A throwaway redis-server: no persistence unless asked, loopback only."""
 
-    def __init__(self, workdir: Path, port: int | None = None, *, appendonly: bool = False) -> None:
+    def __init__(
+        self, workdir: Path, port: int | None = None, *, appendonly: bool = False, extra_args: Sequence[str] = ()
+    ) -> None:
         self.workdir = workdir
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.extra_args = list(extra_args)
         self.process: ManagedProcess | None = None
 
     @property
@@ -161,6 +164,7 @@ class RedisServer:
             "--save", "",
             "--appendonly", "yes" if self.appendonly else "no",
             "--daemonize", "no",
+            *self.extra_args,
         ]  # fmt: skip
         self.process = ManagedProcess("redis", argv, self.workdir / "redis.log")
         self.process.start()
@@ -175,6 +179,13 @@ class RedisServer:
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop()
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown save; only what reached the append-only file survives."""
+        if self.process is not None:
+            self.process.signal(signal.SIGKILL)
+            self.process.wait(10)
+            self.process.stop()  # reaps it and closes its log
 
 
 class MariaDBServer:
