@@ -23,7 +23,7 @@ help:
 	@echo "make test     lint + unit, integration and e2e tests against real Redis, SQLite and MariaDB"
 	@echo "make lint     ruff + mypy --strict (generated code excluded)"
 	@echo "make protos   regenerate ordermesh/ stubs from protos/"
-	@echo "make audit    check stock conservation of the local mesh (Redis vs SQL vs journal)"
+	@echo "make audit    the stock auditor on the local mesh (allocation vs Redis and journal, epochs, double reservations)"
 	@echo "make bench    all benchmarks (bench-stock: Redis vs SQL path; bench-pipeline: inserts, PlaceOrder, lag;"
 	@echo "             bench-forwarder: Redis -> RocketMQ relay, RocketMQ -> SQL rows, broker memory)"
 	@echo "make setup    install everything: Debian packages, .venv, Go-built tools, RocketMQ jars"

@@ -77,8 +77,6 @@ class CatalogService(catalog_pb2_grpc.CatalogServiceServicer):
 
 # The statuses an order may start in; UNSPECIFIED means PENDING.
 INITIAL_STATUSES = (common_pb2.ORDER_STATUS_UNSPECIFIED, common_pb2.PENDING, common_pb2.AWAITING_REVIEW)
-# The order database's columns (order/models.py): what is reserved must be storable.
-ADDRESS_LIMITS = {"street_address": 200, "city": 100, "state": 100, "country": 100, "zip_code": 16}
 
 
 def check_draft(check: Checker, draft: common_pb2.OrderDraft) -> None:
@@ -88,8 +86,7 @@ def check_draft(check: Checker, draft: common_pb2.OrderDraft) -> None:
     check.text(draft.user_id, "draft.user_id", 128)
     check.text(draft.request_id, "draft.request_id", 128)
     check.text(draft.email, "draft.email", 200)
-    for name, limit in ADDRESS_LIMITS.items():
-        check.text(getattr(draft.address, name), f"draft.address.{name}", limit)
+    check.address(draft.address, "draft.address")
     if draft.HasField("shipping_cost"):
         check.money(draft.shipping_cost, "draft.shipping_cost", positive=False)
     check.require(

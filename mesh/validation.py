@@ -20,6 +20,9 @@ PRODUCT_ID = ORDER_ID
 MAX_LINES = 100
 MAX_QUANTITY = 1000
 CURRENCY = re.compile(r"^[A-Z]{3}$")
+# What the order database stores of an address (order/models.py): an order that
+# cannot be stored must be refused before any stock is taken for it.
+ADDRESS_LIMITS = {"street_address": 200, "city": 100, "state": 100, "country": 100, "zip_code": 16}
 
 
 class Checker:
@@ -53,6 +56,10 @@ class Checker:
             self.fail(field, f"must be at most {max_length} characters, got {len(value)}")
         elif any(ord(char) > 0xFF or ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0 for char in value):
             self.fail(field, "must be printable Latin-1 text (no control characters, no characters beyond U+00FF)")
+
+    def address(self, address: common_pb2.Address, field: str = "address") -> None:
+        for name, limit in ADDRESS_LIMITS.items():
+            self.text(getattr(address, name), f"{field}.{name}", limit)
 
     def money(self, value: common_pb2.Money, field: str, *, positive: bool = True) -> None:
         if not CURRENCY.match(value.currency_code):

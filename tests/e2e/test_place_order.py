@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -10,7 +12,7 @@ from dataclasses import dataclass
 import grpc
 import pytest
 
-from mesh.local.mesh import LocalMesh
+from mesh.local.mesh import DATABASES, LocalMesh
 from ordermesh.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from ordermesh.checkout.v1 import checkout_pb2, checkout_pb2_grpc
 from ordermesh.common.v1 import common_pb2
@@ -213,3 +215,25 @@ async def test_shipped_orders_cannot_be_cancelled_or_reviewed(clients: Clients) 
             order_pb2.ReviewOrderRequest(order_id=placed.order_id, approve=True, reviewer="bob")
         )
     assert review.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_stock_auditor_is_clean_after_the_orders(local_mesh: LocalMesh) -> None:
+    """Last in this module: every order above sold, released or refunded; the
+    catalog's auditor, run as an operator would (`python -m catalog audit`),
+    finds its books balanced once the flusher has caught up."""
+    variable, name = DATABASES["catalog"]
+    env = {**os.environ, variable: local_mesh.database_url(name), "REDIS_URL": local_mesh.redis_url}
+    output: list[str] = []
+
+    async def clean() -> bool:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "catalog", "audit", env=env, stdout=asyncio.subprocess.PIPE
+        )
+        output[:] = [(await process.communicate())[0].decode()]
+        return process.returncode == 0
+
+    try:
+        await eventually(clean, within=30, what="a clean stock audit")
+    except AssertionError:
+        raise AssertionError(output[0] if output else "no audit output") from None
+    assert output[0].rstrip().endswith("\nclean")

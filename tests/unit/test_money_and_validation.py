@@ -49,3 +49,24 @@ def test_good_order_id() -> None:
     check = Checker()
     check.order_id("o-1_A" + "x" * 59)
     check.raise_if_any()
+
+
+@pytest.mark.parametrize(
+    ("address", "field"),
+    [
+        (common_pb2.Address(city="c" * 101), "address.city"),
+        (common_pb2.Address(zip_code="1" * 17), "address.zip_code"),
+        (common_pb2.Address(street_address="Straße 1\n"), "address.street_address"),
+        (common_pb2.Address(state="Île-de-France ✓"), "address.state"),
+    ],
+)
+def test_address_fits_the_order_database(address: common_pb2.Address, field: str) -> None:
+    check = Checker()
+    check.address(address)
+    assert [v.field for v in check.violations] == [field]
+
+
+def test_latin1_address_is_accepted() -> None:
+    check = Checker()
+    check.address(common_pb2.Address(street_address="Straße 1", city="Kraków", state="Île-de-France"))
+    check.raise_if_any()
