@@ -165,11 +165,13 @@ class StockEngine:
         return (await self._either(from_redis, from_sql))[0]
 
     async def start(self) -> None:
-        """Agree on the epoch and load SQL levels before serving (Redis may be down)."""
-        with contextlib.suppress(RedisDown):
-            if not self._sql_only:
-                await self._quota.sync()
+        """Agree on the epoch, load SQL levels and give every product a first
+        allocation before serving (Redis may be down: then later)."""
         await self._quota.refresh()
+        if not self._sql_only:
+            with contextlib.suppress(RedisDown, Unavailable):
+                await self._quota.sync()
+                await self._quota.warm(sorted(self._quota.levels))
 
     async def close(self) -> None:
         if self._probe is not None:

@@ -110,6 +110,9 @@ class Quota:
         self.levels: dict[str, Level] = {}
         self.rate = SalesRate(policy.rate_window_seconds)
         self._flights: dict[str, asyncio.Future[int]] = {}
+        # Products whose refill here failed between its SQL and Lua steps:
+        # their units are allocated but not on the counter until it is finished.
+        self._stuck: set[str] = set()
         self._sync_lock = asyncio.Lock()
         self._refreshed = -math.inf
 
@@ -204,6 +207,8 @@ class Quota:
                 self._flights[pid] = flight
             flight.add_done_callback(lambda done: self._landed(done, list(wanted)))
             flights.append(flight)
+        if not flights and self._stuck & {s.product_id for s in shortages}:
+            return await self.finish_stuck(epoch, older_than=None) > 0
         if not flights:
             return False
         try:
@@ -226,7 +231,12 @@ class Quota:
         self.update(after)
         if refill is None:
             return 0
-        if await self._redis.refill(epoch, refill.refill_id, refill.units) == "EPOCH":
+        try:
+            reply = await self._redis.refill(epoch, refill.refill_id, refill.units)
+        except BaseException:
+            self._stuck.update(refill.units)
+            raise
+        if reply == "EPOCH":
             self.epoch = None  # the refill stays pending: stranded when the new epoch starts
             raise EpochChanged(f"Redis left epoch {epoch}")
         await self._ledger.finish_refills([refill.refill_id])
@@ -236,11 +246,23 @@ class Quota:
             self._metrics.refilled_units.inc(units)
         return units
 
+    async def warm(self, product_ids: list[str]) -> int:
+        """At start-up, give every product with stock a first allocation (one SQL
+        transaction and one Lua call for all), so first sales do not refill inline."""
+        epoch = await self.current_epoch()
+        counters = await self._redis.counters(epoch, product_ids)
+        wanted = {
+            pid: self.policy.min_refill - counters[pid]
+            for pid in product_ids
+            if counters[pid] < self.policy.min_refill and self.unallocated(pid) > 0
+        }
+        return await self._refill(epoch, wanted, "background") if wanted else 0
+
     async def tick(self) -> int:
         """The refiller's round: finish stuck refills, top up selling products."""
         epoch = await self.current_epoch()
         if time.monotonic() - self._refreshed >= self.policy.refresh_seconds:
-            await self.finish_stuck(epoch)
+            await self.finish_stuck(epoch, older_than=self.policy.refresh_seconds)
             await self.refresh()
         selling = [pid for pid in self.rate.selling() if pid not in self._flights]
         if not selling:
@@ -253,9 +275,12 @@ class Quota:
                 wanted[pid] = min(max(2 * low - counters[pid], self.policy.min_refill), self.policy.max_refill)
         return await self._refill(epoch, wanted, "background") if wanted else 0
 
-    async def finish_stuck(self, epoch: str) -> int:
-        """Finish refills whose Lua step never ran or never reported (Redis failed)."""
-        before = self._clock() - timedelta(seconds=self.policy.refresh_seconds)
+    async def finish_stuck(self, epoch: str, older_than: float | None) -> int:
+        """Finish refills whose Lua step never ran or never reported (Redis failed),
+        of any replica; ``older_than`` seconds leaves ones still in progress alone
+        (finishing one twice would be harmless anyway: exactly once by refill id)."""
+        before = self._clock() - timedelta(seconds=older_than) if older_than is not None else None
+        self._stuck.clear()
         finished: list[str] = []
         for refill in await self._ledger.pending_refills(epoch, before=before):
             reply = await self._redis.refill(epoch, refill.refill_id, refill.units)

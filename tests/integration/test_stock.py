@@ -78,20 +78,22 @@ async def test_scripts_reload_after_script_flush(catalog: CatalogUnderTest) -> N
 
 
 async def test_counters_hold_only_what_sql_allocated(catalog: CatalogUnderTest) -> None:
-    # A fresh product: nothing in Redis, everything unallocated in SQL.
-    assert await catalog.level(TYPEWRITER) == Level(stock=25, allocated=0, stranded=0)
+    # At start-up every product got a first allocation (STOCK_MIN_REFILL, 20), the rest stays in SQL.
+    assert await catalog.level(TYPEWRITER) == Level(stock=25, allocated=20, stranded=0)
+    assert await catalog.counter(TYPEWRITER) == 20
+    assert await catalog.stock(TYPEWRITER) == 25
     await catalog.reserve("o-1", (TYPEWRITER, 1))
-    # The first sale refilled inline: a chunk of SQL stock moved to the counter.
-    level = await catalog.level(TYPEWRITER)
-    assert level.stock == 25 and 1 <= level.allocated <= 25
-    assert await catalog.counter(TYPEWRITER) == level.allocated - 1
-    assert await catalog.stock(TYPEWRITER) == 24
+    assert await catalog.counter(TYPEWRITER) == 19
+    # Twenty units where Redis has 19: an inline refill moves the last 5 from SQL first.
+    await catalog.reserve("o-2", (TYPEWRITER, 20))
+    assert await catalog.level(TYPEWRITER) == Level(stock=25, allocated=25, stranded=0)
+    assert await catalog.counter(TYPEWRITER) == 4
+    assert await catalog.stock(TYPEWRITER) == 4
     # A counter raised behind SQL's back is a mismatch the auditor names.
     await catalog.flusher.run_until_idle()
     assert (await catalog.audit()).clean
-    await catalog.redis.incrby(
-        catalog.parts.keys.stock(await catalog.parts.ledger.current_epoch() or "", TYPEWRITER), 3
-    )
+    epoch = await catalog.parts.ledger.current_epoch() or ""
+    await catalog.redis.incrby(catalog.parts.keys.stock(epoch, TYPEWRITER), 3)
     result = await catalog.audit()
     assert not result.clean and [r.product_id for r in result.rows if r.verdict == "MISMATCH"] == [TYPEWRITER]
 
