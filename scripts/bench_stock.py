@@ -22,6 +22,7 @@ import os
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 from sqlalchemy import insert
@@ -75,13 +76,14 @@ async def one_run(
     if path == "empty":
         argv = [sys.executable, str(ROOT / "scripts/bare_catalog.py"), str(port)]
         return await measure(ManagedProcess("empty", argv, work / "empty.log", dict(os.environ)), port, 1, database)
+    metrics_port = free_port()
     mariadb.create_database(database)
     await seed(mariadb.url(database), 1000)
     env = {
         **os.environ,
         "GRPC_HOST": "127.0.0.1",
         "GRPC_PORT": str(port),
-        "METRICS_PORT": "0",
+        "METRICS_PORT": str(metrics_port),
         "DATABASE_URL": mariadb.url(database),
         "REDIS_URL": redis.url,
         "CATALOG_SEED": "false",
@@ -95,10 +97,12 @@ async def one_run(
         **(extra_env or {}),
     }
     server = ManagedProcess("catalog", [sys.executable, "-m", "catalog"], work / f"catalog-{database}.log", env)
-    return await measure(server, port, products_count, database)
+    return await measure(server, port, products_count, database, metrics_port)
 
 
-async def measure(server: ManagedProcess, port: int, products_count: int, order_prefix: str) -> dict[str, float]:
+async def measure(
+    server: ManagedProcess, port: int, products_count: int, order_prefix: str, metrics_port: int | None = None
+) -> dict[str, float]:
     """ghz against ``server`` for SECONDS: fresh order ids, one or many products."""
     server.start()
     try:
@@ -120,6 +124,7 @@ async def measure(server: ManagedProcess, port: int, products_count: int, order_
             "-O", "json", f"127.0.0.1:{port}", stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
         report = json.loads((await ghz.communicate())[0])
+        refills = refill_count(metrics_port) if metrics_port else 0.0
     finally:
         server.stop()
     percentiles = {p["percentage"]: p["latency"] / 1e6 for p in report.get("latencyDistribution") or []}
@@ -131,7 +136,17 @@ async def measure(server: ManagedProcess, port: int, products_count: int, order_
         "p99": percentiles.get(99, float("nan")),
         # Calls still in flight when the run ends are cut off by ghz (UNAVAILABLE): not errors.
         "errors": float(sum(n for code, n in codes.items() if code not in ("OK", "Unavailable"))),
+        "refills": refills,
     }
+
+
+def refill_count(metrics_port: int) -> float:
+    """Refills the catalog made (background and inline), from its /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("ordermesh_stock_refills_total")
+    )
 
 
 async def main() -> None:
@@ -159,9 +174,12 @@ async def main() -> None:
         f"\nReserveStock through gRPC: one catalog process; ghz with {CONCURRENCY} calls in flight over "
         f"{CONNECTIONS} connections; {SECONDS:.0f} s per run; {os.cpu_count()} cores; SQL path on MariaDB"
     )
-    print(f"{'scenario':<16} {'path':<6} {'res/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    print(f"{'scenario':<16} {'path':<6} {'res/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'refills':>8}")
     for (label, path), r in table.items():
-        print(f"{label:<16} {path:<6} {r['rps']:>9.0f} {r['p50']:>8.1f} {r['p99']:>8.1f} {r['errors']:>7.0f}")
+        print(
+            f"{label:<16} {path:<6} {r['rps']:>9.0f} {r['p50']:>8.1f} {r['p99']:>8.1f} {r['errors']:>7.0f} "
+            f"{r.get('refills', 0):>8.0f}"
+        )
     empty = table[("empty handler", "none")]["rps"]
     print(
         f"the empty handler is one grpc.aio process answering ReserveStock with no work at all: the ceiling "
