@@ -6,6 +6,8 @@ import logging
 from dataclasses import dataclass
 
 import redis.asyncio as redis
+from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from catalog.cache import ProductCache
@@ -14,7 +16,7 @@ from catalog.flusher import FlusherConfig, JournalFlusher
 from catalog.keys import Keys
 from catalog.ledger import Ledger
 from catalog.metrics import FlusherMetrics, StockMetrics
-from catalog.models import dead_letters, metadata
+from catalog.models import dead_letters, metadata, products
 from catalog.products import Catalog
 from catalog.quota import Quota, QuotaPolicy, Refiller
 from catalog.redis_stock import RedisStock
@@ -27,7 +29,8 @@ from catalog.store import SqlProductStore
 from mesh.bus.dead_letters import SqlDeadLetters
 from mesh.bus.transport import EventTransport
 from mesh.clock import utc_now
-from mesh.db import create_engine, create_schema, ping
+from mesh.db import create_engine, create_schema, ping, reading
+from mesh.errors import StartupError
 from mesh.lease import Lease
 from mesh.process import new_app
 from mesh.redis_pool import connect
@@ -57,6 +60,7 @@ class Parts:
 async def build_parts(settings: CatalogSettings) -> Parts:
     engine = create_engine(settings.database_url)
     await create_schema(engine, metadata)
+    await _require_quota_columns(engine)
     store = SqlProductStore(engine)
     if settings.catalog_seed and (loaded := await store.seed_if_empty()):
         log.info("loaded %d seed products", loaded)
@@ -76,6 +80,19 @@ async def build_parts(settings: CatalogSettings) -> Parts:
         ledger=Ledger(engine),
         sql_path=SqlPath(engine),
     )
+
+
+async def _require_quota_columns(engine: AsyncEngine) -> None:
+    """A database made before quota allocation has no `allocated` column, and
+    create_all does not alter tables: say so instead of failing on every call."""
+    try:
+        async with reading(engine) as connection:
+            await connection.execute(select(products.c.allocated, products.c.stranded).limit(1))
+    except DBAPIError as error:
+        raise StartupError(
+            f"the catalog database predates quota allocation ({error.orig}); "
+            "start from an empty one (`make clean` removes var/) or add products.allocated and products.stranded"
+        ) from None
 
 
 def build_flusher(parts: Parts, settings: CatalogSettings, metrics: FlusherMetrics | None = None) -> JournalFlusher:

@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from catalog.models import stock_outbox, stock_releases
 from catalog.stock import Line
 from mesh.local.procs import RedisServer, free_port
+from mesh.redis_pool import PoolExhausted, connect
 from ordermesh.catalog.v1 import catalog_pb2
 from tests.integration.catalog_support import CatalogUnderTest, catalog_settings, running_catalog
 from tests.proxy import Proxy
@@ -359,3 +360,20 @@ async def test_an_order_reserved_on_both_paths_keeps_only_its_redis_reservation(
             return await catalog.stock(CAMERA) == 40 - 2
 
         await eventually(shown, within=5, what="GetProduct to show the returned unit")
+
+
+async def test_a_caller_waits_for_a_pooled_connection_then_is_told_to_retry(redis_server: RedisServer) -> None:
+    client = connect(redis_server.url, timeout=5, max_connections=1, pool_timeout=0.3)
+    try:
+
+        async def hold() -> None:  # BLPOP holds the only connection while it waits
+            await client.blpop(["nothing-comes"], timeout=2)
+
+        busy = asyncio.create_task(hold())
+        await asyncio.sleep(0.1)
+        with pytest.raises(PoolExhausted):
+            await client.get("anything")
+        await busy
+        assert await client.get("anything") is None, "the connection is free again"
+    finally:
+        await client.aclose()
