@@ -192,8 +192,13 @@ class StockEngine:
             except InsufficientStock as short:
                 # Refill inline while SQL has unallocated units; give up when it
                 # has none (really sold out) or the wait is over.
-                if time.monotonic() > deadline or not await self._quota.refill_for(short.shortages):
+                if time.monotonic() > deadline:
                     raise
+                try:
+                    if not await self._quota.refill_for(short.shortages):
+                        raise
+                except EpochChanged:  # another replica started an epoch meanwhile
+                    await self._quota.sync()
                 continue
             if earlier is None:
                 for line in lines:

@@ -227,7 +227,11 @@ class Quota:
             log.debug("stock: inline refill failed: %s", flight.exception())
 
     async def _refill(self, epoch: str, wanted: dict[str, int], trigger: str) -> int:
-        refill, after = await self._ledger.allocate(epoch, wanted, self._clock())
+        try:
+            refill, after = await self._ledger.allocate(epoch, wanted, self._clock())
+        except EpochChanged:
+            self.epoch = None  # SQL started another epoch: sync before the next refill
+            raise
         self.update(after)
         if refill is None:
             return 0

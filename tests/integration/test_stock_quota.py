@@ -5,6 +5,7 @@ path across a restart, releases on the other path, Redis refusing writes."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import sys
 import uuid
@@ -14,8 +15,9 @@ from pathlib import Path
 import grpc
 import pytest
 import redis.asyncio as aioredis
+from sqlalchemy import select
 
-from catalog.models import stock_outbox, stock_releases
+from catalog.models import stock_epochs, stock_outbox, stock_releases
 from catalog.stock import Line
 from mesh.local.procs import RedisServer, free_port
 from mesh.redis_pool import PoolExhausted, connect
@@ -24,7 +26,7 @@ from tests.integration.catalog_support import CatalogUnderTest, catalog_settings
 from tests.proxy import Proxy
 from tests.support import eventually
 
-TYPEWRITER, CAMERA = "sku-1001", "sku-1002"
+TYPEWRITER, CAMERA, PLENTY = "sku-1001", "sku-1002", "sku-1004"
 
 
 def shared(**overrides: object) -> dict[str, object]:
@@ -377,3 +379,40 @@ async def test_a_caller_waits_for_a_pooled_connection_then_is_told_to_retry(redi
         assert await client.get("anything") is None, "the connection is free again"
     finally:
         await client.aclose()
+
+
+async def test_replicas_agree_on_one_new_epoch_after_redis_comes_back_empty(database_url: str, tmp_path: Path) -> None:
+    redis = RedisServer(tmp_path / "redis", free_port()).start()  # no persistence
+    common = shared(redis_timeout_seconds=0.3, stock_probe_interval_seconds=0.1)
+    try:
+        async with (
+            running_catalog(catalog_settings(database_url, redis.url, **common)) as a,
+            running_catalog(catalog_settings(database_url, redis.url, **common)) as b,
+        ):
+            await a.reserve("x-1", (CAMERA, 1))
+            await b.reserve("x-2", (CAMERA, 1))
+            await asyncio.to_thread(redis.kill)
+            await asyncio.to_thread(redis.start)
+
+            async def sells(replica: CatalogUnderTest, order_id: str) -> bool:
+                try:
+                    await replica.reserve(order_id, (PLENTY, 1))
+                except grpc.aio.AioRpcError as error:
+                    assert error.code() == grpc.StatusCode.UNAVAILABLE, error.details()
+                    return False
+                return True
+
+            # Both at once, each with the old epoch in hand: one new epoch, both sell in it.
+            for n in range(3):
+                await asyncio.gather(
+                    eventually(functools.partial(sells, a, f"a-{n}"), within=10, what="a sells"),
+                    eventually(functools.partial(sells, b, f"b-{n}"), within=10, what="b sells"),
+                )
+            async with a.parts.engine.connect() as connection:
+                epochs = (await connection.execute(select(stock_epochs.c.epoch, stock_epochs.c.ended_at))).all()
+            assert len(epochs) == 2 and sum(row.ended_at is None for row in epochs) == 1
+            assert await a.parts.redis_stock.epoch() == await a.parts.ledger.current_epoch()
+            await a.flush()
+            assert (await a.level(PLENTY)).stock == 300 - 6
+    finally:
+        redis.stop()
