@@ -158,6 +158,7 @@ class JournalFlusher(LoopWorker):
         if epoch is None or epoch != await self._client.get(self._keys.epoch):
             log.warning("flusher: the Redis epoch changed under a batch; reading again")
             self._read_own_pending = True
+            await asyncio.sleep(self._config.block_ms / 1000)  # not a busy loop while it settles
             return 0
         entries: list[JournalEntry] = []
         for entry_id, fields in raw:

@@ -55,6 +55,7 @@ class RedisStock:
         self._refill = client.register_script(_lua("refill.lua"))
         self._take = client.register_script(_lua("take.lua"))
         self._relay = client.register_script(_lua("relay.lua"))
+        self._new_epoch = client.register_script(_lua("new_epoch.lua"))
 
     async def _call(self, operation: Callable[[], Awaitable[Any]]) -> Any:
         try:
@@ -146,15 +147,10 @@ class RedisStock:
         await self._call(unlock)
 
     async def start_epoch(self, epoch: str, previous: str | None) -> None:
-        """Point Redis at a new epoch. A journal left by the old one is moved aside:
-        its entries belong to counters nobody sells from any more."""
-        pipe = self.client.pipeline(transaction=True)
-        pipe.exists(self.keys.journal)
-        pipe.set(self.keys.epoch, epoch)
-        had_journal = (await self._call(pipe.execute))[0]
-        if had_journal:
-            stale = self.keys.stale_journal(previous or "none")
-            await self._call(lambda: self.client.rename(self.keys.journal, stale))
+        """Point Redis at a new epoch. A journal left by the old one is moved aside
+        in the same step: its entries belong to counters nobody sells from any more."""
+        keys = [self.keys.epoch, self.keys.journal, self.keys.stale_journal(previous or "none")]
+        await self._call(lambda: self._new_epoch(keys=keys, args=[epoch]))
 
     # -- the SQL path's orders ----------------------------------------------------
 
