@@ -29,8 +29,8 @@ from catalog.metrics import StockMetrics
 from catalog.products import Product
 from catalog.quota import Quota
 from catalog.redis_stock import RedisStock
-from catalog.sql_path import RESERVED, SqlPath
-from catalog.stock import EpochChanged, InsufficientStock, Line, RedisDown, merge
+from catalog.sql_path import RELEASED, RESERVED, SqlPath
+from catalog.stock import Earlier, EpochChanged, InsufficientStock, Line, RedisDown, merge
 from mesh.clock import Clock
 from mesh.errors import FieldViolation, InvalidArgument, NotFound, Unavailable
 from mesh.money import Money
@@ -52,6 +52,7 @@ class Reserved:
     priced: list[common_pb2.OrderItem]
     total: Money
     already_reserved: bool
+    released: bool  # reserved before and released since: the order is over
 
 
 class StockEngine:
@@ -96,15 +97,20 @@ class StockEngine:
         ]
         event = order_placed(order_id, draft, priced, total, self._clock()).SerializeToString()
 
-        async def on_sql() -> list[Line] | None:
+        async def on_sql() -> Earlier | None:
             earlier = await self._sql.reserve(order_id, lines, event, self._clock())
             await self._look_again([line.product_id for line in lines])
             return earlier
 
         earlier, path = await self._either(lambda: self._reserve_on_redis(order_id, lines, event), on_sql)
-        if earlier is None and self._metrics is not None:
-            self._metrics.reservations.labels(path).inc()
-        return Reserved(order_id, earlier or lines, priced, total, already_reserved=earlier is not None)
+        if earlier is None:
+            if self._metrics is not None:
+                self._metrics.reservations.labels(path).inc()
+            return Reserved(order_id, lines, priced, total, already_reserved=False, released=False)
+        released = earlier.released
+        if released is None:  # taken on the SQL path: its record there says
+            released = await self._sql.state(order_id) == RELEASED
+        return Reserved(order_id, earlier.lines, priced, total, already_reserved=True, released=released)
 
     async def release(self, order_id: str) -> bool:
         """Give back what the order reserved, where it was taken, once."""
@@ -184,7 +190,7 @@ class StockEngine:
 
     # -- the Redis path -------------------------------------------------------------
 
-    async def _reserve_on_redis(self, order_id: str, lines: list[Line], event: bytes) -> list[Line] | None:
+    async def _reserve_on_redis(self, order_id: str, lines: list[Line], event: bytes) -> Earlier | None:
         deadline = time.monotonic() + self._quota.policy.inline_wait_seconds
         while True:
             try:

@@ -22,6 +22,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from catalog.keys import Keys
 from catalog.stock import (
     SQL_SOURCE,
+    Earlier,
     EpochChanged,
     InsufficientStock,
     Line,
@@ -69,9 +70,10 @@ class RedisStock:
 
     # -- selling ------------------------------------------------------------------
 
-    async def reserve(self, epoch: str, order_id: str, lines: list[Line], envelope: bytes) -> list[Line] | None:
-        """Reserve all lines; None when done now, the earlier lines if already reserved."""
-        keys = [self.keys.epoch, self.keys.reserved(order_id), self.keys.journal, self.keys.order_stream]
+    async def reserve(self, epoch: str, order_id: str, lines: list[Line], envelope: bytes) -> Earlier | None:
+        """Reserve all lines; None when done now, the earlier reservation if there is one."""
+        keys = [self.keys.epoch, self.keys.reserved(order_id), self.keys.released(order_id)]
+        keys += [self.keys.journal, self.keys.order_stream]
         keys += [self.keys.stock(epoch, line.product_id) for line in lines]
         args: list[bytes | str | int] = [epoch, order_id, self._ttl, envelope]
         for line in lines:
@@ -81,7 +83,8 @@ class RedisStock:
         if kind == "OK":
             return None
         if kind == "DUP":
-            return parse_marker(_text(reply[1]))[1]
+            source, earlier = parse_marker(_text(reply[1]))
+            return Earlier(earlier, None if source == SQL_SOURCE else _text(reply[2]) == "1")
         if kind == "EPOCH":
             raise EpochChanged(f"Redis is not in epoch {epoch}")
         if kind == "SHORT":

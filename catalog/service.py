@@ -54,6 +54,7 @@ class CatalogService(catalog_pb2_grpc.CatalogServiceServicer):
             order_id=reserved.order_id,
             items=[common_pb2.LineItem(product_id=line.product_id, quantity=line.quantity) for line in reserved.lines],
             already_reserved=reserved.already_reserved,
+            released=reserved.released,
             priced_items=reserved.priced,
             total=reserved.total.to_proto(),
         )

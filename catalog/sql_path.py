@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from catalog.ledger import locked_levels, transaction
 from catalog.models import products, sql_reservations, stock_outbox, stock_releases
-from catalog.stock import InsufficientStock, Line, Shortage, decode_lines, encode_lines
+from catalog.stock import Earlier, InsufficientStock, Line, Shortage, decode_lines, encode_lines
 from mesh.db import UnitOfWork, reading
 from mesh.errors import NotFound
 
@@ -47,15 +47,15 @@ class SqlPath:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
-    async def reserve(self, order_id: str, lines: list[Line], event: bytes, now: datetime) -> list[Line] | None:
-        """Like reserve.lua: None when reserved now, the earlier lines for a repeat."""
+    async def reserve(self, order_id: str, lines: list[Line], event: bytes, now: datetime) -> Earlier | None:
+        """Like reserve.lua: None when reserved now, the earlier reservation for a repeat."""
 
-        async def work(connection: AsyncConnection) -> list[Line] | None:
+        async def work(connection: AsyncConnection) -> Earlier | None:
             # Not a locking read: a concurrent twin is stopped by the primary key
             # at INSERT, and the retry then finds it here.
             earlier = await self._reservation(connection, order_id, lock=False)
             if earlier is not None:
-                return earlier.lines
+                return Earlier(earlier.lines, released=earlier.state == RELEASED)
             levels = await locked_levels(connection, [line.product_id for line in lines])
             for line in lines:
                 if line.product_id not in levels:
@@ -84,6 +84,11 @@ class SqlPath:
             return None
 
         return await transaction(self.engine, work)
+
+    async def state(self, order_id: str) -> str | None:
+        async with reading(self.engine) as connection:
+            reservation = await self._reservation(connection, order_id, lock=False)
+        return reservation.state if reservation is not None else None
 
     async def release(self, order_id: str, now: datetime) -> SqlReservation | None:
         """Give back what an order reserved here, once. The reservation as it was

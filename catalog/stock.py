@@ -43,6 +43,15 @@ class InsufficientStock(FailedPrecondition):
         )
 
 
+@dataclass(frozen=True)
+class Earlier:
+    """An order reserved before: what it reserved, and whether it was released
+    since (None: it was taken on the SQL path, whose record says)."""
+
+    lines: list[Line]
+    released: bool | None
+
+
 class RedisDown(Exception):
     """Redis did not answer (connection refused, reset or timed out): this
     replica sells from unallocated SQL stock until Redis answers again."""

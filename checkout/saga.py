@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import grpc
 
 from checkout.events import payment_captured, payment_declined
-from checkout.idempotency import Requests
+from checkout.idempotency import Requests, fingerprint
 from checkout.remote import ChargeOutcome, Remote
 from mesh.bus import encode_fields
 from mesh.bus.redis_streams import RedisPublisher
@@ -50,7 +50,8 @@ class PlaceOrder:
         self._clock = clock
 
     async def __call__(self, request: checkout_pb2.PlaceOrderRequest) -> checkout_pb2.PlaceOrderResponse:
-        claim = await self._requests.claim(request.request_id, mint(request.user_id, self._config.order_shards))
+        same = fingerprint(request)
+        claim = await self._requests.claim(request.request_id, mint(request.user_id, self._config.order_shards), same)
         if claim.answer is not None:
             return checkout_pb2.PlaceOrderResponse.FromString(claim.answer)
         try:
@@ -58,7 +59,7 @@ class PlaceOrder:
         except BaseException:
             await self._requests.abandon(request.request_id)
             raise
-        await self._requests.answer(request.request_id, claim.order_id, response.SerializeToString())
+        await self._requests.answer(request.request_id, claim.order_id, response.SerializeToString(), same)
         return response
 
     async def _run(self, order_id: str, request: checkout_pb2.PlaceOrderRequest) -> checkout_pb2.PlaceOrderResponse:
@@ -82,6 +83,14 @@ class PlaceOrder:
         answer = checkout_pb2.PlaceOrderResponse(
             order_id=order_id, total=total.to_proto(), shipping_cost=shipping.to_proto()
         )
+        if reservation.already_reserved and reservation.released:
+            # A retry (or a takeover) of an attempt that died after reserving: the
+            # order expired or was cancelled meanwhile, and its stock went back.
+            # Charging now would keep money for an order that no longer exists.
+            log.warning("order %s: its reservation was released before it was paid; not charging", order_id)
+            answer.status = common_pb2.CANCELLED
+            answer.failure_reason = "the order was cancelled before it was paid"
+            return answer
         charge = await self._remote.charge(order_id, total, request.credit_card)
         if charge.outcome is ChargeOutcome.CAPTURED:
             await self._publish(payment_captured(order_id, charge.transaction_id, total, self._clock()))

@@ -103,6 +103,26 @@ class FailedPrecondition(DomainError):
         return [_pack(failure)]
 
 
+class AlreadyExists(DomainError):
+    """The key the caller chose is taken by something else (google.rpc.BadRequest names it)."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+    def __init__(self, field: str, description: str) -> None:
+        super().__init__(f"{field}: {description}")
+        self.violation = FieldViolation(field, description)
+
+    def details(self) -> list[any_pb2.Any]:
+        bad = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=self.violation.field, description=self.violation.description
+                )
+            ]
+        )
+        return [_pack(bad)]
+
+
 class Unimplemented(DomainError):
     """A method of the contract that this version does not serve yet."""
 

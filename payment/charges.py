@@ -21,6 +21,13 @@ class Status(StrEnum):
     REFUNDED = "REFUNDED"
 
 
+# A refund asked for an order nothing was charged for yet (a cancel that
+# overtook its charge) leaves this in the order's place: the charge, if it
+# lands later, is declined instead of keeping money for a cancelled order.
+VOID_PREFIX = "void_"
+VOID_REASON = "the order was cancelled before it was charged"
+
+
 @dataclass(frozen=True)
 class Payment:
     order_id: str
@@ -30,6 +37,10 @@ class Payment:
     decline_reason: str
     card_last4: str
     refund_reason: str = ""
+
+    @property
+    def voided(self) -> bool:
+        return self.transaction_id.startswith(VOID_PREFIX)
 
 
 class PaymentStore(Protocol):
@@ -68,6 +79,8 @@ class Payments:
             card_last4=last4(card_number),
         )
         stored = await self._store.insert_or_get(candidate, self._clock())
+        if stored.voided:
+            return stored
         if stored.amount != amount:
             raise FailedPrecondition(
                 f"order {order_id} was already charged {stored.amount}, not {amount}",
@@ -77,11 +90,17 @@ class Payments:
         return stored
 
     async def refund(self, order_id: str, reason: str) -> Payment:
+        """Refund what was captured, once. With nothing charged yet, the order is
+        voided: a charge that lands later is declined (FAILED_PRECONDITION now:
+        nothing to refund)."""
         payment = await self._store.refund(order_id, reason, self._clock())
         if payment is None:
-            raise NotFound("payment for order", order_id)
+            void = Payment(order_id, f"{VOID_PREFIX}{uuid.uuid4().hex}", Status.DECLINED, Money("", 0), VOID_REASON, "")
+            payment = await self._store.insert_or_get(void, self._clock())
+            if not payment.voided:  # the charge landed meanwhile: refund it after all
+                payment = await self._store.refund(order_id, reason, self._clock()) or payment
         if payment.status is Status.DECLINED:
-            raise FailedPrecondition(f"order {order_id} was declined: nothing to refund")
+            raise FailedPrecondition(f"order {order_id}: {payment.decline_reason}; nothing to refund")
         return payment
 
     async def get(self, order_id: str) -> Payment:

@@ -11,8 +11,11 @@ from dataclasses import dataclass
 
 import grpc
 import pytest
+import redis.asyncio as aioredis
 
+from checkout.idempotency import Requests, fingerprint
 from mesh.local.mesh import DATABASES, LocalMesh
+from mesh.order_ids import mint
 from ordermesh.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from ordermesh.checkout.v1 import checkout_pb2, checkout_pb2_grpc
 from ordermesh.common.v1 import common_pb2
@@ -215,6 +218,67 @@ async def test_shipped_orders_cannot_be_cancelled_or_reviewed(clients: Clients) 
             order_pb2.ReviewOrderRequest(order_id=placed.order_id, approve=True, reviewer="bob")
         )
     assert review.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_a_retry_after_the_order_was_cancelled_charges_nothing(local_mesh: LocalMesh, clients: Clients) -> None:
+    """A PlaceOrder reserved, then died before it answered; the order was cancelled
+    and its stock released; the client retries with the same request_id."""
+    request = checkout_pb2.PlaceOrderRequest(
+        request_id=uuid.uuid4().hex,
+        user_id="ada",
+        items=[common_pb2.LineItem(product_id="sku-1009", quantity=2)],
+        address=HOME,
+        email="ada@example.com",
+        credit_card=CARD,
+    )
+    before = await clients.stock("sku-1009")
+    client = aioredis.Redis.from_url(local_mesh.redis_url)
+    try:  # the first attempt, as far as it got: its claim (abandoned) and its reservation
+        requests = Requests(client, ttl_seconds=3600, wait_seconds=5, takeover_after=60)
+        claim = await requests.claim(request.request_id, mint(request.user_id, 1), fingerprint(request))
+        await requests.abandon(request.request_id)
+    finally:
+        await client.aclose()
+    draft = common_pb2.OrderDraft(request_id=request.request_id, user_id="ada", address=HOME, email="ada@example.com")
+    await clients.catalog.ReserveStock(
+        catalog_pb2.ReserveStockRequest(order_id=claim.order_id, items=request.items, draft=draft)
+    )
+    await clients.order_in(claim.order_id, common_pb2.PENDING)
+    await clients.order.CancelOrder(order_pb2.CancelOrderRequest(order_id=claim.order_id))
+
+    async def released() -> bool:
+        return await clients.stock("sku-1009") == before
+
+    await eventually(released, within=20, what="the cancelled order's stock released")
+    answer = await clients.checkout.PlaceOrder(request, timeout=30)
+    assert answer.order_id == claim.order_id
+    assert answer.status == common_pb2.CANCELLED and "cancelled before it was paid" in answer.failure_reason
+
+    async def voided() -> bool:  # the cancel's refund found no charge: the order is voided
+        try:
+            payment = await clients.payment.GetPayment(payment_pb2.GetPaymentRequest(order_id=claim.order_id))
+        except grpc.aio.AioRpcError as error:
+            assert error.code() == grpc.StatusCode.NOT_FOUND
+            return False
+        assert payment.status != payment_pb2.CAPTURED, "nothing may be charged"
+        return payment.status == payment_pb2.DECLINED and "before it was charged" in payment.decline_reason
+
+    await eventually(voided, within=20, what="the cancelled order voided at payment")
+    assert await clients.stock("sku-1009") == before
+    assert (await clients.order_in(claim.order_id, common_pb2.CANCELLED)).status == common_pb2.CANCELLED
+
+
+async def test_a_request_id_reused_for_another_order_is_already_exists(clients: Clients) -> None:
+    before = await clients.stock("sku-1007")
+    request_id = uuid.uuid4().hex
+    first = await clients.place(("sku-1007", 1), request_id=request_id)
+    assert first.status == common_pb2.PAID
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await clients.place(("sku-1007", 2), request_id=request_id)
+    assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert (caught.value.details() or "").startswith("request_id: ")
+    assert await clients.place(("sku-1007", 1), request_id=request_id) == first, "the same request is still answered"
+    assert await clients.stock("sku-1007") == before - 1
 
 
 async def test_stock_auditor_is_clean_after_the_orders(local_mesh: LocalMesh) -> None:

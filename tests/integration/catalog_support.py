@@ -18,6 +18,7 @@ from catalog.flusher import JournalFlusher
 from catalog.ledger import Level
 from catalog.settings import CatalogSettings
 from catalog.stock import RedisDown
+from mesh.db import reading
 from mesh.server import Server
 from ordermesh.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from ordermesh.common.v1 import common_pb2
@@ -112,7 +113,7 @@ class CatalogUnderTest:
         assert result.clean, render(result)
 
     async def count(self, table: object) -> int:
-        async with self.parts.engine.connect() as connection:
+        async with reading(self.parts.engine) as connection:
             return int((await connection.execute(select(func.count()).select_from(table))).scalar_one())  # type: ignore[arg-type]
 
 

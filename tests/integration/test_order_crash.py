@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from mesh.bus import encode_fields
 from mesh.bus.redis_streams import RedisPublisher
-from mesh.db import create_engine
+from mesh.db import create_engine, reading
 from mesh.local.procs import RedisServer, free_port
 from mesh.order_ids import mint
 from order.models import order_history, orders
@@ -24,7 +24,7 @@ from ordermesh.common.v1 import common_pb2
 from ordermesh.events.v1 import events_pb2
 from tests.support import eventually
 
-COUNT = 600
+COUNT = 2400
 
 
 def placed(order_id: str, user_id: str) -> events_pb2.Envelope:
@@ -73,8 +73,11 @@ async def test_sigkill_mid_batch_loses_nothing_and_duplicates_nothing(
     engine = create_engine(url)
 
     async def rows(table: object = orders) -> int:
+        # A read transaction (`reading`): a plain connection would BEGIN IMMEDIATE,
+        # and a test polling every 20 ms with SQLite's write lock starves the
+        # order process's writers.
         try:
-            async with engine.connect() as connection:
+            async with reading(engine) as connection:
                 return int((await connection.execute(select(func.count()).select_from(table))).scalar_one())  # type: ignore[arg-type]
         except Exception:  # noqa: BLE001 - the schema may not exist yet
             return 0
@@ -106,7 +109,7 @@ async def test_sigkill_mid_batch_loses_nothing_and_duplicates_nothing(
         finally:
             survivor.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(survivor.wait(), 30) == 0
-        async with engine.connect() as connection:
+        async with reading(engine) as connection:
             distinct = (await connection.execute(select(func.count(func.distinct(orders.c.order_id))))).scalar_one()
             stored = set((await connection.execute(select(orders.c.order_id))).scalars())
         assert distinct == COUNT and stored == set(ids)

@@ -88,10 +88,25 @@ async def test_different_amount_for_same_order_is_failed_precondition(
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
-async def test_refund_is_idempotent_and_needs_a_charge(stub: payment_pb2_grpc.PaymentServiceAsyncStub) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.Refund(payment_pb2.RefundRequest(order_id="o-never", reason="x"))
-    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+async def test_a_refund_that_overtakes_its_charge_voids_the_order(
+    stub: payment_pb2_grpc.PaymentServiceAsyncStub,
+) -> None:
+    # The order was cancelled while its charge was still on the way: nothing to refund yet...
+    for _ in range(2):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Refund(payment_pb2.RefundRequest(order_id="o-late", reason="order cancelled"))
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "cancelled before it was charged" in (caught.value.details() or "")
+    # ...and when the charge lands, it takes nothing.
+    late = await stub.Charge(payment_pb2.ChargeRequest(order_id="o-late", amount=usd(7), credit_card=GOOD_CARD))
+    assert (
+        late.status == payment_pb2.DECLINED and late.decline_reason == "the order was cancelled before it was charged"
+    )
+    stored = await stub.GetPayment(payment_pb2.GetPaymentRequest(order_id="o-late"))
+    assert stored.status == payment_pb2.DECLINED
+
+
+async def test_refund_is_idempotent(stub: payment_pb2_grpc.PaymentServiceAsyncStub) -> None:
     charged = await stub.Charge(payment_pb2.ChargeRequest(order_id="o-refund", amount=usd(7), credit_card=GOOD_CARD))
     first, second = await asyncio.gather(
         *(stub.Refund(payment_pb2.RefundRequest(order_id="o-refund", reason="customer asked")) for _ in range(2))

@@ -41,7 +41,7 @@ async def test_reserve_and_release_are_all_or_nothing_and_idempotent(catalog: Ca
     assert (await catalog.stock(TYPEWRITER), await catalog.stock(CAMERA)) == (5, 3)
 
     again = await catalog.reserve("o-1", (TYPEWRITER, 2), (TYPEWRITER, 3), (CAMERA, 1))
-    assert again.already_reserved
+    assert again.already_reserved and not again.released
     assert (await catalog.stock(TYPEWRITER), await catalog.stock(CAMERA)) == (5, 3)
 
     # Summed lines are checked as one: 3 + 3 > 5 although each line fits.
@@ -59,6 +59,9 @@ async def test_reserve_and_release_are_all_or_nothing_and_idempotent(catalog: Ca
     assert [r.released for r in released] == [True, False]
     unknown = await catalog.stub.ReleaseStock(catalog_pb2.ReleaseStockRequest(order_id="o-never"))
     assert unknown.released is False
+    assert (await catalog.stock(TYPEWRITER), await catalog.stock(CAMERA)) == (10, 4)
+    after_release = await catalog.reserve("o-1", (TYPEWRITER, 5), (CAMERA, 1))
+    assert after_release.already_reserved and after_release.released, "a released order is not reserved anew"
     assert (await catalog.stock(TYPEWRITER), await catalog.stock(CAMERA)) == (10, 4)
 
     assert await catalog.placed_order_ids() == ["o-1"]

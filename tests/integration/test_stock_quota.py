@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from catalog.models import stock_epochs, stock_outbox, stock_releases
 from catalog.stock import Line
+from mesh.db import reading
 from mesh.local.procs import RedisServer, free_port
 from mesh.redis_pool import PoolExhausted, connect
 from ordermesh.catalog.v1 import catalog_pb2
@@ -260,6 +261,10 @@ async def test_release_goes_back_where_the_reservation_was_taken(database_url: s
         assert await release("never-reserved") is False
         assert await catalog.stock(CAMERA) == 40
         await published(catalog)
+        # A retry of a released order is told so, on either path's record: nothing to charge.
+        for order_id, quantity in (("on-sql", 3), ("on-redis", 2)):
+            again = await catalog.reserve(order_id, (CAMERA, quantity))
+            assert again.already_reserved and again.released, order_id
         await catalog.assert_clean()
         assert await catalog.count(stock_releases) == 3
         assert (await catalog.level(CAMERA)).stock == 40
@@ -408,7 +413,7 @@ async def test_replicas_agree_on_one_new_epoch_after_redis_comes_back_empty(data
                     eventually(functools.partial(sells, a, f"a-{n}"), within=10, what="a sells"),
                     eventually(functools.partial(sells, b, f"b-{n}"), within=10, what="b sells"),
                 )
-            async with a.parts.engine.connect() as connection:
+            async with reading(a.parts.engine) as connection:
                 epochs = (await connection.execute(select(stock_epochs.c.epoch, stock_epochs.c.ended_at))).all()
             assert len(epochs) == 2 and sum(row.ended_at is None for row in epochs) == 1
             assert await a.parts.redis_stock.epoch() == await a.parts.ledger.current_epoch()
