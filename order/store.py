@@ -15,9 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mesh.db import UnitOfWork, reading
 from mesh.money import NANOS_PER_UNIT, Money
+from order.decisions import Current, decide
 from order.models import applied_events, order_history, order_items, order_outbox, orders
 from order.orders import Address, Applied, Change, Item, Order, Transition
-from order.state import Status, allowed
+from order.state import Status
 
 T = TypeVar("T")
 ATTEMPTS = 6
@@ -126,47 +127,30 @@ class OrderStore:
                 )
             ).all()
         }
-        status = {order_id: Status(r.status) for order_id, r in rows.items()}
-        attempts = {order_id: int(r.ship_attempts) for order_id, r in rows.items()}
-        changed: dict[str, dict[str, Any]] = {}  # order id -> its row's new values
-        history: list[dict[str, Any]] = []
-        outbox: list[dict[str, Any]] = []
-        recorded: list[dict[str, Any]] = []
-        results: list[tuple[Applied, Status | None]] = []
-        for t in transitions:  # in order: a later event sees what an earlier one did
-            if t.event_id in seen:
-                results.append((Applied.DUPLICATE, None))
-                continue
-            current = status.get(t.order_id)
-            if current is None:
-                results.append((Applied.MISSING, None))
-                continue
-            seen.add(t.event_id)
-            record = {"event_id": t.event_id, "order_id": t.order_id, "at": now}
-            if not allowed(current, t.target) or (t.only_from is not None and current not in t.only_from):
-                recorded.append({**record, "outcome": "illegal", "detail": f"{current} -> {t.target}"})
-                results.append((Applied.ILLEGAL, current))
-                continue
-            values = changed.setdefault(t.order_id, {})
-            values.update(status=t.target.value, updated_at=now)
-            if t.tracking_id:
-                values["tracking_id"] = t.tracking_id
-            if t.failure_reason:
-                values["failure_reason"] = t.failure_reason[:500]
-            if t.target is Status.SHIP_FAILED:
-                attempts[t.order_id] += 1
-                values["ship_attempts"] = attempts[t.order_id]
-            status[t.order_id] = t.target
-            history.append({"order_id": t.order_id, "status": t.target.value, "at": now, "reason": t.reason[:500]})
-            event = self._status_event(t.order_id, current, t.target, t.reason, t.tracking_id)
-            outbox.append({"order_id": t.order_id, "event": event, "created_at": now})
-            recorded.append({**record, "outcome": "applied", "detail": f"{current} -> {t.target}"})
-            results.append((Applied.APPLIED, current))
+        decisions = decide(
+            transitions, seen, {o: Current(Status(r.status), int(r.ship_attempts)) for o, r in rows.items()}
+        )
+        changed = {order_id: {**values, "updated_at": now} for order_id, values in decisions.rows.items()}
+        history = [
+            {"order_id": c.order_id, "status": c.after.value, "at": now, "reason": c.reason} for c in decisions.changes
+        ]
+        outbox = [
+            {
+                "order_id": c.order_id,
+                "event": self._status_event(c.order_id, c.before, c.after, c.reason, c.tracking_id),
+                "created_at": now,
+            }
+            for c in decisions.changes
+        ]
+        recorded = [
+            {"event_id": event_id, "order_id": order_id, "outcome": outcome, "detail": detail, "at": now}
+            for event_id, order_id, outcome, detail in decisions.judged
+        ]
         await self._update_rows(connection, changed)
         for table, added in ((order_history, history), (order_outbox, outbox), (applied_events, recorded)):
             if added:
                 await connection.execute(insert(table), added)
-        return results
+        return decisions.results
 
     @staticmethod
     async def _update_rows(connection: AsyncConnection, changed: dict[str, dict[str, Any]]) -> None:
