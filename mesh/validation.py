@@ -8,6 +8,7 @@ check.raise_if_any()
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable
 from datetime import date
 
@@ -50,12 +51,13 @@ class Checker:
             self.fail(field, f"must be at most {max_length} characters")
 
     def text(self, value: str, field: str, max_length: int) -> None:
-        """Free text the order database stores: within its column, and in its
-        character set (Latin-1: MariaDB's default), with no control characters."""
+        """Free text the order database stores: within its column (characters, as
+        VARCHAR counts them) and printable. Any script: the order tables are full
+        Unicode (utf8mb4 on MariaDB)."""
         if len(value) > max_length:
             self.fail(field, f"must be at most {max_length} characters, got {len(value)}")
-        elif any(ord(char) > 0xFF or ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0 for char in value):
-            self.fail(field, "must be printable Latin-1 text (no control characters, no characters beyond U+00FF)")
+        elif any(unicodedata.category(char) in ("Cc", "Cs") for char in value):
+            self.fail(field, "must not contain control characters")
 
     def address(self, address: common_pb2.Address, field: str = "address") -> None:
         for name, limit in ADDRESS_LIMITS.items():

@@ -43,7 +43,10 @@ class PlacedOrders:
             outcome.fail(message, f"no shard for order {order.order_id}")
         for store, pairs in groups.items():
             # A failure here (SQL down) raises: the whole batch is retried later.
-            await store.insert([order for _, order in pairs], self._clock())
+            refused = await store.insert([order for _, order in pairs], self._clock())
+            for message, order in pairs:
+                if (reason := refused.get(order.order_id)) is not None:
+                    outcome.fail(message, reason)  # this one only: dead-lettered with its reason in the end
         return outcome
 
 

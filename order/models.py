@@ -7,6 +7,9 @@ from mesh.bus.outbox import outbox_table
 
 metadata = MetaData()
 
+# The order's own tables hold addresses, names and emails in any script: full
+# Unicode on MariaDB (whose server default is Latin-1). Ignored elsewhere.
+
 orders = Table(
     "orders",
     metadata,
@@ -33,6 +36,8 @@ orders = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Index("ix_orders_user_created", "user_id", "created_at"),
     Index("ix_orders_status_updated", "status", "updated_at"),
+    mysql_charset="utf8mb4",
+    mysql_collate="utf8mb4_unicode_ci",
 )
 
 order_items = Table(
@@ -44,6 +49,8 @@ order_items = Table(
     Column("quantity", Integer, nullable=False),
     Column("unit_units", BigInteger, nullable=False),
     Column("unit_nanos", Integer, nullable=False),
+    mysql_charset="utf8mb4",
+    mysql_collate="utf8mb4_unicode_ci",
 )
 
 order_history = Table(
@@ -54,6 +61,8 @@ order_history = Table(
     Column("status", String(16), nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
     Column("reason", String(500), nullable=False),
+    mysql_charset="utf8mb4",
+    mysql_collate="utf8mb4_unicode_ci",
 )
 
 # One row per status event applied (or recognised as illegal): redelivery of
@@ -66,6 +75,8 @@ applied_events = Table(
     Column("outcome", String(16), nullable=False),  # "applied" or "illegal"
     Column("detail", String(500), nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
+    mysql_charset="utf8mb4",
+    mysql_collate="utf8mb4_unicode_ci",
 )
 
 # OrderStatusChanged events, written in the same transaction as the change and

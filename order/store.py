@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import and_, bindparam, insert, or_, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mesh.db import UnitOfWork, reading
@@ -38,8 +38,8 @@ class OrderStore:
                     result = await work(uow.connection)
                     await uow.commit()
                     return result
-            except IntegrityError:
-                raise
+            except (IntegrityError, DataError):
+                raise  # the same data fails the same way: not worth running again
             except DBAPIError as error:  # deadlock or lock wait: run again on fresh state
                 if attempt == ATTEMPTS - 1 or error.connection_invalidated:
                     raise
@@ -48,19 +48,27 @@ class OrderStore:
 
     # -- OrderPlaced -> rows ------------------------------------------------------
 
-    async def insert(self, new: Sequence[Order], now: datetime) -> None:
-        """All in one multi-row INSERT; if any already exists, row by row (a
-        duplicate order id is success: at-least-once delivery)."""
+    async def insert(self, new: Sequence[Order], now: datetime) -> dict[str, str]:
+        """All in one multi-row INSERT; if any already exists, or one row's data
+        does not fit its column, row by row. A duplicate order id is success
+        (at-least-once delivery); an order whose data does not fit is refused
+        alone, the others land. Returns the refused order ids with the reason."""
         if not new:
-            return
+            return {}
         try:
             await self._transaction(lambda c: self._insert(c, new, now))
-        except IntegrityError:
-            for order in new:
-                try:
-                    await self._transaction(lambda c, o=order: self._insert(c, [o], now))  # type: ignore[misc]
-                except IntegrityError:
-                    continue  # already there
+            return {}
+        except (IntegrityError, DataError):
+            pass
+        refused: dict[str, str] = {}
+        for order in new:
+            try:
+                await self._transaction(lambda c, o=order: self._insert(c, [o], now))  # type: ignore[misc]
+            except IntegrityError:
+                continue  # already there
+            except DataError as error:
+                refused[order.order_id] = f"order {order.order_id} cannot be stored: {error.orig}"
+        return refused
 
     async def _insert(self, connection: AsyncConnection, new: Sequence[Order], now: datetime) -> None:
         await connection.execute(insert(orders), [_order_row(o) for o in new])

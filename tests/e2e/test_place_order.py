@@ -281,6 +281,26 @@ async def test_a_request_id_reused_for_another_order_is_already_exists(clients: 
     assert await clients.stock("sku-1007") == before - 1
 
 
+async def test_an_address_in_any_script_is_stored_intact(clients: Clients) -> None:
+    address = common_pb2.Address(
+        street_address="千代田1-1", city="Москва", state="Île-de-France", country="JP", zip_code="100-0001"
+    )
+    placed = await clients.checkout.PlaceOrder(
+        checkout_pb2.PlaceOrderRequest(
+            request_id=uuid.uuid4().hex,
+            user_id="ada",
+            items=[common_pb2.LineItem(product_id="sku-1008", quantity=1)],
+            address=address,
+            email="ada@example.com",
+            credit_card=CARD,
+        ),
+        timeout=30,
+    )
+    assert placed.status == common_pb2.PAID
+    order = await clients.order_in(placed.order_id, common_pb2.SHIPPED)
+    assert order.address == address
+
+
 async def test_stock_auditor_is_clean_after_the_orders(local_mesh: LocalMesh) -> None:
     """Last in this module: every order above sold, released or refunded; the
     catalog's auditor, run as an operator would (`python -m catalog audit`),

@@ -336,3 +336,33 @@ async def test_every_transition_is_relayed_as_order_status_changed(pipeline: Pip
         (common_pb2.ORDER_STATUS_UNSPECIFIED, common_pb2.PENDING),
         (common_pb2.PENDING, common_pb2.PAID),
     ]
+
+
+async def test_one_order_that_does_not_fit_is_refused_alone_and_the_batch_lands(pipeline: Pipeline) -> None:
+    """100 OrderPlaced in one batch: one with a street longer than its column,
+    one in a non-Latin script. The second is stored intact (full Unicode); the
+    first is refused alone on MariaDB (SQLite does not enforce VARCHAR sizes)
+    and dead-lettered with its reason; the other 99 land with it."""
+    ids = [mint(f"user-{n}", 2) for n in range(100)]
+    for n, order_id in enumerate(ids):
+        envelope = order_placed(order_id, f"user-{n}")
+        if n == 10:
+            envelope.order_placed.draft.address.street_address = "x" * 300
+        if n == 20:
+            envelope.order_placed.draft.address.street_address = "東京都千代田区千代田1-1"
+            envelope.order_placed.draft.address.city = "Москва"
+        await pipeline.placed(envelope)
+    await pipeline.drain()
+    stored = await pipeline.get(ids[20])
+    assert (stored.address.street_address, stored.address.city) == ("東京都千代田区千代田1-1", "Москва")
+    for order_id in ids[:10] + ids[11:]:
+        assert (await pipeline.get(order_id)).status == common_pb2.PENDING
+    letters = await pipeline.parts.dead_letters().pending()
+    if "mysql" in pipeline.settings.database_urls:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await pipeline.get(ids[10])
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        [letter] = letters
+        assert letter.order_id == ids[10] and "cannot be stored" in letter.reason and "street_address" in letter.reason
+    else:
+        assert letters == [] and (await pipeline.get(ids[10])).status == common_pb2.PENDING

@@ -173,11 +173,11 @@ BAD = {
         ),
         "draft.address.city",
     ),
-    "draft.address.street_address (not Latin-1)": (
+    "draft.address.street_address (too long, in any script)": (
         catalog_pb2.ReserveStockRequest(
             order_id="o",
             items=[line(CAMERA, 1)],
-            draft=common_pb2.OrderDraft(user_id="u1", address=common_pb2.Address(street_address="東京都千代田区")),
+            draft=common_pb2.OrderDraft(user_id="u1", address=common_pb2.Address(street_address="東京都" * 67)),
         ),
         "draft.address.street_address",
     ),
