@@ -37,6 +37,10 @@ class Lease:
         self._release = client.register_script(_RELEASE)
         self.held = False
 
+    @property
+    def ttl_ms(self) -> int:
+        return self._ttl_ms
+
     async def acquire(self) -> bool:
         """Take the lease, or keep it if already ours; False if another replica holds it."""
         if self.held and await self._renew(keys=[self.key], args=[self.owner, self._ttl_ms]):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
 import grpc
 import redis.asyncio as redis
 from opentelemetry import trace
+from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mesh.breaker import breakers_for
@@ -76,6 +78,7 @@ async def build_parts(
     tracer: trace.Tracer,
     breaker_metrics: BreakerMetrics | None = None,
     clock: Clock = utc_now,
+    skipped: Callable[[str], None] | None = None,
 ) -> Parts:
     engines = [create_engine(url) for url in settings.shard_urls]
     for engine in engines:
@@ -110,7 +113,7 @@ async def build_parts(
         ship_backoff=timedelta(seconds=settings.ship_backoff_seconds),
         ship_concurrency=settings.ship_concurrency,
     )
-    lifecycle = Lifecycle(shards, remote, clock, config)
+    lifecycle = Lifecycle(shards, remote, clock, config, on_skip=skipped)
     return Parts(engines, shards, client, RedisPublisher(client), [catalog, payment, shipping], lifecycle, remote)
 
 
@@ -167,7 +170,13 @@ def build_jobs(parts: Parts, settings: OrderSettings) -> list[PeriodicJob]:
 
 async def bootstrap(settings: OrderSettings) -> App:
     app = new_app("order", settings)
-    parts = await build_parts(settings, app.tracer, app.breaker_metrics)
+    skips = Counter(
+        "ordermesh_order_job_skipped_orders",
+        "Orders a periodic job skipped this round because their step failed (logged with the reason).",
+        ["job"],
+        registry=app.registry,
+    )
+    parts = await build_parts(settings, app.tracer, app.breaker_metrics, skipped=lambda job: skips.labels(job).inc())
     app.services.append(
         Registration(
             order_pb2_grpc.add_OrderServiceServicer_to_server,

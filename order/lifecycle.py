@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -43,12 +43,20 @@ class LifecycleConfig:
 
 class Lifecycle:
     def __init__(
-        self, shards: Shards, remote: Remote, clock: Clock, config: LifecycleConfig = LifecycleConfig()
+        self,
+        shards: Shards,
+        remote: Remote,
+        clock: Clock,
+        config: LifecycleConfig = LifecycleConfig(),
+        *,
+        on_skip: Callable[[str], None] | None = None,
     ) -> None:
         self._shards = shards
         self._remote = remote
         self._clock = clock
         self._config = config
+        # Called with the job's name each time a periodic job skips an order that failed.
+        self._on_skip = on_skip
         self._ship_slots = asyncio.Semaphore(config.ship_concurrency)
 
     async def _load(self, order_id: str) -> tuple[OrderStore, Order]:
@@ -108,24 +116,38 @@ class Lifecycle:
 
     # -- periodic workers -------------------------------------------------------------
 
+    async def _each(self, job: str, order_id: str, work: Awaitable[bool]) -> bool:
+        """One order's step of a periodic job. A failure is logged, counted and
+        skipped: one bad order never stops the job for the others."""
+        try:
+            return await work
+        except Unavailable as error:
+            log.warning("%s %s: %s", job, order_id, error)
+        except Exception:
+            log.exception("%s %s: unexpected error; skipped this round", job, order_id)
+        if self._on_skip is not None:
+            self._on_skip(job)
+        return False
+
     async def reconcile(self, now: datetime) -> int:
         """PENDING orders whose payment outcome was unknown: ask payment."""
         done = 0
         for store in self._shards.stores:
             for order in await store.in_status(Status.PENDING, now - self._config.reconcile_after, self._config.batch):
-                try:
-                    if await self._settle_payment(store, order.order_id):
-                        done += 1
-                    elif order.created_at <= now - self._config.payment_window:
-                        reason = "payment not received in time"
-                        change = Transition(
-                            order.order_id, f"{order.order_id}:expired", Status.CANCELLED, reason, failure_reason=reason
-                        )
-                        await self._apply(store, change)
-                        done += 1
-                except Unavailable as error:
-                    log.warning("reconcile %s: %s", order.order_id, error)
+                done += await self._each("reconcile", order.order_id, self._reconcile_one(store, order, now))
         return done
+
+    async def _reconcile_one(self, store: OrderStore, order: Order, now: datetime) -> bool:
+        if await self._settle_payment(store, order.order_id):
+            return True
+        if order.created_at > now - self._config.payment_window:
+            return False
+        reason = "payment not received in time"
+        change = Transition(
+            order.order_id, f"{order.order_id}:expired", Status.CANCELLED, reason, failure_reason=reason
+        )
+        await self._apply(store, change)
+        return True
 
     async def expire(self, now: datetime) -> int:
         """AWAITING_REVIEW orders nobody reviewed in time are cancelled."""
@@ -134,13 +156,15 @@ class Lifecycle:
             for order in await store.in_status(
                 Status.AWAITING_REVIEW, now - self._config.review_timeout, self._config.batch
             ):
-                reason = "review expired"
-                change = Transition(
-                    order.order_id, f"{order.order_id}:expired", Status.CANCELLED, reason, failure_reason=reason
-                )
-                if await self._apply(store, change) is Applied.APPLIED:
-                    done += 1
+                done += await self._each("expire", order.order_id, self._expire_one(store, order))
         return done
+
+    async def _expire_one(self, store: OrderStore, order: Order) -> bool:
+        reason = "review expired"
+        change = Transition(
+            order.order_id, f"{order.order_id}:expired", Status.CANCELLED, reason, failure_reason=reason
+        )
+        return await self._apply(store, change) is Applied.APPLIED
 
     async def ship_many(self, order_ids: Sequence[str]) -> dict[str, Exception]:
         """Ship PAID orders: SHIPPED with the tracking id, or SHIP_FAILED. Per shard, the
@@ -186,33 +210,29 @@ class Lifecycle:
         done = 0
         for store in self._shards.stores:
             for order in await store.in_status(Status.SHIP_FAILED, now, self._config.batch):
-                if order.ship_attempts >= self._config.ship_max_attempts:
-                    reason = f"shipping failed {order.ship_attempts} times"
-                    change = Transition(
-                        order.order_id,
-                        f"{order.order_id}:ship-gave-up",
-                        Status.CANCELLED,
-                        reason,
-                        failure_reason=reason,
-                    )
-                    await self._apply(store, change)
-                    done += 1
-                    continue
-                wait = min(self._config.ship_backoff * 2 ** (order.ship_attempts - 1), self._config.ship_backoff_max)
-                if order.updated_at + wait > now:
-                    continue
-                try:
-                    tracking_id = await self._remote.ship(order)
-                except Unavailable:
-                    await store.note_ship_failure(order.order_id, now)
-                    continue
-                change = Transition(
-                    order.order_id,
-                    f"{order.order_id}:shipped",
-                    Status.SHIPPED,
-                    "shipped after retry",
-                    tracking_id=tracking_id,
-                )
-                await self._apply(store, change)
-                done += 1
+                done += await self._each("recover-shipping", order.order_id, self._recover_one(store, order, now))
         return done
+
+    async def _recover_one(self, store: OrderStore, order: Order, now: datetime) -> bool:
+        if order.ship_attempts >= self._config.ship_max_attempts:
+            reason = f"shipping failed {order.ship_attempts} times"
+            await self._apply(store, _cancellation(order.order_id, "ship-gave-up", reason))
+            return True
+        wait = min(self._config.ship_backoff * 2 ** (order.ship_attempts - 1), self._config.ship_backoff_max)
+        if order.updated_at + wait > now:
+            return False
+        try:
+            tracking_id = await self._remote.ship(order)
+        except Unavailable:
+            await store.note_ship_failure(order.order_id, now)
+            return False
+        change = Transition(
+            order.order_id, f"{order.order_id}:shipped", Status.SHIPPED, "shipped after retry", tracking_id=tracking_id
+        )
+        await self._apply(store, change)
+        return True
+
+
+def _cancellation(order_id: str, cause: str, reason: str) -> Transition:
+    """A periodic job's CANCELLED, identified by its cause: applied once per order."""
+    return Transition(order_id, f"{order_id}:{cause}", Status.CANCELLED, reason, failure_reason=reason)

@@ -8,9 +8,9 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -18,12 +18,15 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from mesh.bus import encode_fields
 from mesh.bus.redis_streams import StreamConsumer
+from mesh.clock import utc_now
 from mesh.lease import Lease
 from mesh.local.procs import MariaDBServer, RedisServer
 from mesh.order_ids import mint, shard_of_user
 from order.bootstrap import Parts, bootstrap, build_consumers, build_parts
+from order.lifecycle import Lifecycle, LifecycleConfig
 from order.orders import Applied, Transition
 from order.relay import OutboxRelay
+from order.remote import PaymentState, Remote
 from order.settings import OrderSettings
 from order.state import Status
 from ordermesh.common.v1 import common_pb2
@@ -366,3 +369,34 @@ async def test_one_order_that_does_not_fit_is_refused_alone_and_the_batch_lands(
         assert letter.order_id == ids[10] and "cannot be stored" in letter.reason and "street_address" in letter.reason
     else:
         assert letters == [] and (await pipeline.get(ids[10])).status == common_pb2.PENDING
+
+
+class PaymentsWithOneBroken:
+    """Payment as reconcile sees it: the oldest order's lookup fails with a bug, the others answer."""
+
+    def __init__(self, broken: str) -> None:
+        self.broken = broken
+
+    async def payment(self, order_id: str) -> PaymentState:
+        if order_id == self.broken:
+            raise RuntimeError("a bug in one order's path")
+        return PaymentState("CAPTURED", f"txn-{order_id}")
+
+
+async def test_one_failing_order_does_not_stop_a_periodic_job_for_the_others(pipeline: Pipeline) -> None:
+    old = datetime.now(UTC) - timedelta(minutes=5)
+    ids = [mint(f"slow-{n}", 2) for n in range(3)]
+    for n, order_id in enumerate(ids):
+        await pipeline.placed(order_placed(order_id, f"slow-{n}", at=old + timedelta(seconds=n)))
+    await pipeline.drain()
+    skipped: list[str] = []
+    lifecycle = Lifecycle(
+        pipeline.parts.shards,
+        cast(Remote, PaymentsWithOneBroken(ids[0])),
+        utc_now,
+        LifecycleConfig(reconcile_after=timedelta(seconds=1)),
+        on_skip=skipped.append,
+    )
+    assert await lifecycle.reconcile(datetime.now(UTC)) == 2
+    assert skipped == ["reconcile"]
+    assert [(await pipeline.get(i)).status for i in ids] == [common_pb2.PENDING, common_pb2.PAID, common_pb2.PAID]
