@@ -46,7 +46,7 @@ SHIPPING = "ordermesh.shipping.v1.ShippingService"
 PAYMENT = "ordermesh.payment.v1.PaymentService"
 IDEMPOTENT = {
     CATALOG: ("ReleaseStock",),
-    SHIPPING: ("ShipOrder",),
+    SHIPPING: ("ShipOrder", "GetShipment"),
     PAYMENT: ("GetPayment", "Refund"),
 }
 
@@ -111,6 +111,7 @@ async def build_parts(
         review_timeout=timedelta(seconds=settings.order_timeout_seconds),
         ship_max_attempts=settings.ship_max_attempts,
         ship_backoff=timedelta(seconds=settings.ship_backoff_seconds),
+        ship_claim_timeout=timedelta(seconds=settings.ship_claim_timeout_seconds),
         ship_concurrency=settings.ship_concurrency,
     )
     lifecycle = Lifecycle(shards, remote, clock, config, on_skip=skipped)

@@ -37,6 +37,8 @@ class LifecycleConfig:
     ship_max_attempts: int = 5
     ship_backoff: timedelta = timedelta(seconds=5)
     ship_backoff_max: timedelta = timedelta(minutes=5)
+    # A SHIPPING claim older than this belongs to a replica that died while shipping.
+    ship_claim_timeout: timedelta = timedelta(minutes=2)
     batch: int = 100
     ship_concurrency: int = 16
 
@@ -76,10 +78,19 @@ class Lifecycle:
 
     async def cancel(self, order_id: str, reason: str) -> Order:
         store, order = await self._load(order_id)
-        if order.status in TERMINAL:
+        if order.status in TERMINAL or order.status is Status.SHIPPING:
             raise FailedPrecondition(f"order {order_id} is {order.status} and can no longer be cancelled")
         reason = reason or "cancelled by the customer"
-        change = Transition(order_id, f"{order_id}:cancel", Status.CANCELLED, reason, failure_reason=reason)
+        # A compare-and-set on the status read: a claim for shipping that lands
+        # first makes this illegal, so an order is never both shipped and cancelled.
+        change = Transition(
+            order_id,
+            f"{order_id}:cancel",
+            Status.CANCELLED,
+            reason,
+            failure_reason=reason,
+            only_from=frozenset({order.status}),
+        )
         if await self._apply(store, change) is Applied.ILLEGAL:
             raise FailedPrecondition(f"order {order_id} changed meanwhile and can no longer be cancelled")
         return (await self._load(order_id))[1]
@@ -160,26 +171,25 @@ class Lifecycle:
         return done
 
     async def _expire_one(self, store: OrderStore, order: Order) -> bool:
-        reason = "review expired"
-        change = Transition(
-            order.order_id, f"{order.order_id}:expired", Status.CANCELLED, reason, failure_reason=reason
-        )
-        return await self._apply(store, change) is Applied.APPLIED
+        return await self._apply(store, _cancellation(order.order_id, "expired", "review expired")) is Applied.APPLIED
 
     async def ship_many(self, order_ids: Sequence[str]) -> dict[str, Exception]:
-        """Ship PAID orders: SHIPPED with the tracking id, or SHIP_FAILED. Per shard, the
-        orders are read together, shipped concurrently (bounded) and their transitions
-        applied in one transaction. Returns why an order could not be handled; an order
-        no longer PAID (shipped or cancelled meanwhile) is skipped, not an error."""
+        """Ship PAID orders. Per shard: the orders are read together; fulfilment is
+        claimed (PAID -> SHIPPING) in one transaction, so a cancel that came first
+        wins and nothing ships, and one that comes later is refused; the claimed
+        orders are shipped concurrently (bounded); SHIPPED or SHIP_FAILED is applied
+        in one transaction. Returns why an order could not be handled; an order no
+        longer PAID (claimed, shipped or cancelled meanwhile) is skipped."""
         groups, unrouted = self._shards.group(order_ids, lambda order_id: (order_id, ""))
         failures: dict[str, Exception] = {i: NotFound("order", i) for i in unrouted}
         for store, ids in groups.items():
             found = await store.get_many(ids)
             failures.update({i: NotFound("order", i) for i in ids if i not in found})
             paid = [found[i] for i in ids if i in found and found[i].status is Status.PAID]
-            shipped = await asyncio.gather(*(self._ship(order) for order in paid), return_exceptions=True)
+            claimed = await self._claim(store, paid)
+            shipped = await asyncio.gather(*(self._ship(order) for order in claimed), return_exceptions=True)
             transitions = []
-            for order, outcome in zip(paid, shipped, strict=True):
+            for order, outcome in zip(claimed, shipped, strict=True):
                 if isinstance(outcome, Transition):
                     transitions.append(outcome)
                 elif isinstance(outcome, Exception):
@@ -193,44 +203,71 @@ class Lifecycle:
                     log.info("order %s: %s not applied from %s", change.order_id, change.target, before)
         return failures
 
+    async def _claim(self, store: OrderStore, orders: Sequence[Order]) -> list[Order]:
+        """PAID or SHIP_FAILED -> SHIPPING, as a compare-and-set on the status read;
+        the orders whose claim applied (and only they) may be shipped now."""
+        claims = [
+            Transition(
+                o.order_id,
+                f"{o.order_id}:shipping-{o.ship_attempts}",
+                Status.SHIPPING,
+                "fulfilment claimed",
+                only_from=frozenset({o.status}),
+            )
+            for o in orders
+        ]
+        results = await store.apply_many(claims, self._clock()) if claims else []
+        return [o for o, (result, _) in zip(orders, results, strict=True) if result is Applied.APPLIED]
+
     async def _ship(self, order: Order) -> Transition:
+        """ShipOrder for a claimed (SHIPPING) order: SHIPPED, or SHIP_FAILED (attempt n+1)."""
         async with self._ship_slots:
             try:
                 tracking_id = await self._remote.ship(order)
             except Unavailable as error:
                 reason = f"shipping failed: {error}"
-                return Transition(
-                    order.order_id, f"{order.order_id}:ship-failed", Status.SHIP_FAILED, reason, failure_reason=reason
-                )
+                event_id = f"{order.order_id}:ship-failed-{order.ship_attempts + 1}"
+                return Transition(order.order_id, event_id, Status.SHIP_FAILED, reason, failure_reason=reason)
         order_id = order.order_id
         return Transition(order_id, f"{order_id}:shipped", Status.SHIPPED, "shipped", tracking_id=tracking_id)
 
     async def recover(self, now: datetime) -> int:
-        """Retry SHIP_FAILED orders with backoff; give up (cancel) after the maximum."""
+        """Fulfilment that did not finish:
+
+        - SHIP_FAILED orders are claimed and shipped again with backoff; after the
+          maximum, shipping is asked whether a shipment exists (a reply lost on the
+          way) before giving up and cancelling;
+        - SHIPPING orders whose claim is older than ``ship_claim_timeout`` (the
+          replica shipping them died) are shipped again: ShipOrder is idempotent
+          per order, so a shipment that was made is answered, not made twice.
+        """
         done = 0
         for store in self._shards.stores:
             for order in await store.in_status(Status.SHIP_FAILED, now, self._config.batch):
                 done += await self._each("recover-shipping", order.order_id, self._recover_one(store, order, now))
+            stale = now - self._config.ship_claim_timeout
+            for order in await store.in_status(Status.SHIPPING, stale, self._config.batch):
+                done += await self._each("recover-shipping", order.order_id, self._finish_claim(store, order))
         return done
 
     async def _recover_one(self, store: OrderStore, order: Order, now: datetime) -> bool:
         if order.ship_attempts >= self._config.ship_max_attempts:
-            reason = f"shipping failed {order.ship_attempts} times"
-            await self._apply(store, _cancellation(order.order_id, "ship-gave-up", reason))
-            return True
-        wait = min(self._config.ship_backoff * 2 ** (order.ship_attempts - 1), self._config.ship_backoff_max)
-        if order.updated_at + wait > now:
+            if await self._remote.shipment(order.order_id) is None:
+                reason = f"shipping failed {order.ship_attempts} times"
+                await self._apply(store, _cancellation(order.order_id, "ship-gave-up", reason))
+                return True
+        else:
+            wait = min(self._config.ship_backoff * 2 ** (order.ship_attempts - 1), self._config.ship_backoff_max)
+            if order.updated_at + wait > now:
+                return False
+        # Shipped after all (its reply was lost), or due for another attempt: claim, ship.
+        if not await self._claim(store, [order]):
             return False
-        try:
-            tracking_id = await self._remote.ship(order)
-        except Unavailable:
-            await store.note_ship_failure(order.order_id, now)
-            return False
-        change = Transition(
-            order.order_id, f"{order.order_id}:shipped", Status.SHIPPED, "shipped after retry", tracking_id=tracking_id
-        )
-        await self._apply(store, change)
-        return True
+        return await self._finish_claim(store, order)
+
+    async def _finish_claim(self, store: OrderStore, order: Order) -> bool:
+        outcome = await self._ship(order)
+        return await self._apply(store, outcome) is Applied.APPLIED and outcome.target is Status.SHIPPED
 
 
 def _cancellation(order_id: str, cause: str, reason: str) -> Transition:

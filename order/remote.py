@@ -63,6 +63,18 @@ class Remote:
             if error.code not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
                 raise
 
+    async def shipment(self, order_id: str) -> str | None:
+        """The tracking id of the order's shipment, None if shipping has none."""
+        try:
+            shipment = await self._call(
+                "shipping", lambda: self._shipping.GetShipment(shipping_pb2.GetShipmentRequest(order_id=order_id))
+            )
+        except Relayed as error:
+            if error.code is grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+        return str(shipment.tracking_id)
+
     async def release(self, order_id: str) -> None:
         await self._call(
             "catalog", lambda: self._catalog.ReleaseStock(catalog_pb2.ReleaseStockRequest(order_id=order_id))

@@ -31,6 +31,9 @@ class OrderSettings(ServiceSettings):
     order_timeout_seconds: float = Field(30 * 60, gt=0)
     ship_max_attempts: int = Field(5, ge=1)
     ship_backoff_seconds: float = Field(5.0, gt=0)
+    # A SHIPPING claim this old belongs to a replica that died mid-ship: ship again
+    # (ShipOrder is idempotent per order).
+    ship_claim_timeout_seconds: float = Field(120.0, gt=0)
     ship_concurrency: int = Field(16, ge=1)
     worker_interval_seconds: float = Field(1.0, gt=0)
 

@@ -9,6 +9,7 @@ class Status(StrEnum):
     PENDING = "PENDING"
     AWAITING_REVIEW = "AWAITING_REVIEW"
     PAID = "PAID"
+    SHIPPING = "SHIPPING"
     SHIPPED = "SHIPPED"
     SHIP_FAILED = "SHIP_FAILED"
     CANCELLED = "CANCELLED"
@@ -17,8 +18,11 @@ class Status(StrEnum):
 TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.AWAITING_REVIEW: frozenset({Status.PENDING, Status.CANCELLED}),
     Status.PENDING: frozenset({Status.PAID, Status.CANCELLED}),
-    Status.PAID: frozenset({Status.SHIPPED, Status.SHIP_FAILED, Status.CANCELLED}),
-    Status.SHIP_FAILED: frozenset({Status.SHIPPED, Status.CANCELLED}),
+    # Fulfilment is claimed (SHIPPING) before ShipOrder is called: a cancel can
+    # win only before the claim, and then nothing ships.
+    Status.PAID: frozenset({Status.SHIPPING, Status.CANCELLED}),
+    Status.SHIPPING: frozenset({Status.SHIPPED, Status.SHIP_FAILED}),
+    Status.SHIP_FAILED: frozenset({Status.SHIPPING, Status.CANCELLED}),
     Status.SHIPPED: frozenset(),
     Status.CANCELLED: frozenset(),
 }

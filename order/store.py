@@ -170,18 +170,6 @@ class OrderStore:
             # The SET clause comes from the parameters' keys (the same in every row here).
             await connection.execute(update(orders).where(orders.c.order_id == bindparam("key")), params)
 
-    async def note_ship_failure(self, order_id: str, now: datetime) -> None:
-        """One more failed shipping attempt of a SHIP_FAILED order (no status change)."""
-
-        async def work(connection: AsyncConnection) -> None:
-            await connection.execute(
-                update(orders)
-                .where(orders.c.order_id == order_id, orders.c.status == Status.SHIP_FAILED.value)
-                .values(ship_attempts=orders.c.ship_attempts + 1, updated_at=now)
-            )
-
-        await self._transaction(work)
-
     # -- reads --------------------------------------------------------------------
 
     async def get(self, order_id: str) -> Order | None:

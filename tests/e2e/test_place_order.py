@@ -96,7 +96,7 @@ async def test_a_normal_order_is_paid_persisted_and_shipped(clients: Clients) ->
     # 2 x 24.00 + 9.50 + shipping (5.99 for the first unit + 0.50 for each of the other two)
     assert (placed.total.units, placed.total.nanos) == (64, 490_000_000)
     order = await clients.order_in(placed.order_id, common_pb2.SHIPPED)
-    assert history(order) == ["PENDING", "PAID", "SHIPPED"]
+    assert history(order) == ["PENDING", "PAID", "SHIPPING", "SHIPPED"]
     assert order.tracking_id.startswith("TRK-")
     assert order.address.city == "Springfield" and order.email == "ada@example.com" and order.trace_id
     assert await clients.stock("sku-1004") == before - 2
@@ -122,7 +122,7 @@ async def test_twenty_concurrent_duplicates_make_one_order(clients: Clients) -> 
     assert all(a == answers[0] for a in answers) and answers[0].status == common_pb2.PAID
     assert await clients.stock("sku-1007") == before - 1
     order = await clients.order_in(answers[0].order_id, common_pb2.SHIPPED)
-    assert history(order) == ["PENDING", "PAID", "SHIPPED"]
+    assert history(order) == ["PENDING", "PAID", "SHIPPING", "SHIPPED"]
     listed = await clients.order.ListOrders(order_pb2.ListOrdersRequest(user_id="ada", page_size=100))
     assert [o.order_id for o in listed.orders].count(answers[0].order_id) == 1
 
@@ -188,7 +188,7 @@ async def test_review_approve_ships_and_reject_refunds_and_restores(clients: Cli
     )
     assert reply.status in (common_pb2.PAID, common_pb2.SHIPPED)
     order = await clients.order_in(approved.order_id, common_pb2.SHIPPED)
-    assert history(order) == ["AWAITING_REVIEW", "PENDING", "PAID", "SHIPPED"]
+    assert history(order) == ["AWAITING_REVIEW", "PENDING", "PAID", "SHIPPING", "SHIPPED"]
 
     before = await clients.stock("sku-1012")
     rejected = await clients.place(("sku-1012", 1))

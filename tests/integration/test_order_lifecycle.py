@@ -211,7 +211,7 @@ async def test_paid_order_ships_once_even_with_two_dispatchers(world: World) -> 
     await asyncio.gather(world.consumers["dispatcher"].run_until_idle(), second.run_until_idle())
     await world.settle()
     for order_id in ids:
-        assert await world.history(order_id) == ["PENDING", "PAID", "SHIPPED"]
+        assert await world.history(order_id) == ["PENDING", "PAID", "SHIPPING", "SHIPPED"]
     async with grpc.aio.insecure_channel(world.settings.shipping_address) as channel:
         shipping = shipping_pb2_grpc.ShippingServiceStub(channel)
         shipped = [await shipping.GetShipment(shipping_pb2.GetShipmentRequest(order_id=o)) for o in ids]
@@ -242,7 +242,7 @@ async def test_reconcile_pending_orders_by_asking_payment(world: World) -> None:
     world.clock.advance(seconds=11)
     assert await world.parts.lifecycle.reconcile(world.clock()) == 1
     await world.settle()
-    assert await world.history(charged) == ["PENDING", "PAID", "SHIPPED"]
+    assert await world.history(charged) == ["PENDING", "PAID", "SHIPPING", "SHIPPED"]
     assert await world.status(never) is Status.PENDING, "still inside the payment window"
     world.clock.advance(minutes=31)
     assert await world.parts.lifecycle.reconcile(world.clock()) == 1
@@ -267,16 +267,16 @@ async def test_unreviewed_orders_expire(world: World) -> None:
 async def test_shipping_down_then_back_recovers_with_backoff(world: World) -> None:
     await world.stop_shipping()
     order_id = await world.new_order(charge=True)
-    assert await world.history(order_id) == ["PENDING", "PAID", "SHIP_FAILED"]
+    assert await world.history(order_id) == ["PENDING", "PAID", "SHIPPING", "SHIP_FAILED"]
     await world.start_shipping()
     assert await world.parts.lifecycle.recover(world.clock()) == 0, "backing off"
     world.clock.advance(seconds=6)
     await asyncio.sleep(0.3)  # let the breaker's real-time reset pass
     assert await world.parts.lifecycle.recover(world.clock()) == 1
-    assert await world.history(order_id) == ["PENDING", "PAID", "SHIP_FAILED", "SHIPPED"]
+    assert await world.history(order_id) == ["PENDING", "PAID", "SHIPPING", "SHIP_FAILED", "SHIPPING", "SHIPPED"]
 
 
-async def test_shipping_that_never_returns_gives_up_and_compensates(world: World) -> None:
+async def test_shipping_that_never_ships_gives_up_only_after_asking_and_compensates(world: World) -> None:
     await world.stop_shipping()
     before = await world.stock()
     order_id = await world.new_order(charge=True)
@@ -284,8 +284,18 @@ async def test_shipping_that_never_returns_gives_up_and_compensates(world: World
         world.clock.advance(minutes=10)
         await asyncio.sleep(0.3)
         await world.parts.lifecycle.recover(world.clock())
+    # Out of attempts, but shipping cannot be asked whether a shipment exists: wait.
+    failed = ["SHIPPING", "SHIP_FAILED"] * 3
+    assert await world.history(order_id) == ["PENDING", "PAID", *failed]
+    await world.start_shipping()
+
+    async def gave_up() -> bool:  # shipping answers again (its channel reconnects): no shipment
+        await world.parts.lifecycle.recover(world.clock())
+        return await world.status(order_id) is Status.CANCELLED
+
+    await eventually(gave_up, within=15, what="recover to give up once shipping says there is no shipment")
     await world.settle()
-    assert await world.history(order_id) == ["PENDING", "PAID", "SHIP_FAILED", "CANCELLED"]
+    assert await world.history(order_id) == ["PENDING", "PAID", *failed, "CANCELLED"]
     assert await world.payment_status(order_id) == payment_pb2.REFUNDED
     assert await world.stock() == before
 
@@ -347,7 +357,7 @@ async def test_payment_past_the_deadline_leaves_pending_then_reconciles(world: W
         await world.parts.lifecycle.reconcile(world.clock())
     await world.settle()
     if charged:
-        assert await world.history(answer.order_id) == ["PENDING", "PAID", "SHIPPED"]
+        assert await world.history(answer.order_id) == ["PENDING", "PAID", "SHIPPING", "SHIPPED"]
     else:
         assert await world.history(answer.order_id) == ["PENDING", "CANCELLED"]
         assert await world.stock() == before

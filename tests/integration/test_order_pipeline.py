@@ -19,12 +19,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from mesh.bus import encode_fields
 from mesh.bus.redis_streams import StreamConsumer
 from mesh.clock import utc_now
+from mesh.errors import FailedPrecondition
 from mesh.lease import Lease
 from mesh.local.procs import MariaDBServer, RedisServer
 from mesh.order_ids import mint, shard_of_user
 from order.bootstrap import Parts, bootstrap, build_consumers, build_parts
 from order.lifecycle import Lifecycle, LifecycleConfig
-from order.orders import Applied, Transition
+from order.orders import Applied, Order, Transition
 from order.relay import OutboxRelay
 from order.remote import PaymentState, Remote
 from order.settings import OrderSettings
@@ -227,10 +228,13 @@ async def test_a_batch_of_status_events_is_applied_in_one_transaction_with_each_
             to_paid,  # delivered twice in one batch
             Transition(missing, "bat-missing", Status.PAID, "captured"),
             Transition(paid, "bat-review", Status.PAID, "approved", only_from=frozenset({Status.AWAITING_REVIEW})),
+            Transition(paid, "bat-claimed", Status.SHIPPING, "claimed"),
             Transition(paid, "bat-shipped", Status.SHIPPED, "shipped", tracking_id="TRK-1"),
             # Another order's row changes different columns on each step.
             Transition(retried, "ret-paid", Status.PAID, "captured"),
+            Transition(retried, "ret-claimed", Status.SHIPPING, "claimed"),
             Transition(retried, "ret-failed", Status.SHIP_FAILED, "ship failed", failure_reason="shipping down"),
+            Transition(retried, "ret-reclaimed", Status.SHIPPING, "claimed again"),
             Transition(retried, "ret-shipped", Status.SHIPPED, "shipped", tracking_id="TRK-2"),
         ],
         now,
@@ -240,16 +244,27 @@ async def test_a_batch_of_status_events_is_applied_in_one_transaction_with_each_
         Applied.DUPLICATE,
         Applied.MISSING,
         Applied.ILLEGAL,
-        Applied.APPLIED,
-        Applied.APPLIED,
-        Applied.APPLIED,
-        Applied.APPLIED,
+        *[Applied.APPLIED] * 7,
     ]
-    assert [before for _, before in results][-3:] == [Status.PENDING, Status.PAID, Status.SHIP_FAILED]
+    assert [before for _, before in results][-5:] == [
+        Status.PENDING,
+        Status.PAID,
+        Status.SHIPPING,
+        Status.SHIP_FAILED,
+        Status.SHIPPING,
+    ]
     order = await pipeline.get(paid)
-    assert statuses(order) == ["PENDING", "PAID", "SHIPPED"] and order.tracking_id == "TRK-1"
+    assert statuses(order) == ["PENDING", "PAID", "SHIPPING", "SHIPPED"] and order.tracking_id == "TRK-1"
     row = await store.get(retried)
-    assert row is not None and statuses(await pipeline.get(retried)) == ["PENDING", "PAID", "SHIP_FAILED", "SHIPPED"]
+    assert row is not None
+    assert statuses(await pipeline.get(retried)) == [
+        "PENDING",
+        "PAID",
+        "SHIPPING",
+        "SHIP_FAILED",
+        "SHIPPING",
+        "SHIPPED",
+    ]
     assert (row.status, row.tracking_id, row.failure_reason, row.ship_attempts) == (
         Status.SHIPPED,
         "TRK-2",
@@ -400,3 +415,41 @@ async def test_one_failing_order_does_not_stop_a_periodic_job_for_the_others(pip
     assert await lifecycle.reconcile(datetime.now(UTC)) == 2
     assert skipped == ["reconcile"]
     assert [(await pipeline.get(i)).status for i in ids] == [common_pb2.PENDING, common_pb2.PAID, common_pb2.PAID]
+
+
+class RecordingShipping:
+    """ShipOrder as the dispatcher sees it: records every shipment it makes."""
+
+    def __init__(self) -> None:
+        self.shipped: set[str] = set()
+
+    async def ship(self, order: Order) -> str:
+        await asyncio.sleep(0)  # a real call yields: let a cancel interleave
+        self.shipped.add(order.order_id)
+        return f"TRK-{order.order_id}"
+
+
+async def test_a_cancel_racing_the_dispatcher_never_leaves_an_order_shipped_and_cancelled(pipeline: Pipeline) -> None:
+    ids = [mint(f"race-{n}", 2) for n in range(100)]
+    for n, order_id in enumerate(ids):
+        await pipeline.placed(order_placed(order_id, f"race-{n}"))
+    await pipeline.drain()
+    for order_id in ids:
+        store = pipeline.parts.shards.for_order(order_id)
+        assert store is not None
+        await store.apply(Transition(order_id, f"{order_id}:paid", Status.PAID, "captured"), datetime.now(UTC))
+    shipping = RecordingShipping()
+    lifecycle = Lifecycle(pipeline.parts.shards, cast(Remote, shipping), utc_now)
+    outcomes: dict[str, int] = {"shipped": 0, "cancelled": 0}
+    for n, order_id in enumerate(ids):
+        racers = [lifecycle.ship_many([order_id]), lifecycle.cancel(order_id, "changed my mind")]
+        results = await asyncio.gather(*(racers if n % 2 else reversed(racers)), return_exceptions=True)
+        order = await pipeline.get(order_id)
+        if order.status == common_pb2.CANCELLED:
+            assert order_id not in shipping.shipped, "cancelled, yet shipped"
+            outcomes["cancelled"] += 1
+        else:
+            assert order.status == common_pb2.SHIPPED and order_id in shipping.shipped
+            assert any(isinstance(r, FailedPrecondition) for r in results), "the late cancel was refused"
+            outcomes["shipped"] += 1
+    assert sum(outcomes.values()) == 100

@@ -50,16 +50,20 @@ def test_duplicates_and_missing_orders_change_nothing() -> None:
 def test_a_batch_sees_its_own_earlier_transitions() -> None:
     batch = [
         Transition("o1", "e1", Status.PAID, "captured"),
-        Transition("o1", "e2", Status.SHIP_FAILED, "carrier down", failure_reason="carrier down"),
-        Transition("o1", "e3", Status.SHIP_FAILED, "carrier down again"),  # SHIP_FAILED -> SHIP_FAILED: illegal
-        Transition("o1", "e4", Status.SHIPPED, "shipped", tracking_id="TRK-1"),
-        Transition("o1", "e5", Status.CANCELLED, "too late"),  # SHIPPED is terminal
+        Transition("o1", "e2", Status.SHIPPING, "claimed"),
+        Transition("o1", "e3", Status.SHIP_FAILED, "carrier down", failure_reason="carrier down"),
+        Transition("o1", "e4", Status.SHIP_FAILED, "carrier down again"),  # SHIP_FAILED -> SHIP_FAILED: illegal
+        Transition("o1", "e5", Status.SHIPPING, "claimed again"),
+        Transition("o1", "e6", Status.SHIPPED, "shipped", tracking_id="TRK-1"),
+        Transition("o1", "e7", Status.CANCELLED, "too late"),  # SHIPPED is terminal
     ]
     decisions = decide(batch, [], {"o1": Current(Status.PENDING, ship_attempts=2)})
     assert [r[0] for r in decisions.results] == [
         Applied.APPLIED,
         Applied.APPLIED,
+        Applied.APPLIED,
         Applied.ILLEGAL,
+        Applied.APPLIED,
         Applied.APPLIED,
         Applied.ILLEGAL,
     ]
@@ -71,6 +75,8 @@ def test_a_batch_sees_its_own_earlier_transitions() -> None:
     }
     assert [(c.before, c.after) for c in decisions.changes] == [
         (Status.PENDING, Status.PAID),
-        (Status.PAID, Status.SHIP_FAILED),
-        (Status.SHIP_FAILED, Status.SHIPPED),
+        (Status.PAID, Status.SHIPPING),
+        (Status.SHIPPING, Status.SHIP_FAILED),
+        (Status.SHIP_FAILED, Status.SHIPPING),
+        (Status.SHIPPING, Status.SHIPPED),
     ]

@@ -11,10 +11,11 @@ LEGAL = {
     (Status.AWAITING_REVIEW, Status.CANCELLED),
     (Status.PENDING, Status.PAID),
     (Status.PENDING, Status.CANCELLED),
-    (Status.PAID, Status.SHIPPED),
-    (Status.PAID, Status.SHIP_FAILED),
+    (Status.PAID, Status.SHIPPING),
     (Status.PAID, Status.CANCELLED),
-    (Status.SHIP_FAILED, Status.SHIPPED),
+    (Status.SHIPPING, Status.SHIPPED),
+    (Status.SHIPPING, Status.SHIP_FAILED),
+    (Status.SHIP_FAILED, Status.SHIPPING),
     (Status.SHIP_FAILED, Status.CANCELLED),
 }
 

@@ -30,6 +30,8 @@ class _OrderStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OrderStat
     SHIPPED: _OrderStatus.ValueType  # 4
     SHIP_FAILED: _OrderStatus.ValueType  # 5
     CANCELLED: _OrderStatus.ValueType  # 6
+    SHIPPING: _OrderStatus.ValueType  # 7
+    """Fulfilment claimed: ShipOrder is being called. No cancel from here on."""
 
 class OrderStatus(_OrderStatus, metaclass=_OrderStatusEnumTypeWrapper): ...
 
@@ -40,6 +42,8 @@ PAID: OrderStatus.ValueType  # 3
 SHIPPED: OrderStatus.ValueType  # 4
 SHIP_FAILED: OrderStatus.ValueType  # 5
 CANCELLED: OrderStatus.ValueType  # 6
+SHIPPING: OrderStatus.ValueType  # 7
+"""Fulfilment claimed: ShipOrder is being called. No cancel from here on."""
 Global___OrderStatus: _TypeAlias = OrderStatus  # noqa: Y015
 
 @_typing.final
