@@ -13,7 +13,7 @@ import logging
 
 from mesh.bus import BatchOutcome, Message
 from mesh.clock import Clock
-from mesh.errors import DomainError
+from mesh.errors import DomainError, Unavailable
 from order.events import parse, placed_order, transition
 from order.lifecycle import Lifecycle
 from order.orders import Applied, MalformedEvent, Order, Transition
@@ -114,8 +114,11 @@ class Dispatcher:
 class Compensator:
     """Every CANCELLED order: refund what was captured and give the stock back.
 
-    Both calls are idempotent, so repeats are harmless; a failure is retried
-    by the bus and, in the end, dead-lettered for a person."""
+    Both calls are idempotent, so repeats are harmless. Payment or catalog down
+    (or behind an open breaker) defers the message: it waits, for as long as it
+    takes, without spending attempts (a compensation must never be given up
+    for an outage). Any other failure is retried by the bus and, in the end,
+    dead-lettered for a person."""
 
     def __init__(self, remote: Remote) -> None:
         self._remote = remote
@@ -130,6 +133,8 @@ class Compensator:
                 await self._remote.release(message.order_id)
             except MalformedEvent as error:
                 outcome.fail(message, str(error))
+            except Unavailable as error:
+                outcome.defer(message, f"compensation waits: {error}")
             except DomainError as error:
                 outcome.fail(message, f"compensation: {error}")
         return outcome

@@ -69,6 +69,8 @@ class World:
     shipping_settings: ShippingSettings
     shipping_server: Server | None
     payment_url: str
+    payment_settings: PaymentSettings
+    payment_server: Server | None = None
 
     async def stock(self) -> int:
         return int((await self.catalog.GetProduct(catalog_pb2.GetProductRequest(id=PRODUCT))).stock)
@@ -135,6 +137,15 @@ class World:
         await self.shipping_server.stop()
         self.shipping_server = None
 
+    async def start_payment(self) -> None:
+        self.payment_server = Server(await payment_bootstrap(self.payment_settings))
+        await self.payment_server.start()
+
+    async def stop_payment(self) -> None:
+        assert self.payment_server is not None
+        await self.payment_server.stop()
+        self.payment_server = None
+
 
 @pytest.fixture
 async def world(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[World]:
@@ -142,7 +153,10 @@ async def world(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[Worl
     prefix = uuid.uuid4().hex[:8]
     cat_settings = catalog_settings(f"sqlite+aiosqlite:///{tmp_path / 'catalog.db'}", redis_server.url)
     pay = PaymentSettings(
-        grpc_host="127.0.0.1", grpc_port=0, metrics_port=0, database_url=f"sqlite+aiosqlite:///{tmp_path / 'pay.db'}"
+        grpc_host="127.0.0.1",
+        grpc_port=free_port(),  # a fixed port: the test stops and starts payment
+        metrics_port=0,
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'pay.db'}",
     )
     ship = ShippingSettings(
         grpc_host="127.0.0.1",
@@ -154,7 +168,8 @@ async def world(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[Worl
         catalog_server, catalog_channel = await stack.enter_async_context(
             serving(await catalog_bootstrap(cat_settings))
         )
-        payment_server, payment_channel = await stack.enter_async_context(serving(await payment_bootstrap(pay)))
+        payment_channel = grpc.aio.insecure_channel(f"127.0.0.1:{pay.grpc_port}")
+        stack.push_async_callback(payment_channel.close, None)
         settings = OrderSettings(
             grpc_host="127.0.0.1",
             grpc_port=0,
@@ -166,7 +181,7 @@ async def world(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[Worl
             order_status_stream=f"{prefix}:status",
             consumer_group=f"{prefix}-order",
             catalog_address=f"127.0.0.1:{catalog_server.port}",
-            payment_address=f"127.0.0.1:{payment_server.port}",
+            payment_address=f"127.0.0.1:{pay.grpc_port}",
             shipping_address=f"127.0.0.1:{ship.grpc_port}",
             client_deadline_seconds=2,
             breaker_reset_seconds=0.2,
@@ -191,13 +206,17 @@ async def world(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[Worl
             ship,
             None,
             pay.database_url,
+            pay,
         )
+        await world.start_payment()
         await world.start_shipping()
         try:
             yield world
         finally:
             if world.shipping_server is not None:
                 await world.stop_shipping()
+            if world.payment_server is not None:
+                await world.stop_payment()
 
 
 async def test_paid_order_ships_once_even_with_two_dispatchers(world: World) -> None:
@@ -361,3 +380,24 @@ async def test_payment_past_the_deadline_leaves_pending_then_reconciles(world: W
     else:
         assert await world.history(answer.order_id) == ["PENDING", "CANCELLED"]
         assert await world.stock() == before
+
+
+async def test_payment_down_while_orders_are_cancelled_refunds_them_all_when_it_returns(world: World) -> None:
+    before = await world.stock()
+    ids = [await world.new_order(charge=True, review=True) for _ in range(5)]  # charged, awaiting review
+    await world.stop_payment()
+    for order_id in ids:
+        await world.parts.lifecycle.cancel(order_id, "changed my mind")
+    for _ in range(8):  # more rounds than a message has attempts: none may be spent
+        await world.settle()
+        await asyncio.sleep(0.05)
+    assert await world.parts.dead_letters().pending() == []
+    await world.start_payment()
+
+    async def all_refunded() -> bool:
+        await world.settle()
+        return [await world.payment_status(order_id) for order_id in ids] == [payment_pb2.REFUNDED] * 5
+
+    await eventually(all_refunded, within=20, what="every cancelled order refunded once payment is back")
+    assert await world.parts.dead_letters().pending() == []
+    assert await world.stock() == before
