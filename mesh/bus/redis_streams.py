@@ -168,27 +168,41 @@ class StreamConsumer(LoopWorker):
         loop = asyncio.get_running_loop()
         progress = 0
         if force_pending or loop.time() >= self._pending_due:
-            delivered, progress = await self._consume("0", None)
+            delivered, progress = await self._consume_pending()
             if not delivered:
                 self._pending_due = float("inf")  # nothing pending until a failure schedules it
             elif progress:
                 return progress
         return progress + (await self._consume(">", block_ms))[1]
 
-    async def _consume(self, start_id: str, block_ms: int | None) -> tuple[int, int]:
-        """Read one batch and settle it: (messages delivered, progress)."""
+    async def _consume_pending(self) -> tuple[int, int]:
+        """Every pending message of this consumer, page by page: a head of messages
+        that keep waiting (deferred, failing) must not hide the ones behind it
+        (claimed from a dead consumer, or deferred and ready now)."""
+        delivered = progress = 0
+        cursor = "0"
+        while True:
+            page, page_progress, last = await self._consume(cursor, None)
+            delivered += page
+            progress += page_progress
+            if page < self._config.batch_size or not last:
+                return delivered, progress
+            cursor = last  # XREADGROUP with an id returns pending entries after it
+
+    async def _consume(self, start_id: str, block_ms: int | None) -> tuple[int, int, str]:
+        """Read one batch and settle it: (messages delivered, progress, last id read)."""
         reply: Any = await self._client.xreadgroup(
             self.group, self.consumer, {self.stream: start_id}, count=self._config.batch_size, block=block_ms
         )
         delivered: list[tuple[bytes, dict[bytes, bytes] | None]] = reply[0][1] if reply else []
         if not delivered:
-            return 0, 0
+            return 0, 0, ""
         gone = [entry_id for entry_id, fields in delivered if not fields]  # trimmed after an ack was lost
         if gone:
             await self._acknowledge([e.decode() for e in gone])
         entries = [(entry_id.decode(), fields) for entry_id, fields in delivered if fields]
         progress = await self._handle(entries) if entries else 0
-        return len(delivered), len(gone) + progress
+        return len(delivered), len(gone) + progress, delivered[-1][0].decode()
 
     async def _handle(self, entries: list[tuple[str, dict[bytes, bytes]]]) -> int:
         attempts = await self._attempts([entry_id for entry_id, _ in entries])

@@ -213,3 +213,42 @@ async def test_batch_span_links_to_every_producer_span(bus: Bus) -> None:
     producers = {s.context.span_id for s in spans if s.name.startswith("produce")}
     [batch] = [s for s in spans if s.kind == SpanKind.CONSUMER]
     assert {link.context.span_id for link in batch.links} == producers
+
+
+@dataclass
+class Waiting:
+    """A handler that defers messages of orders that do not exist yet (as the
+    order context does with a status event before its OrderPlaced)."""
+
+    ready: set[str] = field(default_factory=set)
+    seen: list[str] = field(default_factory=list)
+
+    async def __call__(self, batch: list[Message]) -> BatchOutcome:
+        outcome = BatchOutcome()
+        for message in batch:
+            if message.order_id in self.ready:
+                self.seen.append(message.order_id)
+            else:
+                outcome.defer(message, f"order {message.order_id} not there yet")
+        return outcome
+
+
+async def test_a_head_of_waiting_messages_does_not_hide_the_pending_ones_behind_it(bus: Bus) -> None:
+    """300 deferred messages pending at once (30 batches): the first 10 wait for
+    ever; the other 290 become ready and are all handled, no attempt spent."""
+    handler = Waiting()
+    consumer = bus.consumer(handler)
+    ids = [f"d-{n:03d}" for n in range(300)]
+    for order_id in ids:
+        await bus.publish(order_id)
+    await consumer.ensure_group()
+    for _ in range(30):  # every message delivered once and deferred: all 300 pending
+        await consumer.poll(block_ms=None)
+    pending: Any = await bus.client.xpending(bus.stream, "g")
+    assert pending["pending"] == 300 and handler.seen == []
+    handler.ready = set(ids[10:])
+    await consumer.run_until_idle()
+    assert sorted(handler.seen) == ids[10:]
+    pending = await bus.client.xpending(bus.stream, "g")
+    assert pending["pending"] == 10, "the ten still waiting stay pending, not dead-lettered"
+    assert await bus.client.hlen(f"bus:attempts:{bus.stream}:g") == 0, "waiting spends no attempt"
