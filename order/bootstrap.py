@@ -79,6 +79,7 @@ async def build_parts(
     breaker_metrics: BreakerMetrics | None = None,
     clock: Clock = utc_now,
     skipped: Callable[[str], None] | None = None,
+    refunded: Callable[[], None] | None = None,
 ) -> Parts:
     engines = [create_engine(url) for url in settings.shard_urls]
     for engine in engines:
@@ -112,9 +113,10 @@ async def build_parts(
         ship_max_attempts=settings.ship_max_attempts,
         ship_backoff=timedelta(seconds=settings.ship_backoff_seconds),
         ship_claim_timeout=timedelta(seconds=settings.ship_claim_timeout_seconds),
+        money_settle_after=timedelta(seconds=settings.money_settle_after_seconds),
         ship_concurrency=settings.ship_concurrency,
     )
-    lifecycle = Lifecycle(shards, remote, clock, config, on_skip=skipped)
+    lifecycle = Lifecycle(shards, remote, clock, config, on_skip=skipped, on_refund=refunded)
     return Parts(engines, shards, client, RedisPublisher(client), [catalog, payment, shipping], lifecycle, remote)
 
 
@@ -155,6 +157,7 @@ def build_jobs(parts: Parts, settings: OrderSettings) -> list[PeriodicJob]:
         "reconcile": parts.lifecycle.reconcile,
         "expire": parts.lifecycle.expire,
         "recover-shipping": parts.lifecycle.recover,
+        "money": parts.lifecycle.settle_money,
     }
     lease_ms = int(max(settings.worker_interval_seconds * 5, 5) * 1000)
     return [
@@ -177,7 +180,14 @@ async def bootstrap(settings: OrderSettings) -> App:
         ["job"],
         registry=app.registry,
     )
-    parts = await build_parts(settings, app.tracer, app.breaker_metrics, skipped=lambda job: skips.labels(job).inc())
+    refunds = Counter(
+        "ordermesh_order_money_refunds",
+        "Captured payments of CANCELLED orders that the money sweep found and refunded.",
+        registry=app.registry,
+    )
+    parts = await build_parts(
+        settings, app.tracer, app.breaker_metrics, skipped=lambda job: skips.labels(job).inc(), refunded=refunds.inc
+    )
     app.services.append(
         Registration(
             order_pb2_grpc.add_OrderServiceServicer_to_server,

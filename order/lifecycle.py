@@ -37,6 +37,9 @@ class LifecycleConfig:
     ship_max_attempts: int = 5
     ship_backoff: timedelta = timedelta(seconds=5)
     ship_backoff_max: timedelta = timedelta(minutes=5)
+    # The money sweep looks at a CANCELLED order this long after its cancel
+    # (the compensator refunds it first; the sweep catches what it missed).
+    money_settle_after: timedelta = timedelta(minutes=1)
     # A SHIPPING claim older than this belongs to a replica that died while shipping.
     ship_claim_timeout: timedelta = timedelta(minutes=2)
     batch: int = 100
@@ -52,6 +55,7 @@ class Lifecycle:
         config: LifecycleConfig = LifecycleConfig(),
         *,
         on_skip: Callable[[str], None] | None = None,
+        on_refund: Callable[[], None] | None = None,
     ) -> None:
         self._shards = shards
         self._remote = remote
@@ -59,6 +63,8 @@ class Lifecycle:
         self._config = config
         # Called with the job's name each time a periodic job skips an order that failed.
         self._on_skip = on_skip
+        # Called for each captured payment the money sweep refunded.
+        self._on_refund = on_refund
         self._ship_slots = asyncio.Semaphore(config.ship_concurrency)
 
     async def _load(self, order_id: str) -> tuple[OrderStore, Order]:
@@ -159,6 +165,29 @@ class Lifecycle:
         )
         await self._apply(store, change)
         return True
+
+    async def settle_money(self, now: datetime) -> int:
+        """The money sweep: every CANCELLED order, once, some time after its cancel,
+        is checked with payment; a capture still there is refunded. It walks each
+        shard in (updated_at, order id) order from where it stopped; a payment
+        outage stops the walk there (never skips an order), to go on next time."""
+        refunded = 0
+        for store in self._shards.stores:
+            mark = await store.sweep_mark()
+            for order in await store.cancelled_after(mark, now - self._config.money_settle_after, self._config.batch):
+                try:
+                    state = await self._remote.payment(order.order_id)
+                    if state.status == "CAPTURED":
+                        log.warning("money sweep: %s is CANCELLED and still captured: refunding", order.order_id)
+                        await self._remote.refund(order.order_id, "order cancelled (money reconciliation)")
+                        refunded += 1
+                        if self._on_refund is not None:
+                            self._on_refund()
+                except Unavailable as error:
+                    log.warning("money sweep stops at %s until payment answers: %s", order.order_id, error)
+                    break
+                await store.set_sweep_mark(order.updated_at, order.order_id)
+        return refunded
 
     async def expire(self, now: datetime) -> int:
         """AWAITING_REVIEW orders nobody reviewed in time are cancelled."""

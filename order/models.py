@@ -81,6 +81,16 @@ applied_events = Table(
 
 # OrderStatusChanged events, written in the same transaction as the change and
 # relayed to the bus (transactional outbox).
+# How far the money sweep got through this shard's CANCELLED orders (one row):
+# the (updated_at, order_id) of the last order whose payment it settled.
+money_sweep = Table(
+    "money_sweep",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("order_id", String(64), nullable=False),
+)
+
 order_outbox = outbox_table("order_outbox", metadata)
 
 dead_letters = dead_letters_table(metadata)

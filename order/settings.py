@@ -34,6 +34,9 @@ class OrderSettings(ServiceSettings):
     # A SHIPPING claim this old belongs to a replica that died mid-ship: ship again
     # (ShipOrder is idempotent per order).
     ship_claim_timeout_seconds: float = Field(120.0, gt=0)
+    # The money sweep checks a CANCELLED order with payment this long after the
+    # cancel, and refunds a capture the compensator missed.
+    money_settle_after_seconds: float = Field(60.0, ge=0)
     ship_concurrency: int = Field(16, ge=1)
     worker_interval_seconds: float = Field(1.0, gt=0)
 

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from mesh.db import UnitOfWork, reading
 from mesh.money import NANOS_PER_UNIT, Money
 from order.decisions import Current, decide
-from order.models import applied_events, order_history, order_items, order_outbox, orders
+from order.models import applied_events, money_sweep, order_history, order_items, order_outbox, orders
 from order.orders import Address, Applied, Change, Item, Order, Transition
 from order.state import Status
 
@@ -191,6 +191,34 @@ class OrderStore:
         async with reading(self.engine) as connection:
             rows = (await connection.execute(query)).all()
             return await self._complete(connection, rows)
+
+    async def cancelled_after(self, mark: tuple[datetime, str] | None, until: datetime, limit: int) -> list[Order]:
+        """CANCELLED orders after ``mark`` (in (updated_at, order_id) order) and not after ``until``."""
+        query = select(orders).where(orders.c.status == Status.CANCELLED.value, orders.c.updated_at <= until)
+        if mark is not None:
+            at, order_id = mark
+            query = query.where(
+                or_(orders.c.updated_at > at, and_(orders.c.updated_at == at, orders.c.order_id > order_id))
+            )
+        query = query.order_by(orders.c.updated_at, orders.c.order_id).limit(limit)
+        async with reading(self.engine) as connection:
+            rows = (await connection.execute(query)).all()
+            return await self._complete(connection, rows)
+
+    async def sweep_mark(self) -> tuple[datetime, str] | None:
+        async with reading(self.engine) as connection:
+            row = (await connection.execute(select(money_sweep).where(money_sweep.c.id == 1))).first()
+        return (_aware(row.updated_at), row.order_id) if row is not None else None
+
+    async def set_sweep_mark(self, at: datetime, order_id: str) -> None:
+        async def work(connection: AsyncConnection) -> None:
+            changed = await connection.execute(
+                update(money_sweep).where(money_sweep.c.id == 1).values(updated_at=at, order_id=order_id)
+            )
+            if changed.rowcount == 0:
+                await connection.execute(insert(money_sweep).values(id=1, updated_at=at, order_id=order_id))
+
+        await self._transaction(work)
 
     async def in_status(self, status: Status, updated_before: datetime, limit: int) -> list[Order]:
         query = (

@@ -401,3 +401,23 @@ async def test_payment_down_while_orders_are_cancelled_refunds_them_all_when_it_
     await eventually(all_refunded, within=20, what="every cancelled order refunded once payment is back")
     assert await world.parts.dead_letters().pending() == []
     assert await world.stock() == before
+
+
+async def test_the_money_sweep_refunds_a_capture_the_compensator_missed(world: World) -> None:
+    kept = await world.new_order(charge=True, review=True)  # charged, awaiting review
+    never_charged = await world.new_order(charge=False, review=True)
+    for order_id in (kept, never_charged):  # cancelled; the compensator does not run here
+        await world.parts.lifecycle.cancel(order_id, "changed my mind")
+    assert await world.payment_status(kept) == payment_pb2.CAPTURED
+    assert await world.parts.lifecycle.settle_money(world.clock()) == 0, "too soon: the compensator goes first"
+    world.clock.advance(minutes=2)
+    await world.stop_payment()
+    assert await world.parts.lifecycle.settle_money(world.clock()) == 0, "payment down: stop, skip nothing"
+    await world.start_payment()
+
+    async def swept() -> bool:
+        await world.parts.lifecycle.settle_money(world.clock())
+        return await world.payment_status(kept) == payment_pb2.REFUNDED
+
+    await eventually(swept, within=15, what="the sweep to refund the kept capture")
+    assert await world.parts.lifecycle.settle_money(world.clock()) == 0, "each order is settled once"
