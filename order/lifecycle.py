@@ -116,19 +116,17 @@ class Lifecycle:
         return (await self._load(order_id))[1]
 
     async def _settle_payment(self, store: OrderStore, order_id: str, suffix: str = "") -> bool:
+        """PAID or CANCELLED from what payment says; True if the order changed now."""
         state = await self._remote.payment(order_id)
         if state.status == "CAPTURED":
-            await self._apply(
-                store, Transition(order_id, f"{order_id}:payment{suffix}", Status.PAID, "payment captured")
-            )
-            return True
+            paid = Transition(order_id, f"{order_id}:payment{suffix}", Status.PAID, "payment captured")
+            return await self._apply(store, paid) is Applied.APPLIED
         if state.status == "DECLINED":
             reason = state.decline_reason or "payment declined"
-            await self._apply(
-                store,
-                Transition(order_id, f"{order_id}:payment{suffix}", Status.CANCELLED, reason, failure_reason=reason),
+            declined = Transition(
+                order_id, f"{order_id}:payment{suffix}", Status.CANCELLED, reason, failure_reason=reason
             )
-            return True
+            return await self._apply(store, declined) is Applied.APPLIED
         return False
 
     # -- periodic workers -------------------------------------------------------------
@@ -159,12 +157,10 @@ class Lifecycle:
             return True
         if order.created_at > now - self._config.payment_window:
             return False
-        reason = "payment not received in time"
-        change = Transition(
-            order.order_id, f"{order.order_id}:expired", Status.CANCELLED, reason, failure_reason=reason
-        )
-        await self._apply(store, change)
-        return True
+        # Its own event id: "expired" is the review timeout's, and an order
+        # approved after review must still be able to expire here.
+        cancel = _cancellation(order.order_id, "payment-expired", "payment not received in time")
+        return await self._apply(store, cancel) is Applied.APPLIED
 
     async def settle_money(self, now: datetime) -> int:
         """The money sweep: every CANCELLED order, once, some time after its cancel,
