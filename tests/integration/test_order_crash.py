@@ -92,9 +92,11 @@ async def test_sigkill_mid_batch_loses_nothing_and_duplicates_nothing(
             async def progressed(already: int = already) -> bool:
                 return await rows() >= already + 50
 
-            await eventually(progressed, within=60, what=f"inserts in round {round_}")
-            process.send_signal(signal.SIGKILL)
-            await process.wait()
+            try:
+                await eventually(progressed, within=60, what=f"inserts in round {round_}")
+            finally:  # killed mid-batch, or cleaned up if the round failed: never left running
+                process.send_signal(signal.SIGKILL)
+                await process.wait()
         assert await rows() < COUNT, "the kills should land before everything is in"
 
         survivor = await asyncio.create_subprocess_exec(
