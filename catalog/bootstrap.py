@@ -115,7 +115,14 @@ async def bootstrap(settings: CatalogSettings) -> App:
     parts = await build_parts(settings)
     metrics = StockMetrics(app.registry)
     cache = ProductCache(parts.store.all_products, settings.product_cache_ttl_seconds)
-    quota = Quota(parts.redis_stock, parts.ledger, quota_policy(settings), clock=utc_now, metrics=metrics)
+    quota = Quota(
+        parts.redis_stock,
+        parts.ledger,
+        quota_policy(settings),
+        clock=utc_now,
+        epoch_lease=Lease(parts.client, parts.keys.epoch_lease, 10_000),
+        metrics=metrics,
+    )
     engine = StockEngine(
         parts.redis_stock,
         parts.sql_path,

@@ -146,8 +146,7 @@ class StockEngine:
         """Make `stock` units sellable: Redis keeps at most that many, SQL the rest."""
         product = (await self._products([product_id]))[product_id]
         try:
-            epoch = await self._quota.current_epoch()
-            kept = await self._with_epoch(lambda e: self._redis.take(e, product_id, stock), epoch)
+            kept = await self._with_epoch(lambda e: self._redis.take(e, product_id, stock))
         except RedisDown:
             level = (await self._ledger.levels([product_id]))[product_id]
             if level.allocated - level.stranded > 0:
@@ -211,10 +210,10 @@ class StockEngine:
                     self._quota.sold(line.product_id, line.quantity)
             return earlier
 
-    async def _with_epoch(self, operation: Callable[[str], Awaitable[T]], epoch: str | None = None) -> T:
-        epoch = epoch or await self._quota.current_epoch()
+    async def _with_epoch(self, operation: Callable[[str], Awaitable[T]]) -> T:
+        """Run ``operation`` in the current epoch; once more after a sync if it changed."""
         try:
-            return await operation(epoch)
+            return await operation(await self._quota.current_epoch())
         except EpochChanged:
             return await operation(await self._quota.sync())
 

@@ -17,8 +17,9 @@ class Keys:
         return f"{self.prefix}:epoch"
 
     @property
-    def epoch_lock(self) -> str:
-        return f"{self.prefix}:epoch:lock"
+    def epoch_lease(self) -> str:
+        """The lease one replica holds while it changes the epoch."""
+        return f"{self.prefix}-stock-epoch"
 
     def stock_prefix(self, epoch: str) -> str:
         return f"{self.prefix}:stock:{epoch}:"

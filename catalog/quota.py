@@ -34,6 +34,7 @@ from catalog.redis_stock import RedisStock
 from catalog.stock import EpochChanged, Shortage
 from mesh.clock import Clock
 from mesh.errors import Unavailable
+from mesh.lease import Lease
 from mesh.worker import LoopWorker
 
 log = logging.getLogger(__name__)
@@ -97,15 +98,16 @@ class Quota:
         policy: QuotaPolicy,
         *,
         clock: Clock,
+        epoch_lease: Lease,
         metrics: StockMetrics | None = None,
-        lock_ttl_ms: int = 10_000,
     ) -> None:
         self._redis = redis_stock
         self._ledger = ledger
         self.policy = policy
         self._clock = clock
         self._metrics = metrics
-        self._lock_ttl_ms = lock_ttl_ms
+        # One replica at a time changes the epoch.
+        self._epoch_lease = epoch_lease
         self.epoch: str | None = None
         self.levels: dict[str, Level] = {}
         self.rate = SalesRate(policy.rate_window_seconds)
@@ -129,15 +131,14 @@ class Quota:
                 if sql_epoch is not None and sql_epoch == redis_epoch:
                     self.epoch = sql_epoch
                     return sql_epoch
-                token = await self._redis.lock_epoch(self._lock_ttl_ms)
-                if token is None:  # another replica is changing it
+                if not await self._redis.call(self._epoch_lease.acquire):  # another replica is changing it
                     await asyncio.sleep(0.05)
                     continue
                 try:
                     if started := await self._start_epoch():
                         return started
                 finally:
-                    await self._redis.unlock_epoch(token)
+                    await self._redis.call(self._epoch_lease.release)
             raise Unavailable("the stock epoch did not settle; retry")
 
     async def _start_epoch(self) -> str | None:

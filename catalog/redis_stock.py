@@ -8,7 +8,6 @@ refuses (READONLY, MISCONF, OOM) or a pool with no free connection is
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -58,7 +57,8 @@ class RedisStock:
         self._relay = client.register_script(_lua("relay.lua"))
         self._new_epoch = client.register_script(_lua("new_epoch.lua"))
 
-    async def _call(self, operation: Callable[[], Awaitable[Any]]) -> Any:
+    async def call(self, operation: Callable[[], Awaitable[Any]]) -> Any:
+        """Run a Redis operation, its failure classified (see the module docstring)."""
         try:
             return await operation()
         except (RedisConnectionError, RedisTimeoutError, OSError) as error:
@@ -78,7 +78,7 @@ class RedisStock:
         args: list[bytes | str | int] = [epoch, order_id, self._ttl, envelope]
         for line in lines:
             args += [line.product_id, line.quantity]
-        reply = await self._call(lambda: self._reserve(keys=keys, args=args))
+        reply = await self.call(lambda: self._reserve(keys=keys, args=args))
         kind = _text(reply[0])
         if kind == "OK":
             return None
@@ -98,19 +98,19 @@ class RedisStock:
         """'OK', 'DONE', 'NONE', 'SQL' or 'STALE' (see release.lua)."""
         keys = [self.keys.epoch, self.keys.reserved(order_id), self.keys.released(order_id), self.keys.journal]
         args: list[str | int] = [order_id, self._ttl, f"{self.keys.prefix}:stock:"]
-        return _text(await self._call(lambda: self._release(keys=keys, args=args)))
+        return _text(await self.call(lambda: self._release(keys=keys, args=args)))
 
     async def take(self, epoch: str, product_id: str, keep: int) -> int:
         """Shrink a counter to at most ``keep`` (journaled); returns the counter after."""
         keys = [self.keys.epoch, self.keys.stock(epoch, product_id), self.keys.journal]
-        reply = await self._call(lambda: self._take(keys=keys, args=[epoch, product_id, keep]))
+        reply = await self.call(lambda: self._take(keys=keys, args=[epoch, product_id, keep]))
         if _text(reply[0]) == "EPOCH":
             raise EpochChanged(f"Redis is not in epoch {epoch}")
         return int(reply[1])
 
     async def counters(self, epoch: str, product_ids: list[str]) -> dict[str, int]:
         """Counters of the allocation; an absent counter holds nothing."""
-        values = await self._call(lambda: self.client.mget([self.keys.stock(epoch, p) for p in product_ids]))
+        values = await self.call(lambda: self.client.mget([self.keys.stock(epoch, p) for p in product_ids]))
         return {pid: int(v) if v is not None else 0 for pid, v in zip(product_ids, values, strict=True)}
 
     # -- refills ------------------------------------------------------------------
@@ -119,7 +119,7 @@ class RedisStock:
         """'OK' added now, 'DONE' added before, 'EPOCH' (see refill.lua)."""
         keys = [self.keys.epoch, self.keys.refill(refill_id)] + [self.keys.stock(epoch, p) for p in units]
         args: list[str | int] = [epoch, self._ttl, *units.values()]
-        return _text(await self._call(lambda: self._refill(keys=keys, args=args)))
+        return _text(await self.call(lambda: self._refill(keys=keys, args=args)))
 
     async def refills_applied(self, refill_ids: list[str]) -> set[str]:
         if not refill_ids:
@@ -127,33 +127,20 @@ class RedisStock:
         pipe = self.client.pipeline(transaction=False)
         for refill_id in refill_ids:
             pipe.exists(self.keys.refill(refill_id))
-        found = await self._call(pipe.execute)
+        found = await self.call(pipe.execute)
         return {refill_id for refill_id, hit in zip(refill_ids, found, strict=True) if hit}
 
     # -- epochs -------------------------------------------------------------------
 
     async def epoch(self) -> str | None:
-        value = await self._call(lambda: self.client.get(self.keys.epoch))
+        value = await self.call(lambda: self.client.get(self.keys.epoch))
         return _text(value) if value is not None else None
-
-    async def lock_epoch(self, ttl_ms: int) -> str | None:
-        """Take the lock that serialises epoch changes across replicas; its token or None."""
-        token = uuid.uuid4().hex
-        taken = await self._call(lambda: self.client.set(self.keys.epoch_lock, token, nx=True, px=ttl_ms))
-        return token if taken else None
-
-    async def unlock_epoch(self, token: str) -> None:
-        async def unlock() -> None:
-            if _text(await self.client.get(self.keys.epoch_lock) or b"") == token:
-                await self.client.delete(self.keys.epoch_lock)
-
-        await self._call(unlock)
 
     async def start_epoch(self, epoch: str, previous: str | None) -> None:
         """Point Redis at a new epoch. A journal left by the old one is moved aside
         in the same step: its entries belong to counters nobody sells from any more."""
         keys = [self.keys.epoch, self.keys.journal, self.keys.stale_journal(previous or "none")]
-        await self._call(lambda: self._new_epoch(keys=keys, args=[epoch]))
+        await self.call(lambda: self._new_epoch(keys=keys, args=[epoch]))
 
     # -- the SQL path's orders ----------------------------------------------------
 
@@ -161,12 +148,12 @@ class RedisStock:
         """'OK', 'SEEN' or 'DUP' (see relay.lua)."""
         keys = [self.keys.reserved(order_id), self.keys.order_stream]
         args: list[bytes | str | int] = [order_id, marker(SQL_SOURCE, lines), self._ttl, envelope]
-        return _text(await self._call(lambda: self._relay(keys=keys, args=args)))
+        return _text(await self.call(lambda: self._relay(keys=keys, args=args)))
 
     async def markers(self, order_ids: list[str]) -> dict[str, Marker]:
         if not order_ids:
             return {}
-        values = await self._call(lambda: self.client.mget([self.keys.reserved(o) for o in order_ids]))
+        values = await self.call(lambda: self.client.mget([self.keys.reserved(o) for o in order_ids]))
         found = {}
         for order_id, value in zip(order_ids, values, strict=True):
             if value is not None:
@@ -193,7 +180,7 @@ class RedisStock:
             last = "(" + _text(entries[-1][0])
 
     async def _xrange(self, after: str) -> list[Any]:
-        return list(await self._call(lambda: self.client.xrange(self.keys.journal, min=after, count=1000)) or [])
+        return list(await self.call(lambda: self.client.xrange(self.keys.journal, min=after, count=1000)) or [])
 
     async def ping(self) -> bool:
         try:

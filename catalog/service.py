@@ -83,7 +83,7 @@ INITIAL_STATUSES = (common_pb2.ORDER_STATUS_UNSPECIFIED, common_pb2.PENDING, com
 def check_draft(check: Checker, draft: common_pb2.OrderDraft) -> None:
     """Everything OrderPlaced carries to the order database, before a unit is deducted:
     an order that cannot be stored would keep its stock and never exist."""
-    check.identifier(draft.user_id, "draft.user_id")
+    check.require(bool(draft.user_id), "draft.user_id", "is required")
     check.text(draft.user_id, "draft.user_id", 128)
     check.text(draft.request_id, "draft.request_id", 128)
     check.text(draft.email, "draft.email", 200)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from catalog.ledger import locked_levels, transaction
@@ -155,7 +155,7 @@ class SqlPath:
 
     async def outbox_size(self) -> int:
         async with reading(self.engine) as connection:
-            return len((await connection.execute(select(stock_outbox.c.id))).all())
+            return int((await connection.execute(select(func.count()).select_from(stock_outbox))).scalar_one())
 
     async def _give_back(self, connection: AsyncConnection, lines: list[Line]) -> None:
         await locked_levels(connection, [line.product_id for line in lines])

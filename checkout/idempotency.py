@@ -43,7 +43,7 @@ class Requests:
     def _key(self, request_id: str) -> str:
         return f"checkout:request:{request_id}"
 
-    async def claim(self, request_id: str, new_order_id: str, fingerprint: str = "") -> Claim:
+    async def claim(self, request_id: str, new_order_id: str, fingerprint: str) -> Claim:
         """The order id for this request, and its answer if one is stored."""
         key = self._key(request_id)
         record = json.dumps({"order_id": new_order_id, "since": time.time(), "fingerprint": fingerprint})
@@ -69,7 +69,7 @@ class Requests:
                 raise Unavailable(f"request {request_id} is still being processed; retry")
             await asyncio.sleep(0.05)
 
-    async def answer(self, request_id: str, order_id: str, response: bytes, fingerprint: str = "") -> None:
+    async def answer(self, request_id: str, order_id: str, response: bytes, fingerprint: str) -> None:
         record = json.dumps({"order_id": order_id, "answer": response.hex(), "fingerprint": fingerprint})
         await self._client.set(self._key(request_id), record, ex=self._ttl)
 

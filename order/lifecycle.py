@@ -21,7 +21,7 @@ from mesh.errors import FailedPrecondition, NotFound, Unavailable
 from order.orders import Applied, Order, Transition
 from order.remote import Remote
 from order.shards import Shards
-from order.state import TERMINAL, Status
+from order.state import Status, allowed
 from order.store import OrderStore
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class Lifecycle:
 
     async def cancel(self, order_id: str, reason: str) -> Order:
         store, order = await self._load(order_id)
-        if order.status in TERMINAL or order.status is Status.SHIPPING:
+        if not allowed(order.status, Status.CANCELLED):  # shipped, cancelled, or fulfilment claimed
             raise FailedPrecondition(f"order {order_id} is {order.status} and can no longer be cancelled")
         reason = reason or "cancelled by the customer"
         # A compare-and-set on the status read: a claim for shipping that lands

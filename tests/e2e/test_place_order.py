@@ -39,14 +39,18 @@ class Clients:
         return int((await self.catalog.GetProduct(catalog_pb2.GetProductRequest(id=product_id))).stock)
 
     async def place(
-        self, *lines: tuple[str, int], card: common_pb2.CreditCard = CARD, request_id: str | None = None
+        self,
+        *lines: tuple[str, int],
+        card: common_pb2.CreditCard = CARD,
+        request_id: str | None = None,
+        address: common_pb2.Address = HOME,
     ) -> checkout_pb2.PlaceOrderResponse:
         return await self.checkout.PlaceOrder(
             checkout_pb2.PlaceOrderRequest(
                 request_id=request_id or uuid.uuid4().hex,
                 user_id="ada",
                 items=[common_pb2.LineItem(product_id=p, quantity=q) for p, q in lines],
-                address=HOME,
+                address=address,
                 email="ada@example.com",
                 credit_card=card,
             ),
@@ -285,17 +289,7 @@ async def test_an_address_in_any_script_is_stored_intact(clients: Clients) -> No
     address = common_pb2.Address(
         street_address="千代田1-1", city="Москва", state="Île-de-France", country="JP", zip_code="100-0001"
     )
-    placed = await clients.checkout.PlaceOrder(
-        checkout_pb2.PlaceOrderRequest(
-            request_id=uuid.uuid4().hex,
-            user_id="ada",
-            items=[common_pb2.LineItem(product_id="sku-1008", quantity=1)],
-            address=address,
-            email="ada@example.com",
-            credit_card=CARD,
-        ),
-        timeout=30,
-    )
+    placed = await clients.place(("sku-1008", 1), address=address)
     assert placed.status == common_pb2.PAID
     order = await clients.order_in(placed.order_id, common_pb2.SHIPPED)
     assert order.address == address

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -98,6 +101,21 @@ class CatalogUnderTest:
             return await audit(self.parts.redis_stock, self.parts.ledger, self.parts.sql_path)
         except RedisDown:  # a pooled connection a Redis restart (or a healed partition) broke: once
             return await audit(self.parts.redis_stock, self.parts.ledger, self.parts.sql_path)
+
+    async def command(self, *args: str) -> tuple[int, str]:
+        """``python -m catalog ARGS`` on this catalog's database and Redis, as an operator runs it."""
+        env = {
+            **os.environ,
+            "DATABASE_URL": self.settings.database_url,
+            "REDIS_URL": self.settings.redis_url,
+            "CATALOG_KEY_PREFIX": self.settings.catalog_key_prefix,
+            "CATALOG_SEED": "false",
+        }
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "catalog", *args, env=env, stdout=asyncio.subprocess.PIPE
+        )
+        output = (await process.communicate())[0].decode()
+        return int(process.returncode or 0), output
 
     async def flush(self) -> int:
         """Run the flusher until idle; once more if Redis restarted under its pooled connection."""

@@ -390,7 +390,6 @@ async def test_payment_down_while_orders_are_cancelled_refunds_them_all_when_it_
         await world.parts.lifecycle.cancel(order_id, "changed my mind")
     for _ in range(8):  # more rounds than a message has attempts: none may be spent
         await world.settle()
-        await asyncio.sleep(0.05)
     assert await world.parts.dead_letters().pending() == []
     await world.start_payment()
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from collections.abc import AsyncIterator
 
@@ -269,23 +268,8 @@ async def test_malformed_journal_entry_is_dead_lettered_and_the_rest_flows(catal
 
 
 async def test_audit_command_exits_non_zero_on_a_mismatch(catalog: CatalogUnderTest) -> None:
-    env = {
-        **os.environ,
-        "DATABASE_URL": catalog.settings.database_url,
-        "REDIS_URL": catalog.settings.redis_url,
-        "CATALOG_KEY_PREFIX": catalog.settings.catalog_key_prefix,
-        "CATALOG_SEED": "false",
-    }
-
-    async def run_audit() -> tuple[int, str]:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "catalog", "audit", env=env, stdout=asyncio.subprocess.PIPE
-        )
-        output = (await process.communicate())[0].decode()
-        return int(process.returncode or 0), output
-
     await catalog.reserve("o-audit", (CAMERA, 1))
-    code, output = await run_audit()
+    code, output = await catalog.command("audit")
     assert code == 0, output
     allocated = (await catalog.level(CAMERA)).allocated
     # stock, allocated, stranded, counter, unflushed, refilling
@@ -293,6 +277,6 @@ async def test_audit_command_exits_non_zero_on_a_mismatch(catalog: CatalogUnderT
     assert output.rstrip().endswith("\nclean")
     epoch = await catalog.parts.ledger.current_epoch() or ""
     await catalog.redis.incrby(catalog.parts.keys.stock(epoch, CAMERA), 5)  # a counter that lies
-    code, output = await run_audit()
+    code, output = await catalog.command("audit")
     assert code == 1
     assert "MISMATCH" in output and "1 not ok" in output and output.rstrip().endswith("NOT CLEAN")
