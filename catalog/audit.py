@@ -13,6 +13,7 @@ units (a Redis that lost its data) are reported until an operator reclaims them.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from catalog.ledger import Ledger
@@ -72,7 +73,25 @@ class Audit:
         )
 
 
-async def audit(redis_stock: RedisStock, ledger: Ledger, sql_path: SqlPath) -> Audit:
+async def audit(
+    redis_stock: RedisStock, ledger: Ledger, sql_path: SqlPath, *, looks: int = 3, pause: float = 0.2
+) -> Audit:
+    """Audit, looking again (up to ``looks`` times) while something is off.
+
+    SQL and Redis are read one after the other, not in one snapshot: a refill or
+    a sale that lands between the two reads looks like a mismatch for a moment
+    (the refiller keeps working at a quiet point). A real one is still there
+    when looked at again; only that is reported."""
+    result = await _look(redis_stock, ledger, sql_path)
+    for _ in range(looks - 1):
+        if result.clean:
+            break
+        await asyncio.sleep(pause)
+        result = await _look(redis_stock, ledger, sql_path)
+    return result
+
+
+async def _look(redis_stock: RedisStock, ledger: Ledger, sql_path: SqlPath) -> Audit:
     sql_epoch, redis_epoch = await ledger.current_epoch(), await redis_stock.epoch()
     levels = await ledger.levels()
     in_redis = sql_epoch is not None and sql_epoch == redis_epoch
