@@ -23,7 +23,7 @@ help:
 	@echo "make test     lint + unit, integration and e2e tests against real Redis, SQLite and MariaDB"
 	@echo "make lint     ruff + mypy --strict (generated code excluded)"
 	@echo "make protos   regenerate ordermesh/ stubs from protos/"
-	@echo "make audit    the stock auditor on the local mesh (allocation vs Redis and journal, epochs, double reservations)"
+	@echo "make audit    the global auditor on the local mesh: stock, orders, reservations, money, shipments (ACKED=file)"
 	@echo "make bench    all benchmarks (bench-stock: Redis vs SQL path; bench-pipeline: inserts, PlaceOrder, lag;"
 	@echo "             bench-forwarder: Redis -> RocketMQ relay, RocketMQ -> SQL rows, broker memory)"
 	@echo "make setup    install everything: Debian packages, .venv, Go-built tools, RocketMQ jars"
@@ -76,8 +76,11 @@ lint: venv
 rocketmq: venv rocketmq-jars
 	$(PY) -m mesh.local.rocketmq --workdir var/rocketmq
 
+# The global auditor on the mesh `make run` started (var/audit.env says where its
+# databases are); ACKED=file: order ids a load run was answered, each must be stored.
 audit: venv
-	$(PY) -m catalog audit
+	@set -a; if [ -f var/audit.env ]; then . var/audit.env; fi; set +a; \
+	$(PY) -m auditor $(if $(ACKED),--acknowledged $(ACKED))
 
 bench: bench-stock bench-pipeline bench-forwarder
 

@@ -161,6 +161,27 @@ class RedisStock:
                 found[order_id] = Marker(source, lines)
         return found
 
+    async def all_markers(self) -> dict[str, Marker]:
+        """Every reservation marker in this Redis (an operator's read: SCAN, not one call)."""
+        prefix = self.keys.reserved("")
+        order_ids: list[str] = []
+        async for key in self.client.scan_iter(match=prefix + "*", count=1000):
+            order_ids.append(_text(key)[len(prefix) :])
+        found: dict[str, Marker] = {}
+        for start in range(0, len(order_ids), 1000):
+            found.update(await self.markers(order_ids[start : start + 1000]))
+        return found
+
+    async def released(self, order_ids: list[str]) -> set[str]:
+        """The orders among ``order_ids`` whose reservation was given back here."""
+        found: set[str] = set()
+        for start in range(0, len(order_ids), 1000):
+            chunk = order_ids[start : start + 1000]
+            keys = [self.keys.released(o) for o in chunk]
+            values = await self.call(lambda: self.client.mget(keys))  # noqa: B023 - awaited before the next chunk
+            found.update(o for o, value in zip(chunk, values, strict=True) if value is not None)
+        return found
+
     # -- journal ------------------------------------------------------------------
 
     async def journal_totals(self) -> dict[str, int]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shlex
 import signal
 import sys
 import time
@@ -155,6 +156,7 @@ class LocalMesh:
             process.start()
             self.services[endpoint.context] = process
         self._wait_serving(timeout)
+        self._write_audit_env()
 
     def database_url(self, name: str) -> str:
         if self.mariadb is None:
@@ -162,6 +164,21 @@ class LocalMesh:
         database = "ordermesh_" + name.replace("-", "_")
         self.mariadb.create_database(database)
         return self.mariadb.url(database)
+
+    def audit_env(self) -> dict[str, str]:
+        """Where ``python -m auditor`` reads this mesh (its settings' variables)."""
+        return {
+            "CATALOG_DATABASE_URL": self.database_url("catalog"),
+            "ORDER_DATABASE_URLS": self.database_url("order-0"),
+            "PAYMENT_DATABASE_URL": self.database_url("payment"),
+            "SHIPPING_DATABASE_URL": self.database_url("shipping"),
+            "REDIS_URL": self.redis_url,
+        }
+
+    def _write_audit_env(self) -> None:
+        # `make audit` reads it: the auditor finds this mesh's databases on either profile.
+        lines = [f"{name}={shlex.quote(value)}" for name, value in self.audit_env().items()]
+        (self.var_dir / "audit.env").write_text("\n".join(lines) + "\n")
 
     def _ensure_profile_servers(self) -> None:
         if self.profile.database == "mariadb" and self.mariadb is None:

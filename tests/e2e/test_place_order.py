@@ -8,6 +8,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import pytest
@@ -26,6 +27,8 @@ from tests.support import eventually
 CARD = common_pb2.CreditCard(number="4432801561520454", cvv=672, expiration_year=2039, expiration_month=1)
 DECLINED = common_pb2.CreditCard(number="4000000000000002", cvv=123, expiration_year=2039, expiration_month=1)
 HOME = common_pb2.Address(street_address="1 Main St", city="Springfield", state="IL", country="US", zip_code="62701")
+# Per mesh (its var dir): the order ids PlaceOrder answered in this module.
+ANSWERED: dict[str, list[str]] = {}
 
 
 @dataclass
@@ -34,6 +37,8 @@ class Clients:
     checkout: checkout_pb2_grpc.CheckoutServiceAsyncStub
     order: order_pb2_grpc.OrderServiceAsyncStub
     payment: payment_pb2_grpc.PaymentServiceAsyncStub
+    # Every order id a PlaceOrder answered on this mesh: the global auditor checks each is stored.
+    answered: list[str]
 
     async def stock(self, product_id: str) -> int:
         return int((await self.catalog.GetProduct(catalog_pb2.GetProductRequest(id=product_id))).stock)
@@ -45,7 +50,7 @@ class Clients:
         request_id: str | None = None,
         address: common_pb2.Address = HOME,
     ) -> checkout_pb2.PlaceOrderResponse:
-        return await self.checkout.PlaceOrder(
+        answer = await self.checkout.PlaceOrder(
             checkout_pb2.PlaceOrderRequest(
                 request_id=request_id or uuid.uuid4().hex,
                 user_id="ada",
@@ -56,6 +61,8 @@ class Clients:
             ),
             timeout=30,
         )
+        self.answered.append(answer.order_id)
+        return answer
 
     async def order_in(self, order_id: str, status: common_pb2.OrderStatus.ValueType) -> order_pb2.Order:
         found: list[order_pb2.Order] = []
@@ -84,6 +91,7 @@ async def clients(local_mesh: LocalMesh) -> AsyncIterator[Clients]:
         checkout_pb2_grpc.CheckoutServiceStub(channels["checkout"]),
         order_pb2_grpc.OrderServiceStub(channels["order"]),
         payment_pb2_grpc.PaymentServiceStub(channels["payment"]),
+        ANSWERED.setdefault(str(local_mesh.var_dir), []),
     )
     for channel in channels.values():
         await channel.close(grace=None)
@@ -315,3 +323,29 @@ async def test_stock_auditor_is_clean_after_the_orders(local_mesh: LocalMesh) ->
     except AssertionError:
         raise AssertionError(output[0] if output else "no audit output") from None
     assert output[0].rstrip().endswith("\nclean")
+
+
+async def test_global_auditor_is_clean_after_the_orders(local_mesh: LocalMesh, tmp_path: Path) -> None:
+    """Last: the global auditor, run as an operator would (`python -m auditor`),
+    finds every answered order stored once, every reservation, payment and
+    shipment where the order's status says, and the stock books balanced."""
+    answered = ANSWERED.get(str(local_mesh.var_dir), [])
+    assert len(answered) >= 10, "the orders above were answered"
+    acknowledged = tmp_path / "acknowledged.txt"
+    acknowledged.write_text("\n".join(answered) + "\n")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "auditor",
+        "--acknowledged",
+        str(acknowledged),
+        "--settle",
+        "30",
+        env={**os.environ, **local_mesh.audit_env()},
+        stdout=asyncio.subprocess.PIPE,
+    )
+    output = (await process.communicate())[0].decode()
+    assert process.returncode == 0, output
+    assert output.rstrip().endswith("clean")
+    stored_once = next(line for line in output.splitlines() if line.startswith("orders: each stored once"))
+    assert int(stored_once.split()[-3]) >= 2 * len(set(answered)), "every answered id was looked up"

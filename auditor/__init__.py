@@ -1,0 +1,1 @@
+"""The global auditor: every invariant of the design, checked across contexts."""
