@@ -14,7 +14,11 @@ import grpc
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
+from auditor.audit import audit, clean, render
+from auditor.settings import AuditSettings
+from auditor.snapshot import open_sources
 from catalog.bootstrap import bootstrap as catalog_bootstrap
+from catalog.settings import CatalogSettings
 from checkout.bootstrap import bootstrap as checkout_bootstrap
 from checkout.settings import CheckoutSettings
 from mesh.bus import encode_fields
@@ -70,6 +74,7 @@ class World:
     shipping_server: Server | None
     payment_url: str
     payment_settings: PaymentSettings
+    catalog_settings: CatalogSettings
     payment_server: Server | None = None
 
     async def stock(self) -> int:
@@ -85,6 +90,7 @@ class World:
                 draft=common_pb2.OrderDraft(
                     user_id="u",
                     address=HOME,
+                    shipping_cost=common_pb2.Money(currency_code="USD", units=6),  # 2 x 24 + 6: the charge
                     initial_status=common_pb2.AWAITING_REVIEW if review else common_pb2.PENDING,
                 ),
             )
@@ -127,6 +133,20 @@ class World:
 
     async def payment_status(self, order_id: str) -> int:
         return int((await self.payment.GetPayment(payment_pb2.GetPaymentRequest(order_id=order_id))).status)
+
+    async def assert_audit_clean(self) -> None:
+        """The global auditor over every context of this world, at the world's time."""
+        settings = AuditSettings(
+            catalog_database_url=self.catalog_settings.database_url,
+            order_database_urls=self.settings.database_urls,
+            payment_database_url=self.payment_url,
+            shipping_database_url=self.shipping_settings.database_url,
+            redis_url=self.settings.redis_url,
+            catalog_key_prefix=self.catalog_settings.catalog_key_prefix,
+        )
+        async with open_sources(settings) as sources:
+            checks = await audit(sources, window=timedelta(minutes=31), clock=self.clock)
+        assert clean(checks), render(checks)
 
     async def start_shipping(self) -> None:
         self.shipping_server = Server(await shipping_bootstrap(self.shipping_settings))
@@ -207,6 +227,7 @@ async def world(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[Worl
             None,
             pay.database_url,
             pay,
+            cat_settings,
         )
         await world.start_payment()
         await world.start_shipping()
@@ -237,6 +258,7 @@ async def test_paid_order_ships_once_even_with_two_dispatchers(world: World) -> 
     assert len({s.tracking_id for s in shipped}) == len(ids)
     tracked = [(await world.parts.shards.stores[0].get(o)) for o in ids]
     assert [o.tracking_id for o in tracked if o] == [s.tracking_id for s in shipped]
+    await world.assert_audit_clean()
 
 
 async def test_cancel_of_a_paid_order_refunds_and_restores_stock(world: World) -> None:
@@ -250,6 +272,7 @@ async def test_cancel_of_a_paid_order_refunds_and_restores_stock(world: World) -
     assert await world.status(order_id) is Status.CANCELLED
     assert await world.payment_status(order_id) == payment_pb2.REFUNDED
     assert await world.stock() == before
+    await world.assert_audit_clean()
 
 
 async def test_reconcile_pending_orders_by_asking_payment(world: World) -> None:
@@ -268,6 +291,7 @@ async def test_reconcile_pending_orders_by_asking_payment(world: World) -> None:
     await world.settle()
     assert await world.status(never) is Status.CANCELLED
     assert await world.stock() == before - 2, "the cancelled order's stock is back; the shipped one's is not"
+    await world.assert_audit_clean()
 
 
 async def test_unreviewed_orders_expire(world: World) -> None:
@@ -281,6 +305,7 @@ async def test_unreviewed_orders_expire(world: World) -> None:
     assert await world.history(order_id) == ["AWAITING_REVIEW", "CANCELLED"]
     assert await world.payment_status(order_id) == payment_pb2.REFUNDED
     assert await world.stock() == before
+    await world.assert_audit_clean()
 
 
 async def test_shipping_down_then_back_recovers_with_backoff(world: World) -> None:
@@ -293,6 +318,7 @@ async def test_shipping_down_then_back_recovers_with_backoff(world: World) -> No
     await asyncio.sleep(0.3)  # let the breaker's real-time reset pass
     assert await world.parts.lifecycle.recover(world.clock()) == 1
     assert await world.history(order_id) == ["PENDING", "PAID", "SHIPPING", "SHIP_FAILED", "SHIPPING", "SHIPPED"]
+    await world.assert_audit_clean()
 
 
 async def test_shipping_that_never_ships_gives_up_only_after_asking_and_compensates(world: World) -> None:
@@ -317,6 +343,7 @@ async def test_shipping_that_never_ships_gives_up_only_after_asking_and_compensa
     assert await world.history(order_id) == ["PENDING", "PAID", *failed, "CANCELLED"]
     assert await world.payment_status(order_id) == payment_pb2.REFUNDED
     assert await world.stock() == before
+    await world.assert_audit_clean()
 
 
 @pytest.mark.parametrize("charged", [True, False], ids=["charge-happened", "charge-never-happened"])
@@ -380,6 +407,7 @@ async def test_payment_past_the_deadline_leaves_pending_then_reconciles(world: W
     else:
         assert await world.history(answer.order_id) == ["PENDING", "CANCELLED"]
         assert await world.stock() == before
+    await world.assert_audit_clean()
 
 
 async def test_payment_down_while_orders_are_cancelled_refunds_them_all_when_it_returns(world: World) -> None:
@@ -400,6 +428,7 @@ async def test_payment_down_while_orders_are_cancelled_refunds_them_all_when_it_
     await eventually(all_refunded, within=20, what="every cancelled order refunded once payment is back")
     assert await world.parts.dead_letters().pending() == []
     assert await world.stock() == before
+    await world.assert_audit_clean()
 
 
 async def test_the_money_sweep_refunds_a_capture_the_compensator_missed(world: World) -> None:
@@ -420,3 +449,5 @@ async def test_the_money_sweep_refunds_a_capture_the_compensator_missed(world: W
 
     await eventually(swept, within=15, what="the sweep to refund the kept capture")
     assert await world.parts.lifecycle.settle_money(world.clock()) == 0, "each order is settled once"
+    await world.settle()  # the compensator's turn at last: it releases the stock (the refund is done)
+    await world.assert_audit_clean()
