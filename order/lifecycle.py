@@ -111,8 +111,13 @@ class Lifecycle:
             await self._apply(store, change)
             return (await self._load(order_id))[1]
         await self._apply(store, Transition(order_id, f"{order_id}:review", Status.PENDING, f"approved by {reviewer}"))
-        # The charge was made at checkout: settle it now (or reconcile later if unknown).
-        await self._settle_payment(store, order_id, "-after-review")
+        # The charge was made at checkout: settle it now. The approval stands
+        # either way: if payment cannot answer, the order is PENDING and
+        # reconcile settles it (under its own event id) once payment answers.
+        try:
+            await self._settle_payment(store, order_id, "-after-review")
+        except Unavailable as error:
+            log.warning("order %s approved; its payment is settled later: %s", order_id, error)
         return (await self._load(order_id))[1]
 
     async def _settle_payment(self, store: OrderStore, order_id: str, suffix: str = "") -> bool:
@@ -153,7 +158,10 @@ class Lifecycle:
         return done
 
     async def _reconcile_one(self, store: OrderStore, order: Order, now: datetime) -> bool:
-        if await self._settle_payment(store, order.order_id):
+        # Its own event id: checkout's PaymentCaptured (":payment") may have been
+        # judged already (illegal while the order awaited review), and reusing it
+        # would be a duplicate that changes nothing, for ever.
+        if await self._settle_payment(store, order.order_id, "-reconciled"):
             return True
         if order.created_at > now - self._config.payment_window:
             return False

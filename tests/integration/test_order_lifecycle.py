@@ -451,3 +451,89 @@ async def test_the_money_sweep_refunds_a_capture_the_compensator_missed(world: W
     assert await world.parts.lifecycle.settle_money(world.clock()) == 0, "each order is settled once"
     await world.settle()  # the compensator's turn at last: it releases the stock (the refund is done)
     await world.assert_audit_clean()
+
+
+async def test_an_approval_while_payment_cannot_answer_is_settled_later(world: World) -> None:
+    """GetPayment fails during the approval: the approval stands (PENDING), and
+    reconcile, under its own event id, makes the order PAID once payment answers."""
+    order_id = await world.new_order(charge=True, review=True)
+    await world.stop_payment()
+    approved = await world.parts.lifecycle.review(order_id, approve=True, reviewer="bob", note="")
+    assert approved.status is Status.PENDING
+    world.clock.advance(seconds=11)
+    assert await world.parts.lifecycle.reconcile(world.clock()) == 0, "payment still down: nothing settled"
+    assert await world.status(order_id) is Status.PENDING
+    await world.start_payment()
+
+    async def paid() -> bool:
+        await world.parts.lifecycle.reconcile(world.clock())
+        return await world.status(order_id) is not Status.PENDING
+
+    await eventually(paid, within=15, what="reconcile to settle the approved order")
+    await world.settle()
+    assert await world.history(order_id) == ["AWAITING_REVIEW", "PENDING", "PAID", "SHIPPING", "SHIPPED"]
+    await world.assert_audit_clean()
+
+
+async def test_a_cancel_while_the_charge_is_in_flight_keeps_no_money(world: World) -> None:
+    """Checkout's charge is slow (payment answers after 1.5 s); the customer
+    cancels the stored PENDING order meanwhile. The charge is stored before
+    the cancel and answered after it: the compensator's refund finds it, and
+    no money stays on the cancelled order."""
+    slow = PaymentSettings(
+        grpc_host="127.0.0.1",
+        grpc_port=0,
+        metrics_port=0,
+        database_url=world.payment_url,
+        payment_latency_seconds=1.5,
+    )
+    before = await world.stock()
+    async with AsyncExitStack() as stack:
+        slow_server, _ = await stack.enter_async_context(serving(await payment_bootstrap(slow)))
+        checkout_settings = CheckoutSettings(
+            grpc_host="127.0.0.1",
+            grpc_port=0,
+            metrics_port=0,
+            redis_url=world.settings.redis_url,
+            catalog_address=world.settings.catalog_address,
+            shipping_address=world.settings.shipping_address,
+            payment_address=f"127.0.0.1:{slow_server.port}",
+            payment_deadline_seconds=5,
+            order_updates_stream=world.settings.order_updates_stream,
+        )
+        _, checkout_channel = await stack.enter_async_context(serving(await checkout_bootstrap(checkout_settings)))
+        placing = asyncio.ensure_future(
+            checkout_pb2_grpc.CheckoutServiceStub(checkout_channel).PlaceOrder(
+                checkout_pb2.PlaceOrderRequest(
+                    request_id=uuid.uuid4().hex,
+                    user_id="hasty",
+                    items=[common_pb2.LineItem(product_id=PRODUCT, quantity=2)],
+                    address=HOME,
+                    email="h@example.com",
+                    credit_card=CARD,
+                )
+            )
+        )
+        stored: list[str] = []
+
+        async def pending() -> bool:
+            await world.settle()
+            orders = await world.parts.shards.stores[0].by_user("hasty", 10, None)
+            stored[:] = [o.order_id for o in orders if o.status is Status.PENDING]
+            return bool(stored)
+
+        await eventually(pending, within=10, what="the order to be stored while its charge is in flight")
+        assert not placing.done(), "the charge is still in flight"
+        await world.parts.lifecycle.cancel(stored[0], "changed my mind")
+        await world.settle()  # the compensator refunds (nothing charged yet: a void) and releases
+        answer = await placing
+    # The charge landed before the cancel (payment answers late): the client may
+    # have been told PAID, but the compensator refunded it.
+    assert answer.order_id == stored[0]
+    world.clock.advance(minutes=2)  # past the money sweep's settle time
+    await world.parts.lifecycle.settle_money(world.clock())
+    await world.settle()
+    assert await world.payment_status(answer.order_id) != payment_pb2.CAPTURED
+    assert await world.status(answer.order_id) is Status.CANCELLED
+    assert await world.stock() == before
+    await world.assert_audit_clean()
