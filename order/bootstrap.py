@@ -108,6 +108,7 @@ async def build_parts(
     )
     config = LifecycleConfig(
         reconcile_after=timedelta(seconds=settings.reconcile_after_seconds),
+        reconcile_backoff_max=timedelta(seconds=settings.reconcile_backoff_max_seconds),
         payment_window=timedelta(seconds=settings.order_timeout_seconds),
         review_timeout=timedelta(seconds=settings.order_timeout_seconds),
         ship_max_attempts=settings.ship_max_attempts,

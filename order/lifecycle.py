@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 class LifecycleConfig:
     # A PENDING order is checked against payment after this long ...
     reconcile_after: timedelta = timedelta(seconds=10)
+    # ... again after a backoff doubling from reconcile_after up to this ...
+    reconcile_backoff_max: timedelta = timedelta(minutes=2)
     # ... and cancelled if nothing was charged within this long.
     payment_window: timedelta = timedelta(minutes=30)
     review_timeout: timedelta = timedelta(minutes=30)
@@ -150,20 +152,26 @@ class Lifecycle:
         return False
 
     async def reconcile(self, now: datetime) -> int:
-        """PENDING orders whose payment outcome was unknown: ask payment."""
+        """PENDING orders whose payment outcome was unknown: ask payment. An order
+        payment has nothing final for is asked again after a capped exponential
+        backoff (and at the end of its payment window, to expire it on time)."""
         done = 0
         for store in self._shards.stores:
-            for order in await store.in_status(Status.PENDING, now - self._config.reconcile_after, self._config.batch):
-                done += await self._each("reconcile", order.order_id, self._reconcile_one(store, order, now))
+            due = await store.reconcile_due(now - self._config.reconcile_after, now, self._config.batch)
+            for order, checks in due:
+                done += await self._each("reconcile", order.order_id, self._reconcile_one(store, order, checks, now))
         return done
 
-    async def _reconcile_one(self, store: OrderStore, order: Order, now: datetime) -> bool:
+    async def _reconcile_one(self, store: OrderStore, order: Order, checks: int, now: datetime) -> bool:
         # Its own event id: checkout's PaymentCaptured (":payment") may have been
         # judged already (illegal while the order awaited review), and reusing it
         # would be a duplicate that changes nothing, for ever.
         if await self._settle_payment(store, order.order_id, "-reconciled"):
             return True
-        if order.created_at > now - self._config.payment_window:
+        expires = order.created_at + self._config.payment_window
+        if expires > now:
+            wait = min(self._config.reconcile_after * 2**checks, self._config.reconcile_backoff_max)
+            await store.postpone_check(order.order_id, checks + 1, min(now + wait, expires))
             return False
         # Its own event id: "expired" is the review timeout's, and an order
         # approved after review must still be able to expire here.

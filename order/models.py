@@ -79,8 +79,6 @@ applied_events = Table(
     mysql_collate="utf8mb4_unicode_ci",
 )
 
-# OrderStatusChanged events, written in the same transaction as the change and
-# relayed to the bus (transactional outbox).
 # How far the money sweep got through this shard's CANCELLED orders (one row):
 # the (updated_at, order_id) of the last order whose payment it settled.
 money_sweep = Table(
@@ -91,6 +89,19 @@ money_sweep = Table(
     Column("order_id", String(64), nullable=False),
 )
 
+# Reconcile's backoff per PENDING order: how often payment was asked without an
+# answer that settles it, and when to ask again (capped exponential), so many
+# unpaid orders cost little. A row outlives its order's PENDING state harmlessly.
+reconcile_checks = Table(
+    "reconcile_checks",
+    metadata,
+    Column("order_id", String(64), primary_key=True),
+    Column("checks", Integer, nullable=False),
+    Column("next_at", DateTime(timezone=True), nullable=False),
+)
+
+# OrderStatusChanged events, written in the same transaction as the change and
+# relayed to the bus (transactional outbox).
 order_outbox = outbox_table("order_outbox", metadata)
 
 dead_letters = dead_letters_table(metadata)

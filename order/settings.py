@@ -27,6 +27,9 @@ class OrderSettings(ServiceSettings):
     payment_address: str = "127.0.0.1:50054"
     shipping_address: str = "127.0.0.1:50055"
     reconcile_after_seconds: float = Field(10.0, gt=0)
+    # A PENDING order payment has no answer for is asked again after a backoff
+    # doubling from RECONCILE_AFTER_SECONDS up to this.
+    reconcile_backoff_max_seconds: float = Field(120.0, gt=0)
     # Unpaid (PENDING) and unreviewed (AWAITING_REVIEW) orders expire after this.
     order_timeout_seconds: float = Field(30 * 60, gt=0)
     ship_max_attempts: int = Field(5, ge=1)

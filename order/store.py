@@ -16,7 +16,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from mesh.db import UnitOfWork, reading
 from mesh.money import NANOS_PER_UNIT, Money
 from order.decisions import Current, decide
-from order.models import applied_events, money_sweep, order_history, order_items, order_outbox, orders
+from order.models import (
+    applied_events,
+    money_sweep,
+    order_history,
+    order_items,
+    order_outbox,
+    orders,
+    reconcile_checks,
+)
 from order.orders import Address, Applied, Change, Item, Order, Transition
 from order.state import Status
 
@@ -230,6 +238,38 @@ class OrderStore:
         async with reading(self.engine) as connection:
             rows = (await connection.execute(query)).all()
             return await self._complete(connection, rows)
+
+    async def reconcile_due(self, updated_before: datetime, now: datetime, limit: int) -> list[tuple[Order, int]]:
+        """PENDING orders not changed since ``updated_before`` whose next check is
+        due, with how many checks they had: the oldest first. Orders backing off
+        are not read at all, so they never crowd the due ones out of a batch."""
+        checks = reconcile_checks
+        query = (
+            select(orders, checks.c.checks)
+            .select_from(orders.outerjoin(checks, checks.c.order_id == orders.c.order_id))
+            .where(
+                orders.c.status == Status.PENDING.value,
+                orders.c.updated_at <= updated_before,
+                or_(checks.c.next_at.is_(None), checks.c.next_at <= now),
+            )
+            .order_by(orders.c.updated_at)
+            .limit(limit)
+        )
+        async with reading(self.engine) as connection:
+            rows = (await connection.execute(query)).all()
+            found = await self._complete(connection, rows)
+        return [(order, row.checks or 0) for order, row in zip(found, rows, strict=True)]
+
+    async def postpone_check(self, order_id: str, checks: int, next_at: datetime) -> None:
+        async def work(connection: AsyncConnection) -> None:
+            values = {"checks": checks, "next_at": next_at}
+            changed = await connection.execute(
+                update(reconcile_checks).where(reconcile_checks.c.order_id == order_id).values(**values)
+            )
+            if changed.rowcount == 0:
+                await connection.execute(insert(reconcile_checks).values(order_id=order_id, **values))
+
+        await self._transaction(work)
 
     async def _complete(self, connection: AsyncConnection, rows: Sequence[Any]) -> list[Order]:
         ids = [r.order_id for r in rows]

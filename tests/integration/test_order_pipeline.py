@@ -6,6 +6,7 @@ import asyncio
 import os
 import sys
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -453,3 +454,47 @@ async def test_a_cancel_racing_the_dispatcher_never_leaves_an_order_shipped_and_
             assert any(isinstance(r, FailedPrecondition) for r in results), "the late cancel was refused"
             outcomes["shipped"] += 1
     assert sum(outcomes.values()) == 100
+
+
+class PaymentThatNeverCharged:
+    """Payment as reconcile sees it when checkout never charged: counts every question."""
+
+    def __init__(self) -> None:
+        self.asked: dict[str, int] = {}
+
+    async def payment(self, order_id: str) -> PaymentState:
+        self.asked[order_id] = self.asked.get(order_id, 0) + 1
+        return PaymentState("NONE")
+
+
+async def test_reconcile_backs_off_per_order_and_still_expires_each_on_time(pipeline: Pipeline) -> None:
+    """300 PENDING orders payment knows nothing of, reconcile batches of 100. Each
+    order is asked after 10 s, then after 20, 40, 80 s, then every 120 s (not on
+    every tick), orders backing off never crowd the due ones out of a batch, and
+    each is cancelled when its 5-minute payment window ends."""
+    start = datetime.now(UTC)
+    ids = [mint(f"unpaid-{n}", 2) for n in range(300)]
+    for n, order_id in enumerate(ids):
+        await pipeline.placed(order_placed(order_id, f"unpaid-{n}", at=start))
+    await pipeline.drain()
+    payment = PaymentThatNeverCharged()
+    window = timedelta(minutes=5)
+    config = LifecycleConfig(
+        reconcile_after=timedelta(seconds=10), reconcile_backoff_max=timedelta(minutes=2), payment_window=window
+    )
+    lifecycle = Lifecycle(pipeline.parts.shards, cast(Remote, payment), utc_now, config)
+    created = min([(await pipeline.parts.shards.for_order(i).get(i)).created_at for i in ids])  # type: ignore[union-attr]
+    at = created + timedelta(seconds=11)
+    for _ in range(4):  # batches of 100 per shard: every order asked once, the backed-off skipped
+        await lifecycle.reconcile(at)
+    assert sorted(payment.asked) == sorted(ids) and set(payment.asked.values()) == {1}
+    ticks = 0
+    while at < created + window + timedelta(seconds=10):  # a tick every 2 s, as a busy worker would
+        at += timedelta(seconds=2)
+        ticks += 1
+        await lifecycle.reconcile(at)
+    # Asked at about 11, 21, 41, 81, 161, 281 s and at the window's end (300 s): 7 times, not ~150.
+    assert set(payment.asked.values()) <= {6, 7, 8}, Counter(payment.asked.values())
+    assert ticks >= 150
+    for order_id in ids:
+        assert (await pipeline.get(order_id)).status == common_pb2.CANCELLED
