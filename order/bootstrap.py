@@ -115,6 +115,9 @@ async def build_parts(
         ship_backoff=timedelta(seconds=settings.ship_backoff_seconds),
         ship_claim_timeout=timedelta(seconds=settings.ship_claim_timeout_seconds),
         money_settle_after=timedelta(seconds=settings.money_settle_after_seconds),
+        # By then an order that was stored has been paid or expired: a capture
+        # still without one belongs to no order, ever.
+        orphan_after=timedelta(seconds=settings.order_timeout_seconds + settings.money_settle_after_seconds),
         ship_concurrency=settings.ship_concurrency,
     )
     lifecycle = Lifecycle(shards, remote, clock, config, on_skip=skipped, on_refund=refunded)
@@ -159,6 +162,7 @@ def build_jobs(parts: Parts, settings: OrderSettings) -> list[PeriodicJob]:
         "expire": parts.lifecycle.expire,
         "recover-shipping": parts.lifecycle.recover,
         "money": parts.lifecycle.settle_money,
+        "money-orphans": parts.lifecycle.refund_orphans,
     }
     lease_ms = int(max(settings.worker_interval_seconds * 5, 5) * 1000)
     return [
@@ -183,7 +187,7 @@ async def bootstrap(settings: OrderSettings) -> App:
     )
     refunds = Counter(
         "ordermesh_order_money_refunds",
-        "Captured payments of CANCELLED orders that the money sweep found and refunded.",
+        "Captured payments the money sweep found and refunded: of CANCELLED orders, or of no order at all.",
         registry=app.registry,
     )
     parts = await build_parts(

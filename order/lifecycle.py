@@ -42,6 +42,9 @@ class LifecycleConfig:
     # The money sweep looks at a CANCELLED order this long after its cancel
     # (the compensator refunds it first; the sweep catches what it missed).
     money_settle_after: timedelta = timedelta(minutes=1)
+    # A capture whose order is still not stored this long after the charge never
+    # will be (an OrderPlaced arrives in seconds; a lost one is replayed sooner).
+    orphan_after: timedelta = timedelta(minutes=31)
     # A SHIPPING claim older than this belongs to a replica that died while shipping.
     ship_claim_timeout: timedelta = timedelta(minutes=2)
     batch: int = 100
@@ -199,6 +202,39 @@ class Lifecycle:
                     log.warning("money sweep stops at %s until payment answers: %s", order.order_id, error)
                     break
                 await store.set_sweep_mark(order.updated_at, order.order_id)
+        return refunded
+
+    async def refund_orphans(self, now: datetime) -> int:
+        """The money sweep's second walk: captured payments whose order was never
+        stored (its OrderPlaced lost or dead-lettered, or a charge made by hand)
+        once ``orphan_after`` has passed since the charge are refunded. It walks
+        payment's captures oldest first, a page per run, from where it stopped
+        (kept on the first shard); the last page is read again until it fills."""
+        mark = self._shards.stores[0]
+        token = await mark.payment_sweep_token()
+        try:
+            order_ids, next_token = await self._remote.captured(
+                now - self._config.orphan_after, token, self._config.batch
+            )
+        except Unavailable as error:
+            log.warning("money sweep: payment cannot list captures now: %s", error)
+            return 0
+        refunded = 0
+        for order_id in order_ids:
+            try:
+                store = self._shards.for_order(order_id)
+                if store is not None and await store.get(order_id) is not None:
+                    continue
+                log.warning("money sweep: %s was captured and no order was ever stored: refunding", order_id)
+                await self._remote.refund(order_id, "no order was stored for this payment (money reconciliation)")
+            except Unavailable as error:
+                log.warning("money sweep stops at %s until payment answers: %s", order_id, error)
+                return refunded
+            refunded += 1
+            if self._on_refund is not None:
+                self._on_refund()
+        if next_token:
+            await mark.set_payment_sweep_token(next_token)
         return refunded
 
     async def expire(self, now: datetime) -> int:

@@ -89,6 +89,15 @@ money_sweep = Table(
     Column("order_id", String(64), nullable=False),
 )
 
+# Where the money sweep's walk through captured payments stands (one row, on
+# the first shard): the ListPayments page token it goes on from.
+payment_sweep = Table(
+    "payment_sweep",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("page_token", String(400), nullable=False),
+)
+
 # Reconcile's backoff per PENDING order: how often payment was asked without an
 # answer that settles it, and when to ask again (capped exponential), so many
 # unpaid orders cost little. A row outlives its order's PENDING state harmlessly.

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import dataclass
-from datetime import datetime
 
 from mesh.errors import InvalidArgument, NotFound
+from mesh.paging import decode_position, encode_position
 from order.orders import Order
 from order.shards import Shards
 
@@ -36,21 +34,7 @@ class OrderQueries:
         if page_size < 0:
             raise InvalidArgument.one("page_size", "must not be negative")
         size = min(page_size or DEFAULT_PAGE, MAX_PAGE)
-        rows = await self._shards.for_user(user_id).by_user(user_id, size + 1, _decode(page_token))
+        rows = await self._shards.for_user(user_id).by_user(user_id, size + 1, decode_position(page_token))
         page = rows[:size]
         more = len(rows) > size
-        return Page(page, _encode(page[-1]) if more else "")
-
-
-def _encode(last: Order) -> str:
-    return base64.urlsafe_b64encode(f"{last.created_at.isoformat()}|{last.order_id}".encode()).decode()
-
-
-def _decode(token: str) -> tuple[datetime, str] | None:
-    if not token:
-        return None
-    try:
-        created, _, order_id = base64.urlsafe_b64decode(token.encode()).decode().partition("|")
-        return datetime.fromisoformat(created), order_id
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidArgument.one("page_token", "is not a token from a previous page") from None
+        return Page(page, encode_position(page[-1].created_at, page[-1].order_id) if more else "")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TypeVar
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from mesh.breaker import Breaker, guarded
 from mesh.errors import Relayed
@@ -62,6 +64,17 @@ class Remote:
         except Relayed as error:
             if error.code not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
                 raise
+
+    async def captured(self, created_before: datetime, page_token: str, page_size: int) -> tuple[list[str], str]:
+        """A page of captured payments created before ``created_before``, oldest
+        first: their order ids, and the next page's token ("" on the last page)."""
+        before = Timestamp()
+        before.FromDatetime(created_before)
+        request = payment_pb2.ListPaymentsRequest(
+            status=payment_pb2.CAPTURED, created_before=before, page_size=page_size, page_token=page_token
+        )
+        page = await self._call("payment", lambda: self._payment.ListPayments(request))
+        return [p.order_id for p in page.payments], str(page.next_page_token)
 
     async def shipment(self, order_id: str) -> str | None:
         """The tracking id of the order's shipment, None if shipping has none."""

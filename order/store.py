@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mesh.db import UnitOfWork, reading
 from mesh.money import NANOS_PER_UNIT, Money
+from mesh.paging import after_position
 from order.decisions import Current, decide
 from order.models import (
     applied_events,
@@ -23,6 +24,7 @@ from order.models import (
     order_items,
     order_outbox,
     orders,
+    payment_sweep,
     reconcile_checks,
 )
 from order.orders import Address, Applied, Change, Item, Order, Transition
@@ -204,10 +206,7 @@ class OrderStore:
         """CANCELLED orders after ``mark`` (in (updated_at, order_id) order) and not after ``until``."""
         query = select(orders).where(orders.c.status == Status.CANCELLED.value, orders.c.updated_at <= until)
         if mark is not None:
-            at, order_id = mark
-            query = query.where(
-                or_(orders.c.updated_at > at, and_(orders.c.updated_at == at, orders.c.order_id > order_id))
-            )
+            query = query.where(after_position(orders.c.updated_at, orders.c.order_id, mark))
         query = query.order_by(orders.c.updated_at, orders.c.order_id).limit(limit)
         async with reading(self.engine) as connection:
             rows = (await connection.execute(query)).all()
@@ -225,6 +224,21 @@ class OrderStore:
             )
             if changed.rowcount == 0:
                 await connection.execute(insert(money_sweep).values(id=1, updated_at=at, order_id=order_id))
+
+        await self._transaction(work)
+
+    async def payment_sweep_token(self) -> str:
+        async with reading(self.engine) as connection:
+            row = (await connection.execute(select(payment_sweep.c.page_token).where(payment_sweep.c.id == 1))).first()
+        return str(row.page_token) if row is not None else ""
+
+    async def set_payment_sweep_token(self, token: str) -> None:
+        async def work(connection: AsyncConnection) -> None:
+            changed = await connection.execute(
+                update(payment_sweep).where(payment_sweep.c.id == 1).values(page_token=token)
+            )
+            if changed.rowcount == 0:
+                await connection.execute(insert(payment_sweep).values(id=1, page_token=token))
 
         await self._transaction(work)
 

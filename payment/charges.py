@@ -9,9 +9,10 @@ from enum import StrEnum
 from typing import Protocol
 
 from mesh.clock import Clock
-from mesh.errors import FailedPrecondition, NotFound, PreconditionViolation, Unavailable
+from mesh.errors import FailedPrecondition, InvalidArgument, NotFound, PreconditionViolation, Unavailable
 from mesh.faults import FaultInjection
 from mesh.money import Money
+from mesh.paging import decode_position, encode_position
 from payment.cards import decline_reason, last4
 
 
@@ -37,6 +38,7 @@ class Payment:
     decline_reason: str
     card_last4: str
     refund_reason: str = ""
+    created_at: datetime | None = None  # set once stored
 
     @property
     def voided(self) -> bool:
@@ -51,6 +53,11 @@ class PaymentStore(Protocol):
 
     async def refund(self, order_id: str, reason: str, now: datetime) -> Payment | None:
         """CAPTURED -> REFUNDED; returns the payment as it now stands (None if absent)."""
+
+    async def page(
+        self, status: Status | None, created_before: datetime | None, after: tuple[datetime, str] | None, limit: int
+    ) -> list[Payment]:
+        """Payments in (created_at, order_id) order, strictly after ``after``."""
 
 
 class Payments:
@@ -108,3 +115,29 @@ class Payments:
         if payment is None:
             raise NotFound("payment for order", order_id)
         return payment
+
+    async def list(
+        self, status: Status | None, created_before: datetime | None, page_size: int, page_token: str
+    ) -> PaymentPage:
+        if page_size < 0:
+            raise InvalidArgument.one("page_size", "must not be negative")
+        size = min(page_size or DEFAULT_PAGE, MAX_PAGE)
+        # One extra row tells whether another page exists.
+        rows = await self._store.page(status, created_before, decode_position(page_token), size + 1)
+        page = rows[:size]
+        return PaymentPage(page, _position(page[-1]) if len(rows) > size else "")
+
+
+DEFAULT_PAGE = 100
+MAX_PAGE = 500
+
+
+@dataclass(frozen=True)
+class PaymentPage:
+    payments: list[Payment]
+    next_page_token: str
+
+
+def _position(last: Payment) -> str:
+    assert last.created_at is not None, "a stored payment has its creation time"
+    return encode_position(last.created_at, last.order_id)

@@ -1,6 +1,6 @@
 """SQL tables of the payment context (SQLAlchemy Core)."""
 
-from sqlalchemy import BigInteger, Column, DateTime, Integer, MetaData, String, Table
+from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, MetaData, String, Table
 
 metadata = MetaData()
 
@@ -20,4 +20,6 @@ payments = Table(
     Column("refund_reason", String(200), nullable=False, default=""),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # ListPayments walks payments in this order (the money sweep, by status).
+    Index("ix_payments_status_created", "status", "created_at", "order_id"),
 )

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from mesh.money import Money
 from mesh.validation import Checker
 from ordermesh.payment.v1 import payment_pb2, payment_pb2_grpc
-from payment.charges import Payment, Payments
+from payment.charges import MAX_PAGE, Payment, Payments, Status
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -47,6 +48,26 @@ class PaymentService(payment_pb2_grpc.PaymentServiceServicer):
         check.raise_if_any()
         return to_proto(await self._payments.get(request.order_id))
 
+    async def ListPayments(
+        self, request: payment_pb2.ListPaymentsRequest, context: Context
+    ) -> payment_pb2.ListPaymentsResponse:
+        check = Checker()
+        check.require(request.status in STATUSES, "status", "is not a payment status")
+        check.require(request.page_size <= MAX_PAGE, "page_size", f"must be at most {MAX_PAGE}")
+        check.raise_if_any()
+        status = STATUSES[request.status]
+        before = request.created_before.ToDatetime(tzinfo=UTC) if request.HasField("created_before") else None
+        page = await self._payments.list(status, before, request.page_size, request.page_token)
+        return payment_pb2.ListPaymentsResponse(
+            payments=[to_proto(p) for p in page.payments], next_page_token=page.next_page_token
+        )
+
+
+# The wire's statuses; UNSPECIFIED asks for every status.
+STATUSES: dict[int, Status | None] = {payment_pb2.PAYMENT_STATUS_UNSPECIFIED: None} | {
+    payment_pb2.PaymentStatus.Value(s.value): s for s in Status
+}
+
 
 def to_proto(payment: Payment) -> payment_pb2.Payment:
     return payment_pb2.Payment(
@@ -56,4 +77,11 @@ def to_proto(payment: Payment) -> payment_pb2.Payment:
         amount=payment.amount.to_proto(),
         decline_reason=payment.decline_reason,
         card_last4=payment.card_last4,
+        created_at=_timestamp(payment.created_at) if payment.created_at else None,
     )
+
+
+def _timestamp(at: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(at)
+    return stamp

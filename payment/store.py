@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select, update
@@ -10,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mesh.db import UnitOfWork, is_unique_violation, reading
 from mesh.money import Money
+from mesh.paging import after_position
 from payment.charges import Payment, Status
 from payment.models import payments
 
@@ -23,7 +25,7 @@ class SqlPaymentStore:
             async with UnitOfWork(self._engine) as uow:
                 await uow.connection.execute(payments.insert().values(**_row(payment), created_at=now, updated_at=now))
                 await uow.commit()
-            return payment
+            return replace(payment, created_at=now)
         except Exception as error:
             if not is_unique_violation(error):
                 raise
@@ -50,6 +52,21 @@ class SqlPaymentStore:
             await uow.commit()
         return _payment(row._mapping) if row is not None else None
 
+    async def page(
+        self, status: Status | None, created_before: datetime | None, after: tuple[datetime, str] | None, limit: int
+    ) -> list[Payment]:
+        query = select(payments)
+        if status is not None:
+            query = query.where(payments.c.status == status.value)
+        if created_before is not None:
+            query = query.where(payments.c.created_at < created_before)
+        if after is not None:
+            query = query.where(after_position(payments.c.created_at, payments.c.order_id, after))
+        query = query.order_by(payments.c.created_at, payments.c.order_id).limit(limit)
+        async with reading(self._engine) as connection:
+            rows = (await connection.execute(query)).all()
+        return [_payment(row._mapping) for row in rows]
+
 
 def _row(payment: Payment) -> dict[str, Any]:
     return {
@@ -74,4 +91,10 @@ def _payment(row: Any) -> Payment:
         decline_reason=row["decline_reason"],
         card_last4=row["card_last4"],
         refund_reason=row["refund_reason"],
+        created_at=_aware(row["created_at"]),
     )
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite returns naive datetimes; every time here is UTC.
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

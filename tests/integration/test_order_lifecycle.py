@@ -29,6 +29,7 @@ from mesh.order_ids import mint
 from mesh.server import Server
 from order.bootstrap import Parts, build_consumers, build_parts
 from order.consumers import Dispatcher
+from order.lifecycle import Lifecycle, LifecycleConfig
 from order.relay import OutboxRelay
 from order.settings import OrderSettings
 from order.state import Status
@@ -536,4 +537,30 @@ async def test_a_cancel_while_the_charge_is_in_flight_keeps_no_money(world: Worl
     assert await world.payment_status(answer.order_id) != payment_pb2.CAPTURED
     assert await world.status(answer.order_id) is Status.CANCELLED
     assert await world.stock() == before
+    await world.assert_audit_clean()
+
+
+async def test_the_money_sweep_refunds_captures_whose_order_never_arrived(world: World) -> None:
+    """Charges with no order: one whose OrderPlaced never arrived (an id of this
+    mesh) and one made by hand. Once no order can claim them any more they are
+    refunded, walking payment's captures a page (here 2) at a time from where
+    the walk stopped; a capture with its order is left alone."""
+    shipped = await world.new_order(charge=True)
+    lost = [mint(f"user-{uuid.uuid4().hex[:6]}", 1) for _ in range(3)]
+    for order_id in [*lost, "by-hand-1"]:
+        amount = common_pb2.Money(currency_code="USD", units=54)
+        await world.payment.Charge(payment_pb2.ChargeRequest(order_id=order_id, amount=amount, credit_card=CARD))
+    config = LifecycleConfig(orphan_after=timedelta(minutes=31), batch=2)
+    refunds: list[None] = []
+    sweep = Lifecycle(
+        world.parts.shards, world.parts.remote, world.clock, config, on_refund=lambda: refunds.append(None)
+    )
+    assert await sweep.refund_orphans(world.clock()) == 0, "too soon: their orders may still arrive"
+    world.clock.advance(minutes=32)
+    for _ in range(4):  # five captures, two per page: three runs walk them, a fourth finds nothing new
+        await sweep.refund_orphans(world.clock())
+    assert len(refunds) == 4
+    for order_id in [*lost, "by-hand-1"]:
+        assert await world.payment_status(order_id) == payment_pb2.REFUNDED
+    assert await world.payment_status(shipped) == payment_pb2.CAPTURED
     await world.assert_audit_clean()

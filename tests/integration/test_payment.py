@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from sqlalchemy import func, select
@@ -179,3 +180,51 @@ async def test_card_number_is_never_stored(stub: payment_pb2_grpc.PaymentService
     finally:
         await engine.dispose()
     assert rows and all(GOOD_CARD.number not in " ".join(map(str, row)) for row in rows)
+
+
+async def test_list_payments_pages_oldest_first_by_status_and_age(
+    stub: payment_pb2_grpc.PaymentServiceAsyncStub,
+) -> None:
+    for n in range(7):
+        card = DECLINED_CARD if n == 3 else GOOD_CARD
+        await stub.Charge(payment_pb2.ChargeRequest(order_id=f"list-{n}", amount=usd(10 + n), credit_card=card))
+    await stub.Refund(payment_pb2.RefundRequest(order_id="list-5", reason="test"))
+    seen: list[str] = []
+    token = ""
+    while True:
+        page = await stub.ListPayments(
+            payment_pb2.ListPaymentsRequest(status=payment_pb2.CAPTURED, page_size=2, page_token=token)
+        )
+        assert len(page.payments) <= 2
+        seen += [p.order_id for p in page.payments]
+        assert all(p.status == payment_pb2.CAPTURED and p.HasField("created_at") for p in page.payments)
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == ["list-0", "list-1", "list-2", "list-4", "list-6"]
+    everything = await stub.ListPayments(payment_pb2.ListPaymentsRequest())
+    assert [p.order_id for p in everything.payments] == [f"list-{n}" for n in range(7)]
+    assert everything.next_page_token == ""
+    # created_before is exclusive (MariaDB keeps whole seconds: compare across seconds).
+    first, last = everything.payments[0].created_at, everything.payments[-1].created_at
+    before, after = Timestamp(seconds=first.seconds - 1), Timestamp(seconds=last.seconds + 1)
+    assert (await stub.ListPayments(payment_pb2.ListPaymentsRequest(created_before=before))).payments == []
+    assert len((await stub.ListPayments(payment_pb2.ListPaymentsRequest(created_before=after))).payments) == 7
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        (payment_pb2.ListPaymentsRequest(page_size=501), "page_size"),
+        (payment_pb2.ListPaymentsRequest(page_size=-1), "page_size"),
+        (payment_pb2.ListPaymentsRequest(page_token="not a token!"), "page_token"),
+        (payment_pb2.ListPaymentsRequest(status=9), "status"),  # type: ignore[arg-type]
+    ],
+)
+async def test_bad_list_payments_is_invalid_argument_naming_the_field(
+    stub: payment_pb2_grpc.PaymentServiceAsyncStub, request_: payment_pb2.ListPaymentsRequest, field: str
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.ListPayments(request_)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in (caught.value.details() or "")

@@ -3,8 +3,11 @@
 isort:skip_file
 Charges and refunds against a simulated processor, persisted in SQL."""
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from ordermesh.common.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
@@ -47,6 +50,7 @@ class Payment(_message.Message):
     AMOUNT_FIELD_NUMBER: _builtins.int
     DECLINE_REASON_FIELD_NUMBER: _builtins.int
     CARD_LAST4_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     transaction_id: _builtins.str
     status: Global___PaymentStatus.ValueType
@@ -54,6 +58,8 @@ class Payment(_message.Message):
     card_last4: _builtins.str
     @_builtins.property
     def amount(self) -> _common_pb2.Money: ...
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -63,10 +69,11 @@ class Payment(_message.Message):
         amount: _common_pb2.Money | None = ...,
         decline_reason: _builtins.str = ...,
         card_last4: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "card_last4", b"card_last4", "decline_reason", b"decline_reason", "order_id", b"order_id", "status", b"status", "transaction_id", b"transaction_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "card_last4", b"card_last4", "created_at", b"created_at", "decline_reason", b"decline_reason", "order_id", b"order_id", "status", b"status", "transaction_id", b"transaction_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -139,3 +146,61 @@ class GetPaymentRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetPaymentRequest: _TypeAlias = GetPaymentRequest  # noqa: Y015
+
+@_typing.final
+class ListPaymentsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    CREATED_BEFORE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    status: Global___PaymentStatus.ValueType
+    """Only payments in this status; PAYMENT_STATUS_UNSPECIFIED: every status."""
+    page_size: _builtins.int
+    """0: 100; at most 500."""
+    page_token: _builtins.str
+    """From a previous response; empty: the first page."""
+    @_builtins.property
+    def created_before(self) -> _timestamp_pb2.Timestamp:
+        """Only payments created before this instant; unset: all."""
+
+    def __init__(
+        self,
+        *,
+        status: Global___PaymentStatus.ValueType = ...,
+        created_before: _timestamp_pb2.Timestamp | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_before", b"created_before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_before", b"created_before", "page_size", b"page_size", "page_token", b"page_token", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPaymentsRequest: _TypeAlias = ListPaymentsRequest  # noqa: Y015
+
+@_typing.final
+class ListPaymentsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def payments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Payment]: ...
+    def __init__(
+        self,
+        *,
+        payments: _abc.Iterable[Global___Payment] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "payments", b"payments"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPaymentsResponse: _TypeAlias = ListPaymentsResponse  # noqa: Y015

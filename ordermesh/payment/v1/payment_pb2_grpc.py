@@ -49,6 +49,11 @@ class PaymentServiceStub:
                 request_serializer=ordermesh_dot_payment_dot_v1_dot_payment__pb2.GetPaymentRequest.SerializeToString,
                 response_deserializer=ordermesh_dot_payment_dot_v1_dot_payment__pb2.Payment.FromString,
                 _registered_method=True)
+        self.ListPayments = channel.unary_unary(
+                '/ordermesh.payment.v1.PaymentService/ListPayments',
+                request_serializer=ordermesh_dot_payment_dot_v1_dot_payment__pb2.ListPaymentsRequest.SerializeToString,
+                response_deserializer=ordermesh_dot_payment_dot_v1_dot_payment__pb2.ListPaymentsResponse.FromString,
+                _registered_method=True)
 
 
 class PaymentServiceServicer:
@@ -74,6 +79,14 @@ class PaymentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPayments(self, request, context):
+        """Payments oldest first (created_at, then order_id), paged: what the order
+        context's money sweep walks to find captures whose order never arrived.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PaymentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -91,6 +104,11 @@ def add_PaymentServiceServicer_to_server(servicer, server):
                     servicer.GetPayment,
                     request_deserializer=ordermesh_dot_payment_dot_v1_dot_payment__pb2.GetPaymentRequest.FromString,
                     response_serializer=ordermesh_dot_payment_dot_v1_dot_payment__pb2.Payment.SerializeToString,
+            ),
+            'ListPayments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPayments,
+                    request_deserializer=ordermesh_dot_payment_dot_v1_dot_payment__pb2.ListPaymentsRequest.FromString,
+                    response_serializer=ordermesh_dot_payment_dot_v1_dot_payment__pb2.ListPaymentsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -174,6 +192,33 @@ class PaymentService:
             '/ordermesh.payment.v1.PaymentService/GetPayment',
             ordermesh_dot_payment_dot_v1_dot_payment__pb2.GetPaymentRequest.SerializeToString,
             ordermesh_dot_payment_dot_v1_dot_payment__pb2.Payment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPayments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ordermesh.payment.v1.PaymentService/ListPayments',
+            ordermesh_dot_payment_dot_v1_dot_payment__pb2.ListPaymentsRequest.SerializeToString,
+            ordermesh_dot_payment_dot_v1_dot_payment__pb2.ListPaymentsResponse.FromString,
             options,
             channel_credentials,
             insecure,

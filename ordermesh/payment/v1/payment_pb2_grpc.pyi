@@ -36,6 +36,10 @@ class PaymentServiceStub:
     Refund: _grpc.UnaryUnaryMultiCallable[_payment_pb2.RefundRequest, _payment_pb2.Payment]
     """Idempotent per order_id."""
     GetPayment: _grpc.UnaryUnaryMultiCallable[_payment_pb2.GetPaymentRequest, _payment_pb2.Payment]
+    ListPayments: _grpc.UnaryUnaryMultiCallable[_payment_pb2.ListPaymentsRequest, _payment_pb2.ListPaymentsResponse]
+    """Payments oldest first (created_at, then order_id), paged: what the order
+    context's money sweep walks to find captures whose order never arrived.
+    """
 
 @_typing.type_check_only
 class PaymentServiceAsyncStub(PaymentServiceStub):
@@ -45,6 +49,10 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     Refund: _aio.UnaryUnaryMultiCallable[_payment_pb2.RefundRequest, _payment_pb2.Payment]  # type: ignore[assignment]
     """Idempotent per order_id."""
     GetPayment: _aio.UnaryUnaryMultiCallable[_payment_pb2.GetPaymentRequest, _payment_pb2.Payment]  # type: ignore[assignment]
+    ListPayments: _aio.UnaryUnaryMultiCallable[_payment_pb2.ListPaymentsRequest, _payment_pb2.ListPaymentsResponse]  # type: ignore[assignment]
+    """Payments oldest first (created_at, then order_id), paged: what the order
+    context's money sweep walks to find captures whose order never arrived.
+    """
 
 class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -69,5 +77,15 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _payment_pb2.GetPaymentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_payment_pb2.Payment, _abc.Awaitable[_payment_pb2.Payment]]: ...
+
+    @_abc_1.abstractmethod
+    def ListPayments(
+        self,
+        request: _payment_pb2.ListPaymentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.ListPaymentsResponse, _abc.Awaitable[_payment_pb2.ListPaymentsResponse]]:
+        """Payments oldest first (created_at, then order_id), paged: what the order
+        context's money sweep walks to find captures whose order never arrived.
+        """
 
 def add_PaymentServiceServicer_to_server(servicer: PaymentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
