@@ -413,7 +413,7 @@ async def test_payment_past_the_deadline_leaves_pending_then_reconciles(world: W
 
 async def test_payment_down_while_orders_are_cancelled_refunds_them_all_when_it_returns(world: World) -> None:
     before = await world.stock()
-    ids = [await world.new_order(charge=True, review=True) for _ in range(5)]  # charged, awaiting review
+    ids = [await world.new_order(charge=True, review=True) for _ in range(20)]  # charged, awaiting review
     await world.stop_payment()
     for order_id in ids:
         await world.parts.lifecycle.cancel(order_id, "changed my mind")
@@ -424,7 +424,7 @@ async def test_payment_down_while_orders_are_cancelled_refunds_them_all_when_it_
 
     async def all_refunded() -> bool:
         await world.settle()
-        return [await world.payment_status(order_id) for order_id in ids] == [payment_pb2.REFUNDED] * 5
+        return [await world.payment_status(order_id) for order_id in ids] == [payment_pb2.REFUNDED] * 20
 
     await eventually(all_refunded, within=20, what="every cancelled order refunded once payment is back")
     assert await world.parts.dead_letters().pending() == []
