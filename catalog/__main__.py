@@ -3,28 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 
 from catalog.audit import audit, render
-from catalog.bootstrap import bootstrap, build_flusher, build_parts
+from catalog.bootstrap import bootstrap, bootstrap_flusher, build_parts
 from catalog.settings import CatalogSettings
-from mesh.logs import configure_logging
 from mesh.process import run_service, settings_or_exit
 
 USAGE = "usage: python -m catalog [serve | flusher | audit | reclaim [--yes] [PRODUCT=UNITS ...]]"
-
-
-async def _flusher(settings: CatalogSettings) -> None:
-    parts = await build_parts(settings)
-    flusher = build_flusher(parts, settings)
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-    await flusher.start()
-    await stop.wait()
-    await flusher.stop()
-    await parts.close()
 
 
 async def _audit(settings: CatalogSettings) -> int:
@@ -74,9 +60,7 @@ def main() -> None:
     if command == "serve":
         run_service("catalog", CatalogSettings, bootstrap)
     elif command == "flusher":
-        settings = settings_or_exit("catalog", CatalogSettings)
-        configure_logging("ordermesh-catalog-flusher", settings.log_level, settings.log_format)
-        asyncio.run(_flusher(settings))
+        run_service("catalog-flusher", CatalogSettings, bootstrap_flusher)
     elif command == "audit":
         raise SystemExit(asyncio.run(_audit(settings_or_exit("catalog", CatalogSettings))))
     elif command == "reclaim":

@@ -169,3 +169,17 @@ async def bootstrap(settings: CatalogSettings) -> App:
     app.closers.append(transport.close)
     app.workers += await transport.forwarders([settings.order_stream])
     return app
+
+
+async def bootstrap_flusher(settings: CatalogSettings) -> App:
+    """The write-behind flusher as a process of its own (``python -m catalog
+    flusher``): served like every process (health, metrics, one shutdown path),
+    with no gRPC service of its own. Set GRPC_PORT and METRICS_PORT when it runs
+    beside a catalog on one host."""
+    app = new_app("catalog-flusher", settings)
+    parts = await build_parts(settings)
+    app.workers.append(build_flusher(parts, settings, FlusherMetrics(app.registry)))
+    app.readiness["database"] = lambda: ping(parts.engine)
+    app.readiness["redis"] = parts.redis_stock.ping
+    app.closers.append(parts.close)
+    return app

@@ -7,8 +7,10 @@ SIGINT:
 
 1. health -> NOT_SERVING for every service (load balancers stop sending);
 2. wait ``shutdown_delay_seconds`` (endpoints leave the Service);
-3. stop accepting and drain in-flight calls for up to ``shutdown_grace_seconds``;
-4. stop workers (each drains its own work), close clients, flush telemetry.
+3. within one ``shutdown_grace_seconds`` deadline, at the same time: stop
+   accepting and drain in-flight calls, and stop every worker (each finishes
+   its unit of work in hand; what it had not acknowledged is redelivered);
+4. close clients, flush telemetry.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ class Worker(Protocol):
 
     async def start(self) -> None: ...
 
-    async def stop(self) -> None: ...
+    async def stop(self, grace: float = 10.0) -> None:
+        """Finish the work in hand within ``grace`` seconds, then cancel the rest."""
 
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
@@ -173,12 +176,10 @@ class Server:
         await self.health.enter_graceful_shutdown()
         if settings.shutdown_delay_seconds:
             await asyncio.sleep(settings.shutdown_delay_seconds)
-        await self._server.stop(settings.shutdown_grace_seconds)
-        for worker in reversed(self.app.workers):
-            try:
-                await worker.stop()
-            except Exception:
-                log.exception("worker %r failed to stop cleanly", worker)
+        # One deadline for everything: in-flight calls drain and every worker
+        # finishes its unit of work at the same time, within the grace period.
+        grace = settings.shutdown_grace_seconds
+        await asyncio.gather(self._server.stop(grace), *(_stop(worker, grace) for worker in self.app.workers))
         for close in reversed(self.app.closers):
             try:
                 await close()
@@ -188,6 +189,13 @@ class Server:
             self._metrics_server.shutdown()
         self.app.tracer_provider.shutdown()
         log.info("%s stopped", self.app.name)
+
+
+async def _stop(worker: Worker, grace: float) -> None:
+    try:
+        await worker.stop(grace)
+    except Exception:
+        log.exception("worker %r failed to stop cleanly", worker)
 
 
 async def serve(app: App) -> None:

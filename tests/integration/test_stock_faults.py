@@ -44,6 +44,8 @@ async def test_sigkilled_flusher_applies_every_entry_exactly_once(database_url: 
             "REDIS_URL": settings.redis_url,
             "CATALOG_KEY_PREFIX": settings.catalog_key_prefix,
             "FLUSHER_BATCH_SIZE": "7",
+            "GRPC_PORT": "0",  # it serves health and metrics like every process
+            "METRICS_PORT": "0",
             "FLUSHER_CLAIM_IDLE_MS": "200",
             "LOG_LEVEL": "WARNING",
         }

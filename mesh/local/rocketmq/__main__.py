@@ -10,10 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from mesh.local.rocketmq.server import (
-    DEFAULT_RETRY_MAX,
-    RocketMQServer,
-)
+from mesh.local.rocketmq.config import DEFAULT_RETRY_MAX
+from mesh.local.rocketmq.server import RocketMQServer
 
 
 def _topic_arg(text: str) -> tuple[str, str]:

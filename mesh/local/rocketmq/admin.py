@@ -9,17 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
+from mesh.local.rocketmq.config import ADMIN_MAIN, CLUSTER, QUEUES, check_groups, check_topics
 from mesh.local.rocketmq.probe import (
     query_route,
 )
-from mesh.local.rocketmq.server import (
-    _ADMIN_MAIN,
-    CLUSTER,
-    QUEUES,
-    RocketMQServer,
-    _check_groups,
-    _check_topics,
-)
+from mesh.local.rocketmq.server import RocketMQServer
 
 # What updateTopic / updateSubGroup print per broker on success; on failure they print an
 # "[error] ..." line or a stack trace, and exit 0 all the same.
@@ -27,7 +21,7 @@ _ADMIN_SUCCESS = re.compile(r"create (topic|subscription group) to \S+ success")
 
 
 def _admin(server: RocketMQServer, *args: str, timeout: float) -> str:
-    java = server._java()
+    java = server.java_binary()
     argv = [
         java,
         "-Xms64m",
@@ -37,7 +31,7 @@ def _admin(server: RocketMQServer, *args: str, timeout: float) -> str:
         f"-Duser.home={server.workdir}",
         "-cp",
         f"{server.lib_dir}/*",
-        _ADMIN_MAIN,
+        ADMIN_MAIN,
         *args,
     ]
     try:
@@ -63,8 +57,8 @@ def ensure_topics(
     through the proxy. mqadmin exits 0 even when it failed, so its output is checked.
     """
     groups = groups or {}
-    _check_topics(topics)
-    _check_groups(groups)
+    check_topics(topics)
+    check_groups(groups)
     if not server.pids:
         raise RuntimeError("ensure_topics needs a running RocketMQServer")
     endpoint, namesrv = server.grpc_endpoint, server.namesrv_address

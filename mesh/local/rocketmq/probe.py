@@ -47,7 +47,7 @@ def _probe_metadata() -> tuple[tuple[str, str], ...]:
     )
 
 
-def _probe_channel(endpoint: str) -> grpc.Channel:
+def probe_channel(endpoint: str) -> grpc.Channel:
     # Short reconnect backoff: the default grows to minutes, and a probe that starts while the
     # proxy is still binding would then sleep through the moment it becomes ready.
     return grpc.insecure_channel(
@@ -60,7 +60,7 @@ def _probe_channel(endpoint: str) -> grpc.Channel:
     )
 
 
-def _query_route_on(channel: grpc.Channel, endpoint: str, topic: str, timeout: float) -> Route:
+def query_route_on(channel: grpc.Channel, endpoint: str, topic: str, timeout: float) -> Route:
     host, _, port = endpoint.rpartition(":")
     request = QueryRouteRequest(
         topic=Resource(name=topic),
@@ -73,5 +73,5 @@ def _query_route_on(channel: grpc.Channel, endpoint: str, topic: str, timeout: f
 
 def query_route(grpc_endpoint: str, topic: str, timeout: float = 2.0) -> Route:
     """One gRPC QueryRoute through the proxy; raises grpc.RpcError when the proxy does not answer."""
-    with _probe_channel(grpc_endpoint) as channel:
-        return _query_route_on(channel, grpc_endpoint, topic, timeout)
+    with probe_channel(grpc_endpoint) as channel:
+        return query_route_on(channel, grpc_endpoint, topic, timeout)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import re
 import shutil
 import signal
 import time
@@ -13,118 +11,34 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 import grpc
 
 from mesh.local.procs import ManagedProcess, bindable, free_port, port_open
+from mesh.local.rocketmq.config import (
+    BROKER_NAME,
+    CLUSTER,
+    HOST,
+    MAX_DISK_USED,
+    NAMESRV_MAIN,
+    PROXY_MAIN,
+    check_groups,
+    check_topics,
+    disk_used_ratio,
+    group_config,
+    merge_table,
+    topic_config,
+)
 from mesh.local.rocketmq.probe import (
-    _probe_channel,
-    _query_route_on,
+    probe_channel,
+    query_route_on,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_LIB = REPO_ROOT / ".tools" / "rocketmq" / "lib"
 SETUP_HINT = "run 'bash scripts/setup/rocketmq.sh'"
 
-CLUSTER = "DefaultCluster"
-BROKER_NAME = "broker-a"
-HOST = "127.0.0.1"
-QUEUES = 4  # read = write queues per topic: enough for a few concurrent consumers, small on disk
-MESSAGE_TYPES = ("NORMAL", "FIFO", "DELAY", "TRANSACTION")
-DEFAULT_RETRY_MAX = 16  # the broker's own default for a subscription group
-# The broker rejects writes once the store's filesystem is 90% used (raised to 98 below); refuse
-# to start well before, because a broker that starts and then drops every send is worse.
-MAX_DISK_USED = 0.85
-
 PROXY_READY = b"rocketmq-proxy startup successfully"
-# Names the broker accepts (it also allows '%' and '|', which it reserves for retry/namespace topics).
-_NAME = re.compile(r"^(%DLQ%)?[A-Za-z0-9_-]{1,127}$")
-
-_NAMESRV_MAIN = "org.apache.rocketmq.namesrv.NamesrvStartup"
-_PROXY_MAIN = "org.apache.rocketmq.proxy.ProxyStartup"
-_ADMIN_MAIN = "org.apache.rocketmq.tools.command.MQAdminStartup"
-
-
-def disk_used_ratio(path: Path) -> float:
-    """Used fraction of the filesystem holding ``path``, counted as the broker counts it.
-
-    UtilAll.getDiskPartitionSpaceUsedPercent: used = total - free, over used + usable (what
-    ``df`` shows as Use%), so blocks reserved for root count as neither.
-    """
-    probe = path.absolute()
-    while not probe.exists():
-        probe = probe.parent
-    st = os.statvfs(probe)
-    used = (st.f_blocks - st.f_bfree) * st.f_frsize
-    usable = st.f_bavail * st.f_frsize
-    return used / (used + usable) if used + usable else 1.0
-
-
-def _check_name(kind: str, name: str) -> None:
-    if not _NAME.match(name):
-        raise ValueError(
-            f"invalid RocketMQ {kind} name {name!r} (letters, digits, '_' and '-', at most 127, maybe after %DLQ%)"
-        )
-
-
-def _check_topics(topics: Mapping[str, str]) -> None:
-    for name, message_type in topics.items():
-        _check_name("topic", name)
-        if message_type not in MESSAGE_TYPES:
-            raise ValueError(f"topic {name}: message type {message_type!r} is not one of {', '.join(MESSAGE_TYPES)}")
-
-
-def _check_groups(groups: Mapping[str, int]) -> None:
-    for name, retry_max in groups.items():
-        _check_name("group", name)
-        if not 0 <= retry_max <= 1000:
-            raise ValueError(f"group {name}: retry max {retry_max} is out of range")
-
-
-def _topic_config(name: str, message_type: str) -> dict[str, Any]:
-    return {
-        "topicName": name,
-        "readQueueNums": QUEUES,
-        "writeQueueNums": QUEUES,
-        "perm": 6,  # read + write
-        "topicFilterType": "SINGLE_TAG",
-        "topicSysFlag": 0,
-        "order": False,
-        # The proxy checks each send against this (enableTopicMessageTypeCheck).
-        "attributes": {"message.type": message_type},
-    }
-
-
-def _group_config(name: str, retry_max: int) -> dict[str, Any]:
-    return {
-        "groupName": name,
-        "consumeEnable": True,
-        "consumeBroadcastEnable": False,
-        "retryMaxTimes": retry_max,  # the proxy hands clients retryMaxTimes + 1 as their max attempts
-        "retryQueueNums": 1,
-        "brokerId": 0,
-        "whichBrokerWhenConsumeSlowly": 1,
-        "notifyConsumerIdsChangedEnable": True,
-    }
-
-
-def _merge_table(path: Path, table: str, entries: Mapping[str, dict[str, Any]]) -> None:
-    """Add missing entries to a broker config file (only ever called while the broker is down).
-
-    On the first start the file does not exist yet and the broker merges its system topics
-    and groups in; on a later start it holds the broker's own state, which is kept as is.
-    """
-    data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
-    current = data.setdefault(table, {})
-    missing = {name: entry for name, entry in entries.items() if name not in current}
-    if not missing and path.exists():
-        return
-    current.update(missing)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
 
 
 def _tail(path: Path, lines: int) -> str:
@@ -174,8 +88,8 @@ class RocketMQServer:
         self.workdir = workdir.absolute()  # broker.conf needs absolute store paths
         self.topics = dict(topics or {})
         self.groups = dict(groups or {})
-        _check_topics(self.topics)
-        _check_groups(self.groups)
+        check_topics(self.topics)
+        check_groups(self.groups)
         self._wanted = (namesrv_port, broker_port, proxy_grpc_port, proxy_remoting_port)
         self.lib_dir = lib_dir or DEFAULT_LIB
         self.java = java
@@ -242,21 +156,21 @@ class RocketMQServer:
             raise RuntimeError(f"RocketMQ in {self.workdir} is already running")
         self.namesrv = self.proxy = None  # forget a previous run's exited JVMs (dead() reports them)
         deadline = time.monotonic() + timeout
-        java = self._java()
+        java = self.java_binary()
         self._check_jars()
         self._check_disk()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.ports = self._allocate_ports()
         self._write_configs(self.ports)
-        _merge_table(
+        merge_table(
             self.store_dir / "config" / "topics.json",
             "topicConfigTable",
-            {name: _topic_config(name, kind) for name, kind in self.topics.items()},
+            {name: topic_config(name, kind) for name, kind in self.topics.items()},
         )
-        _merge_table(
+        merge_table(
             self.store_dir / "config" / "subscriptionGroup.json",
             "subscriptionGroupTable",
-            {name: _group_config(name, retry) for name, retry in self.groups.items()},
+            {name: group_config(name, retry) for name, retry in self.groups.items()},
         )
         try:
             self._start_namesrv(java, deadline)
@@ -299,13 +213,14 @@ class RocketMQServer:
     ) -> None:
         self.stop()
 
-    # -- internals
-
-    def _java(self) -> str:
+    def java_binary(self) -> str:
+        """The java to run the broker and the admin tool with."""
         java = self.java or shutil.which("java")
         if java is None:
             raise RuntimeError("java not found: RocketMQ needs a JDK 17 (apt-get install openjdk-17-jre-headless)")
         return java
+
+    # -- internals
 
     def _check_jars(self) -> None:
         if not any(self.lib_dir.glob("rocketmq-proxy-*.jar")):
@@ -418,7 +333,7 @@ class RocketMQServer:
 
     def _start_namesrv(self, java: str, deadline: float) -> None:
         argv = [
-            *self._jvm(java, ("256m", "256m"), "namesrv", _NAMESRV_MAIN),
+            *self._jvm(java, ("256m", "256m"), "namesrv", NAMESRV_MAIN),
             "-c",
             str(self.workdir / "namesrv.properties"),
         ]
@@ -430,7 +345,7 @@ class RocketMQServer:
 
     def _start_proxy(self, java: str, deadline: float) -> None:
         argv = [
-            *self._jvm(java, self.proxy_heap, "proxy", _PROXY_MAIN),
+            *self._jvm(java, self.proxy_heap, "proxy", PROXY_MAIN),
             "-pm", "local",
             "-pc", str(self.workdir / "rmq-proxy.json"),
             "-bc", str(self.workdir / "broker.conf"),
@@ -451,12 +366,12 @@ class RocketMQServer:
         endpoint = self.grpc_endpoint
         topic = next(iter(self.topics), None)
         last = "no answer"
-        with _probe_channel(endpoint) as channel:
+        with probe_channel(endpoint) as channel:
 
             def routable() -> bool:
                 nonlocal last
                 try:
-                    route = _query_route_on(channel, endpoint, topic or "OrdermeshProbe", 2.0)
+                    route = query_route_on(channel, endpoint, topic or "OrdermeshProbe", 2.0)
                 except grpc.RpcError as error:
                     last = f"gRPC {error.code().name}"  # the call's errors are grpc.Call too
                     return False
