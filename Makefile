@@ -61,7 +61,7 @@ RUN_NEEDS := debs-run
 endif
 
 run: venv $(RUN_NEEDS)
-	$(PY) -m mesh.local --profile $(PROFILE)
+	$(PY) -m launcher --profile $(PROFILE)
 
 test: venv debs-test tools-test rocketmq-jars lint
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -74,12 +74,12 @@ lint: venv
 # A real RocketMQ 5 broker (name server + proxy, broker in-process) on loopback,
 # with the mesh's topics and consumer groups; Ctrl-C stops it.
 rocketmq: venv rocketmq-jars
-	$(PY) -m mesh.local.rocketmq --workdir var/rocketmq
+	$(PY) -m launcher rocketmq --workdir var/rocketmq
 
-# The global auditor on the mesh `make run` started (var/audit.env says where its
-# databases are); ACKED=file: order ids a load run was answered, each must be stored.
+# The global auditor on the mesh `make run` started (var/<profile>/audit.env says
+# where its databases are); ACKED=file: order ids a load run was answered, each must be stored.
 audit: venv
-	@set -a; if [ -f var/audit.env ]; then . var/audit.env; fi; set +a; \
+	@set -a; if [ -f var/$(PROFILE)/audit.env ]; then . var/$(PROFILE)/audit.env; fi; set +a; \
 	$(PY) -m auditor $(if $(ACKED),--acknowledged $(ACKED))
 
 bench: bench-stock bench-pipeline bench-forwarder

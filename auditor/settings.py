@@ -1,6 +1,6 @@
 """Where the auditor reads: every context's database and the catalog's Redis.
 
-The defaults are the local mesh's (``make run``: SQLite files under ``var/``,
+The defaults are the local mesh's (``make run``: SQLite files under ``var/embedded/``,
 Redis on 6379), so ``make audit`` needs nothing else there. Elsewhere each
 value comes from the environment under the name shown (``ORDER_DATABASE_URLS``
 is the order context's ``DATABASE_URLS``: one URL per shard, comma-separated).
@@ -15,10 +15,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class AuditSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
 
-    catalog_database_url: str = "sqlite+aiosqlite:///var/catalog.db"
-    order_database_urls: str = "sqlite+aiosqlite:///var/order-0.db"
-    payment_database_url: str = "sqlite+aiosqlite:///var/payment.db"
-    shipping_database_url: str = "sqlite+aiosqlite:///var/shipping.db"
+    catalog_database_url: str = "sqlite+aiosqlite:///var/embedded/catalog.db"
+    order_database_urls: str = "sqlite+aiosqlite:///var/embedded/order-0.db"
+    payment_database_url: str = "sqlite+aiosqlite:///var/embedded/payment.db"
+    shipping_database_url: str = "sqlite+aiosqlite:///var/embedded/shipping.db"
     redis_url: str = "redis://127.0.0.1:6379/0"
     catalog_key_prefix: str = "catalog"
     # The order context's ORDER_TIMEOUT_SECONDS: an unpaid or unreviewed order

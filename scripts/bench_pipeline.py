@@ -29,8 +29,8 @@ import grpc
 import redis.asyncio as redis
 from sqlalchemy import ColumnElement, func, literal_column, select
 
+from launcher.mesh import LocalMesh, free_offset
 from mesh.db import create_engine, create_schema, reading
-from mesh.local.mesh import LocalMesh, free_offset
 from mesh.local.procs import MariaDBServer, RedisServer
 from mesh.money import Money
 from mesh.order_ids import mint

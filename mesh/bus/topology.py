@@ -6,7 +6,7 @@ A Redis stream ``events:order-placed`` is forwarded to the topic
 exhausted its group's deliveries to ``%DLQ%<group>``, which a dead-letter
 consumer group reads into the ``dead_letters`` table.
 
-The launcher that creates topics and groups (``mesh.local``, a Helm hook)
+The launcher that creates topics and groups (the launcher, a Helm hook)
 and the processes that use them derive the names here, so they cannot drift.
 """
 

@@ -48,6 +48,31 @@ def bindable(port: int) -> bool:
     return True
 
 
+def port_owner(port: int) -> str | None:
+    """Who listens on ``port`` here, as "pid N (command line)", or None. Read from
+    /proc (the listening socket's inode, then the process holding it), so a start
+    can name a leftover of an earlier run instead of failing on "address in use"."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                # local address "IP:PORT" in hex, state 0A = LISTEN, inode in column 10
+                if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(fields[9])
+    if not inodes:
+        return None
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (proc / "fd").iterdir():
+                if os.readlink(fd).removeprefix("socket:[").removesuffix("]") in inodes:
+                    command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+                    return f"pid {proc.name} ({command[:120]})"
+    return "a process this user cannot see"
+
+
 def free_port() -> int:
     """A port nobody listens on, outside the ephemeral range (see ``_PRIVATE_PORTS``)."""
     low = _PRIVATE_PORTS[0]
@@ -81,6 +106,13 @@ def require_binary(name: str, hint: str = "run 'make setup'") -> str:
     return path
 
 
+# A child gets SIGTERM when the process that started it dies, however it dies
+# (even SIGKILL): nothing is left holding ports for the next start. setpriv
+# sets the parent-death signal and execs the command (no preexec_fn, which is
+# unsafe in a process with threads, as gRPC's are).
+_DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "TERM", "--"] if shutil.which("setpriv") else []
+
+
 class ManagedProcess:
     """A child process with its output in a log file; stopped with SIGTERM then SIGKILL."""
 
@@ -96,7 +128,7 @@ class ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            self.argv,
+            [*_DIE_WITH_PARENT, *self.argv],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

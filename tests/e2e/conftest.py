@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mesh.local.mesh import PROFILES, LocalMesh, free_offset, mesh_topology
+from launcher.mesh import PROFILES, LocalMesh, free_offset
+from launcher.topology import mesh_topology
 from mesh.local.procs import RedisServer
 from mesh.local.rocketmq import RocketMQServer
 

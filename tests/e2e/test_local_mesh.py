@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mesh.local.mesh import CONTEXTS, LocalMesh
+from launcher.mesh import CONTEXTS, LocalMesh
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = {

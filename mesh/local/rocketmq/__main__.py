@@ -1,6 +1,6 @@
 """python -m mesh.local.rocketmq [--workdir var/rocketmq] [--topic T1 --group G1 ...]
 
-Without topics and groups: the mesh's own (mesh.local.mesh.mesh_topology)."""
+``python -m launcher rocketmq`` runs it with the mesh's own topics and groups."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from mesh.bus.topology import Topology
 from mesh.local.rocketmq.config import DEFAULT_RETRY_MAX
 from mesh.local.rocketmq.server import RocketMQServer
 
@@ -24,9 +25,10 @@ def _group_arg(text: str) -> tuple[str, int]:
     return name, int(retry) if retry else DEFAULT_RETRY_MAX
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, *, default_topology: Topology | None = None, prog: str | None = None) -> None:
+    """``default_topology``: the topics and groups created when none is given."""
     parser = argparse.ArgumentParser(
-        prog="python -m mesh.local.rocketmq",
+        prog=prog or "python -m mesh.local.rocketmq",
         description="Run a RocketMQ 5 name server + proxy (broker in-process) on loopback until Ctrl-C.",
     )
     parser.add_argument("--workdir", type=Path, default=Path("var/rocketmq"), help="store, logs and configs")
@@ -52,10 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--remoting-port", type=int, help="the proxy's remoting port")
     parser.add_argument("--timeout", type=float, default=120.0)
     args = parser.parse_args(argv)
-    # Without --topic/--group: what the whole mesh needs (EVENT_TRANSPORT=rocketmq).
-    from mesh.local.mesh import mesh_topology  # the mesh's launcher imports this package
-
-    topology = mesh_topology()
+    topology = default_topology or Topology({}, {})
 
     try:
         server = RocketMQServer(

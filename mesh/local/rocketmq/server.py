@@ -14,7 +14,7 @@ from types import TracebackType
 
 import grpc
 
-from mesh.local.procs import ManagedProcess, bindable, free_port, port_open
+from mesh.local.procs import ManagedProcess, bindable, free_port, port_open, port_owner
 from mesh.local.rocketmq.config import (
     BROKER_NAME,
     CLUSTER,
@@ -258,9 +258,11 @@ class RocketMQServer:
                 proxy_grpc=grpc_port or pick(),
                 proxy_remoting=remoting or pick(),
             )
-        busy = [p for p in ports.all() if not bindable(p)]
+        busy = [f"{p} ({port_owner(p) or 'unknown'})" for p in ports.all() if not bindable(p)]
         if busy:
-            raise RuntimeError(f"ports in use, RocketMQ cannot start: {', '.join(map(str, busy))}")
+            raise RuntimeError(
+                f"ports in use, RocketMQ cannot start: {', '.join(busy)}; a leftover of an earlier run? stop it first"
+            )
         return ports
 
     def _write_configs(self, ports: Ports) -> None:

@@ -1,4 +1,4 @@
-"""Run the whole mesh locally: ``python -m mesh.local`` (what ``make run`` calls).
+"""Run the whole mesh locally: ``python -m launcher`` (what ``make run`` calls).
 
 Starts a real redis-server when none answers at REDIS_URL, then the five
 contexts as child processes on the local ports (catalog 50051 ... shipping
@@ -30,11 +30,18 @@ from urllib.parse import urlparse
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from mesh.bus.topology import Topology
-from mesh.local.procs import ManagedProcess, MariaDBServer, RedisServer, bindable, ephemeral_ports, port_open
+from launcher.topology import mesh_topology
+from mesh.local.procs import (
+    ManagedProcess,
+    MariaDBServer,
+    RedisServer,
+    bindable,
+    ephemeral_ports,
+    port_open,
+    port_owner,
+)
 from mesh.local.rocketmq import RocketMQServer
 from mesh.settings import EventTransport
-from order.settings import OrderSettings
 
 CONTEXTS = ("catalog", "checkout", "order", "payment", "shipping")
 GRPC_BASE = 50051
@@ -58,12 +65,7 @@ class Profile:
 
 
 PROFILES = {"embedded": Profile(), "full": Profile("rocketmq", "mariadb")}
-
-
-def mesh_topology() -> Topology:
-    """The topics and consumer groups the mesh needs on a RocketMQ broker."""
-    settings = OrderSettings()
-    return Topology.of(settings.subscriptions(), settings.consumer_max_attempts)
+REDIS_URLS = {"embedded": "redis://127.0.0.1:6379/0", "full": "redis://127.0.0.1:6379/1"}
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,7 @@ class LocalMesh:
         return f"127.0.0.1:{next(e.grpc_port for e in self.endpoints if e.context == context)}"
 
     def start(self, timeout: float = 60.0) -> None:
+        self._check_ports()
         self._ensure_redis()
         self._ensure_profile_servers()
         for endpoint in self.endpoints:
@@ -164,6 +167,17 @@ class LocalMesh:
         database = "ordermesh_" + name.replace("-", "_")
         self.mariadb.create_database(database)
         return self.mariadb.url(database)
+
+    def _check_ports(self) -> None:
+        """Name whoever holds one of this mesh's ports (a leftover of an earlier
+        run, most likely) instead of failing later on "address in use"."""
+        ports = [p for e in self.endpoints for p in (e.grpc_port, e.metrics_port)]
+        busy = [f"{port} is held by {port_owner(port) or 'an unknown process'}" for port in ports if not bindable(port)]
+        if busy:
+            raise RuntimeError(
+                "ports in use: " + "; ".join(busy) + ". A leftover of an earlier run? Stop it, or choose "
+                "other ports with --port-offset"
+            )
 
     def audit_env(self) -> dict[str, str]:
         """Where ``python -m auditor`` reads this mesh (its settings' variables)."""
@@ -262,7 +276,7 @@ def banner(mesh: LocalMesh) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Run the ordermesh services locally.")
-    parser.add_argument("--var-dir", type=Path, default=Path("var"))
+    parser.add_argument("--var-dir", type=Path, default=None, help="default: var/<profile>")
     parser.add_argument("--port-offset", type=int, default=0, help="added to every gRPC and metrics port")
     parser.add_argument("--redis-url", default=None)
     parser.add_argument("--profile", choices=sorted(PROFILES), default="embedded")
@@ -276,7 +290,11 @@ def main() -> None:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    mesh = LocalMesh(args.var_dir, offset=args.port_offset, redis_url=args.redis_url, profile=PROFILES[args.profile])
+    # Each profile has its own folder and its own Redis database: one profile's
+    # streams, claims and counters are never read by the other's processes.
+    var_dir = args.var_dir or Path("var") / args.profile
+    redis_url = args.redis_url or os.environ.get("REDIS_URL") or REDIS_URLS[args.profile]
+    mesh = LocalMesh(var_dir, offset=args.port_offset, redis_url=redis_url, profile=PROFILES[args.profile])
     try:
         mesh.start()
         print(banner(mesh), flush=True)

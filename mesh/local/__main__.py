@@ -1,3 +1,0 @@
-from mesh.local.mesh import main
-
-main()
