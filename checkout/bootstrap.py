@@ -17,20 +17,14 @@ from mesh.clients import dependency_channels
 from mesh.clock import utc_now
 from mesh.process import new_app
 from mesh.server import App, Registration
-from ordermesh.catalog.v1 import catalog_pb2_grpc
+from ordermesh.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from ordermesh.checkout.v1 import checkout_pb2, checkout_pb2_grpc
-from ordermesh.payment.v1 import payment_pb2_grpc
-from ordermesh.shipping.v1 import shipping_pb2_grpc
+from ordermesh.payment.v1 import payment_pb2, payment_pb2_grpc
+from ordermesh.shipping.v1 import shipping_pb2, shipping_pb2_grpc
 
-# Safe to retry transparently: reads, and writes keyed by the order id.
-CATALOG = "ordermesh.catalog.v1.CatalogService"
-SHIPPING = "ordermesh.shipping.v1.ShippingService"
-PAYMENT = "ordermesh.payment.v1.PaymentService"
-IDEMPOTENT = {
-    CATALOG: ("GetProduct", "ReserveStock", "ReleaseStock"),
-    SHIPPING: ("GetQuote",),
-    PAYMENT: ("Charge", "GetPayment"),
-}
+CATALOG = catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"]
+SHIPPING = shipping_pb2.DESCRIPTOR.services_by_name["ShippingService"]
+PAYMENT = payment_pb2.DESCRIPTOR.services_by_name["PaymentService"]
 
 
 async def bootstrap(settings: CheckoutSettings) -> App:
@@ -39,11 +33,10 @@ async def bootstrap(settings: CheckoutSettings) -> App:
 
     channels = dependency_channels(
         {CATALOG: settings.catalog_address, SHIPPING: settings.shipping_address, PAYMENT: settings.payment_address},
-        IDEMPOTENT,
         tracer=app.tracer,
         default_timeout=settings.client_deadline_seconds,
     )
-    catalog, shipping, payment = channels[CATALOG], channels[SHIPPING], channels[PAYMENT]
+    catalog, shipping, payment = channels[CATALOG.full_name], channels[SHIPPING.full_name], channels[PAYMENT.full_name]
     breakers = breakers_for(
         ("catalog", "shipping", "payment"),
         fail_max=settings.breaker_fail_max,

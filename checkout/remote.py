@@ -7,12 +7,11 @@ dependency that is down or behind an open breaker is UNAVAILABLE.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TypeVar
 
-from mesh.breaker import Breaker, guarded
+from mesh.breaker import Breaker, Gateway
 from mesh.errors import Unavailable
 from mesh.money import Money
 from ordermesh.catalog.v1 import catalog_pb2, catalog_pb2_grpc
@@ -36,7 +35,7 @@ class Charge:
     decline_reason: str = ""
 
 
-class Remote:
+class Remote(Gateway):
     def __init__(
         self,
         catalog: catalog_pb2_grpc.CatalogServiceAsyncStub,
@@ -45,14 +44,11 @@ class Remote:
         breakers: dict[str, Breaker],
         payment_deadline: float,
     ) -> None:
+        super().__init__(breakers)
         self._catalog = catalog
         self._shipping = shipping
         self._payment = payment
-        self._breakers = breakers
         self._payment_deadline = payment_deadline
-
-    async def _call(self, dependency: str, call: Callable[[], Awaitable[T]]) -> T:
-        return await guarded(dependency, self._breakers[dependency], call)
 
     async def prices(self, product_ids: list[str]) -> dict[str, Money]:
         products = await asyncio.gather(

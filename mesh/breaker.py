@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any, TypeVar
@@ -126,6 +126,18 @@ async def guarded(dependency: str, breaker: Breaker, call: Callable[[], Awaitabl
         if is_business_error(error):
             raise Relayed.of(error) from None
         raise Unavailable(f"{dependency} is unavailable ({error.code().name})") from None
+
+
+class Gateway:
+    """A context's view of the services it calls: every call goes through its
+    dependency's breaker (``guarded``). Subclasses add one method per remote
+    operation, in the context's own terms."""
+
+    def __init__(self, breakers: Mapping[str, Breaker]) -> None:
+        self._breakers = breakers
+
+    async def _call(self, dependency: str, call: Callable[[], Awaitable[T]]) -> T:
+        return await guarded(dependency, self._breakers[dependency], call)
 
 
 def breakers_for(

@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.descriptor_pb2 import MethodOptions
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -147,22 +149,29 @@ class _TracedUnaryUnary:
                 raise
 
 
+def retry_safe_methods(service: ServiceDescriptor) -> list[str]:
+    """The methods the service's proto marks safe to repeat
+    (``option idempotency_level``): reads, and writes keyed by an idempotency
+    key. The callee's contract says so, once, for every caller."""
+    safe = (MethodOptions.NO_SIDE_EFFECTS, MethodOptions.IDEMPOTENT)
+    return [m.name for m in service.methods if m.GetOptions().idempotency_level in safe]
+
+
 def dependency_channels(
-    addresses: Mapping[str, str],
-    idempotent: Mapping[str, Sequence[str]],
+    addresses: Mapping[ServiceDescriptor, str],
     *,
     tracer: trace.Tracer,
     default_timeout: float,
 ) -> dict[str, grpc.aio.Channel]:
     """One channel per dependency, keyed by its full service name, each with
-    retries for the methods that are safe to repeat."""
+    retries for the methods its proto marks safe to repeat."""
     return {
-        service: make_channel(
+        service.full_name: make_channel(
             address,
             tracer=tracer,
             default_timeout=default_timeout,
-            service=service,
-            idempotent_methods=idempotent.get(service, ()),
+            service=service.full_name,
+            idempotent_methods=retry_safe_methods(service),
         )
         for service, address in addresses.items()
     }

@@ -36,19 +36,14 @@ from order.service import OrderService
 from order.settings import OrderSettings
 from order.shards import Shards
 from order.store import OrderStore
-from ordermesh.catalog.v1 import catalog_pb2_grpc
+from ordermesh.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from ordermesh.order.v1 import order_pb2, order_pb2_grpc
-from ordermesh.payment.v1 import payment_pb2_grpc
-from ordermesh.shipping.v1 import shipping_pb2_grpc
+from ordermesh.payment.v1 import payment_pb2, payment_pb2_grpc
+from ordermesh.shipping.v1 import shipping_pb2, shipping_pb2_grpc
 
-CATALOG = "ordermesh.catalog.v1.CatalogService"
-SHIPPING = "ordermesh.shipping.v1.ShippingService"
-PAYMENT = "ordermesh.payment.v1.PaymentService"
-IDEMPOTENT = {
-    CATALOG: ("ReleaseStock",),
-    SHIPPING: ("ShipOrder", "GetShipment"),
-    PAYMENT: ("GetPayment", "Refund"),
-}
+CATALOG = catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"]
+SHIPPING = shipping_pb2.DESCRIPTOR.services_by_name["ShippingService"]
+PAYMENT = payment_pb2.DESCRIPTOR.services_by_name["PaymentService"]
 
 
 @dataclass
@@ -89,11 +84,10 @@ async def build_parts(
 
     channels = dependency_channels(
         {CATALOG: settings.catalog_address, PAYMENT: settings.payment_address, SHIPPING: settings.shipping_address},
-        IDEMPOTENT,
         tracer=tracer,
         default_timeout=settings.client_deadline_seconds,
     )
-    catalog, payment, shipping = channels[CATALOG], channels[PAYMENT], channels[SHIPPING]
+    catalog, payment, shipping = channels[CATALOG.full_name], channels[PAYMENT.full_name], channels[SHIPPING.full_name]
     breakers = breakers_for(
         ("catalog", "payment", "shipping"),
         fail_max=settings.breaker_fail_max,

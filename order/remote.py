@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
@@ -10,7 +9,7 @@ from typing import TypeVar
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from mesh.breaker import Breaker, guarded
+from mesh.breaker import Breaker, Gateway
 from mesh.errors import Relayed
 from order.orders import Order
 from ordermesh.catalog.v1 import catalog_pb2, catalog_pb2_grpc
@@ -28,7 +27,7 @@ class PaymentState:
     decline_reason: str = ""
 
 
-class Remote:
+class Remote(Gateway):
     def __init__(
         self,
         payment: payment_pb2_grpc.PaymentServiceAsyncStub,
@@ -36,13 +35,10 @@ class Remote:
         shipping: shipping_pb2_grpc.ShippingServiceAsyncStub,
         breakers: dict[str, Breaker],
     ) -> None:
+        super().__init__(breakers)
         self._payment = payment
         self._catalog = catalog
         self._shipping = shipping
-        self._breakers = breakers
-
-    async def _call(self, dependency: str, call: Callable[[], Awaitable[T]]) -> T:
-        return await guarded(dependency, self._breakers[dependency], call)
 
     async def payment(self, order_id: str) -> PaymentState:
         try:

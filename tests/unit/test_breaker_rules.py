@@ -8,7 +8,11 @@ import grpc
 import pytest
 
 from mesh.breaker import Breaker
+from mesh.clients import retry_safe_methods
 from mesh.errors import Unavailable
+from ordermesh.catalog.v1 import catalog_pb2
+from ordermesh.order.v1 import order_pb2
+from ordermesh.payment.v1 import payment_pb2
 
 
 def rpc_error(code: grpc.StatusCode) -> grpc.aio.AioRpcError:
@@ -41,3 +45,14 @@ async def test_unhealthy_errors_open_it() -> None:
     with pytest.raises(Unavailable):
         await call(breaker, rpc_error(grpc.StatusCode.UNAVAILABLE))
     assert breaker.state == "open"
+
+
+def test_retries_follow_the_idempotency_level_each_proto_declares() -> None:
+    """Clients retry transparently only what the callee's proto marks safe to
+    repeat: reads, and writes keyed by an idempotency key."""
+    catalog = catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"]
+    assert retry_safe_methods(catalog) == ["ListProducts", "GetProduct", "ReserveStock", "ReleaseStock", "SetStock"]
+    payment = payment_pb2.DESCRIPTOR.services_by_name["PaymentService"]
+    assert retry_safe_methods(payment) == ["Charge", "Refund", "GetPayment", "ListPayments"]
+    order = order_pb2.DESCRIPTOR.services_by_name["OrderService"]
+    assert retry_safe_methods(order) == ["GetOrder", "ListOrders"], "a cancel or review is never repeated blindly"

@@ -25,17 +25,19 @@ _sym_db = _symbol_database.Default()
 from ordermesh.common.v1 import common_pb2 as ordermesh_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$ordermesh/checkout/v1/checkout.proto\x12\x15ordermesh.checkout.v1\x1a ordermesh/common/v1/common.proto\"\xda\x01\n\x11PlaceOrderRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12,\n\x05items\x18\x03 \x03(\x0b\x32\x1d.ordermesh.common.v1.LineItem\x12-\n\x07\x61\x64\x64ress\x18\x04 \x01(\x0b\x32\x1c.ordermesh.common.v1.Address\x12\r\n\x05\x65mail\x18\x05 \x01(\t\x12\x34\n\x0b\x63redit_card\x18\x06 \x01(\x0b\x32\x1f.ordermesh.common.v1.CreditCard\"\xce\x01\n\x12PlaceOrderResponse\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x30\n\x06status\x18\x02 \x01(\x0e\x32 .ordermesh.common.v1.OrderStatus\x12)\n\x05total\x18\x03 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\x12\x31\n\rshipping_cost\x18\x04 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\x12\x16\n\x0e\x66\x61ilure_reason\x18\x05 \x01(\t2t\n\x0f\x43heckoutService\x12\x61\n\nPlaceOrder\x12(.ordermesh.checkout.v1.PlaceOrderRequest\x1a).ordermesh.checkout.v1.PlaceOrderResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$ordermesh/checkout/v1/checkout.proto\x12\x15ordermesh.checkout.v1\x1a ordermesh/common/v1/common.proto\"\xda\x01\n\x11PlaceOrderRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12,\n\x05items\x18\x03 \x03(\x0b\x32\x1d.ordermesh.common.v1.LineItem\x12-\n\x07\x61\x64\x64ress\x18\x04 \x01(\x0b\x32\x1c.ordermesh.common.v1.Address\x12\r\n\x05\x65mail\x18\x05 \x01(\t\x12\x34\n\x0b\x63redit_card\x18\x06 \x01(\x0b\x32\x1f.ordermesh.common.v1.CreditCard\"\xce\x01\n\x12PlaceOrderResponse\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x30\n\x06status\x18\x02 \x01(\x0e\x32 .ordermesh.common.v1.OrderStatus\x12)\n\x05total\x18\x03 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\x12\x31\n\rshipping_cost\x18\x04 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\x12\x16\n\x0e\x66\x61ilure_reason\x18\x05 \x01(\t2y\n\x0f\x43heckoutService\x12\x66\n\nPlaceOrder\x12(.ordermesh.checkout.v1.PlaceOrderRequest\x1a).ordermesh.checkout.v1.PlaceOrderResponse\"\x03\x90\x02\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ordermesh.checkout.v1.checkout_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_CHECKOUTSERVICE'].methods_by_name['PlaceOrder']._loaded_options = None
+  _globals['_CHECKOUTSERVICE'].methods_by_name['PlaceOrder']._serialized_options = b'\220\002\002'
   _globals['_PLACEORDERREQUEST']._serialized_start=98
   _globals['_PLACEORDERREQUEST']._serialized_end=316
   _globals['_PLACEORDERRESPONSE']._serialized_start=319
   _globals['_PLACEORDERRESPONSE']._serialized_end=525
   _globals['_CHECKOUTSERVICE']._serialized_start=527
-  _globals['_CHECKOUTSERVICE']._serialized_end=643
+  _globals['_CHECKOUTSERVICE']._serialized_end=648
 # @@protoc_insertion_point(module_scope)

@@ -25,13 +25,19 @@ _sym_db = _symbol_database.Default()
 from ordermesh.common.v1 import common_pb2 as ordermesh_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$ordermesh/shipping/v1/shipping.proto\x12\x15ordermesh.shipping.v1\x1a ordermesh/common/v1/common.proto\"n\n\x0fGetQuoteRequest\x12-\n\x07\x61\x64\x64ress\x18\x01 \x01(\x0b\x32\x1c.ordermesh.common.v1.Address\x12,\n\x05items\x18\x02 \x03(\x0b\x32\x1d.ordermesh.common.v1.LineItem\"<\n\x10GetQuoteResponse\x12(\n\x04\x63ost\x18\x01 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\"\x81\x01\n\x10ShipOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12-\n\x07\x61\x64\x64ress\x18\x02 \x01(\x0b\x32\x1c.ordermesh.common.v1.Address\x12,\n\x05items\x18\x03 \x03(\x0b\x32\x1d.ordermesh.common.v1.LineItem\"h\n\x08Shipment\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0btracking_id\x18\x02 \x01(\t\x12\x35\n\x06status\x18\x03 \x01(\x0e\x32%.ordermesh.shipping.v1.ShipmentStatus\"&\n\x12GetShipmentRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t*>\n\x0eShipmentStatus\x12\x1f\n\x1bSHIPMENT_STATUS_UNSPECIFIED\x10\x00\x12\x0b\n\x07SHIPPED\x10\x01\x32\xa0\x02\n\x0fShippingService\x12[\n\x08GetQuote\x12&.ordermesh.shipping.v1.GetQuoteRequest\x1a\'.ordermesh.shipping.v1.GetQuoteResponse\x12U\n\tShipOrder\x12\'.ordermesh.shipping.v1.ShipOrderRequest\x1a\x1f.ordermesh.shipping.v1.Shipment\x12Y\n\x0bGetShipment\x12).ordermesh.shipping.v1.GetShipmentRequest\x1a\x1f.ordermesh.shipping.v1.Shipmentb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$ordermesh/shipping/v1/shipping.proto\x12\x15ordermesh.shipping.v1\x1a ordermesh/common/v1/common.proto\"n\n\x0fGetQuoteRequest\x12-\n\x07\x61\x64\x64ress\x18\x01 \x01(\x0b\x32\x1c.ordermesh.common.v1.Address\x12,\n\x05items\x18\x02 \x03(\x0b\x32\x1d.ordermesh.common.v1.LineItem\"<\n\x10GetQuoteResponse\x12(\n\x04\x63ost\x18\x01 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\"\x81\x01\n\x10ShipOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12-\n\x07\x61\x64\x64ress\x18\x02 \x01(\x0b\x32\x1c.ordermesh.common.v1.Address\x12,\n\x05items\x18\x03 \x03(\x0b\x32\x1d.ordermesh.common.v1.LineItem\"h\n\x08Shipment\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0btracking_id\x18\x02 \x01(\t\x12\x35\n\x06status\x18\x03 \x01(\x0e\x32%.ordermesh.shipping.v1.ShipmentStatus\"&\n\x12GetShipmentRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t*>\n\x0eShipmentStatus\x12\x1f\n\x1bSHIPMENT_STATUS_UNSPECIFIED\x10\x00\x12\x0b\n\x07SHIPPED\x10\x01\x32\xaf\x02\n\x0fShippingService\x12`\n\x08GetQuote\x12&.ordermesh.shipping.v1.GetQuoteRequest\x1a\'.ordermesh.shipping.v1.GetQuoteResponse\"\x03\x90\x02\x01\x12Z\n\tShipOrder\x12\'.ordermesh.shipping.v1.ShipOrderRequest\x1a\x1f.ordermesh.shipping.v1.Shipment\"\x03\x90\x02\x02\x12^\n\x0bGetShipment\x12).ordermesh.shipping.v1.GetShipmentRequest\x1a\x1f.ordermesh.shipping.v1.Shipment\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ordermesh.shipping.v1.shipping_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_SHIPPINGSERVICE'].methods_by_name['GetQuote']._loaded_options = None
+  _globals['_SHIPPINGSERVICE'].methods_by_name['GetQuote']._serialized_options = b'\220\002\001'
+  _globals['_SHIPPINGSERVICE'].methods_by_name['ShipOrder']._loaded_options = None
+  _globals['_SHIPPINGSERVICE'].methods_by_name['ShipOrder']._serialized_options = b'\220\002\002'
+  _globals['_SHIPPINGSERVICE'].methods_by_name['GetShipment']._loaded_options = None
+  _globals['_SHIPPINGSERVICE'].methods_by_name['GetShipment']._serialized_options = b'\220\002\001'
   _globals['_SHIPMENTSTATUS']._serialized_start=549
   _globals['_SHIPMENTSTATUS']._serialized_end=611
   _globals['_GETQUOTEREQUEST']._serialized_start=97
@@ -45,5 +51,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSHIPMENTREQUEST']._serialized_start=509
   _globals['_GETSHIPMENTREQUEST']._serialized_end=547
   _globals['_SHIPPINGSERVICE']._serialized_start=614
-  _globals['_SHIPPINGSERVICE']._serialized_end=902
+  _globals['_SHIPPINGSERVICE']._serialized_end=917
 # @@protoc_insertion_point(module_scope)
