@@ -15,12 +15,15 @@ RUN_DEBS := redis-server
 TEST_DEBS := redis-server mariadb-server prometheus
 PYTEST_ARGS ?=
 
-.PHONY: help setup venv debs-run debs-test tools-test rocketmq-jars rocketmq run test lint protos clean audit bench bench-stock bench-pipeline bench-forwarder
+.PHONY: help setup venv debs-run debs-test tools-test rocketmq-jars rocketmq run test test-unit test-integration test-e2e lint protos clean audit bench bench-stock bench-pipeline bench-forwarder
 
 help:
 	@echo "make run      start the whole mesh locally (installs what it needs first)"
 	@echo "              PROFILE=full: with MariaDB and a RocketMQ 5 broker (EVENT_TRANSPORT=rocketmq)"
 	@echo "make test     lint + unit, integration and e2e tests against real Redis, SQLite and MariaDB"
+	@echo "make test-unit         unit tests only: in-process, no servers, seconds (needs only the venv)"
+	@echo "make test-integration  integration tests against real Redis, SQLite, MariaDB, RocketMQ"
+	@echo "make test-e2e          e2e tests: the whole local mesh on both profiles"
 	@echo "make lint     ruff + mypy --strict (generated code excluded)"
 	@echo "make protos   regenerate ordermesh/ stubs from protos/"
 	@echo "make audit    the global auditor on the local mesh: stock, orders, reservations, money, shipments (ACKED=file)"
@@ -65,6 +68,17 @@ run: venv $(RUN_NEEDS)
 
 test: venv debs-test tools-test rocketmq-jars lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The unit suite starts no process (tests/unit/conftest.py fails it if one does),
+# so it needs nothing but the venv.
+test-unit: venv
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: venv debs-test tools-test rocketmq-jars
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+test-e2e: venv debs-test tools-test rocketmq-jars
+	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -127,31 +127,15 @@ async def test_restart_keeps_charges(database_url: str) -> None:
     assert fetched.transaction_id == repeated.transaction_id == charged.transaction_id
 
 
-BAD_CHARGES = {
-    "order_id": payment_pb2.ChargeRequest(order_id="", amount=usd(1), credit_card=GOOD_CARD),
-    "credit_card.number": payment_pb2.ChargeRequest(
-        order_id="o-bad",
-        amount=usd(1),
-        credit_card=common_pb2.CreditCard(number="4432801561520455", cvv=672, expiration_year=2039, expiration_month=1),
-    ),
-    "credit_card.expiration_year": payment_pb2.ChargeRequest(
-        order_id="o-bad",
-        amount=usd(1),
-        credit_card=common_pb2.CreditCard(number="4432801561520454", cvv=672, expiration_year=2001, expiration_month=1),
-    ),
-    "amount.units": payment_pb2.ChargeRequest(order_id="o-bad", amount=usd(-5), credit_card=GOOD_CARD),
-}
-
-
-@pytest.mark.parametrize("field", sorted(BAD_CHARGES))
 async def test_bad_charge_is_invalid_argument_naming_the_field_and_writes_nothing(
-    stub: payment_pb2_grpc.PaymentServiceAsyncStub, database_url: str, field: str
+    stub: payment_pb2_grpc.PaymentServiceAsyncStub, database_url: str
 ) -> None:
+    # One case on real databases; every bad-input case runs in tests/unit/test_payment_validation.py.
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.Charge(BAD_CHARGES[field])
+        await stub.Charge(payment_pb2.ChargeRequest(order_id="o-bad", amount=usd(-5), credit_card=GOOD_CARD))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert field in violations(caught.value)
-    assert field in (caught.value.details() or "")
+    assert "amount.units" in violations(caught.value)
+    assert "amount.units" in (caught.value.details() or "")
     assert await count_rows(database_url) == 0
 
 
@@ -210,21 +194,3 @@ async def test_list_payments_pages_oldest_first_by_status_and_age(
     before, after = Timestamp(seconds=first.seconds - 1), Timestamp(seconds=last.seconds + 1)
     assert (await stub.ListPayments(payment_pb2.ListPaymentsRequest(created_before=before))).payments == []
     assert len((await stub.ListPayments(payment_pb2.ListPaymentsRequest(created_before=after))).payments) == 7
-
-
-@pytest.mark.parametrize(
-    ("request_", "field"),
-    [
-        (payment_pb2.ListPaymentsRequest(page_size=501), "page_size"),
-        (payment_pb2.ListPaymentsRequest(page_size=-1), "page_size"),
-        (payment_pb2.ListPaymentsRequest(page_token="not a token!"), "page_token"),
-        (payment_pb2.ListPaymentsRequest(status=9), "status"),  # type: ignore[arg-type]
-    ],
-)
-async def test_bad_list_payments_is_invalid_argument_naming_the_field(
-    stub: payment_pb2_grpc.PaymentServiceAsyncStub, request_: payment_pb2.ListPaymentsRequest, field: str
-) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.ListPayments(request_)
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert field in (caught.value.details() or "")

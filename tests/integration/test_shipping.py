@@ -77,24 +77,15 @@ async def test_unknown_shipment_is_not_found(stub: shipping_pb2_grpc.ShippingSer
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-BAD_SHIPMENTS = {
-    "order_id": shipping_pb2.ShipOrderRequest(order_id="", address=HOME, items=ITEMS),
-    "address.country": shipping_pb2.ShipOrderRequest(
-        order_id="o-bad", address=common_pb2.Address(zip_code="1"), items=ITEMS
-    ),
-    "items": shipping_pb2.ShipOrderRequest(order_id="o-bad", address=HOME),
-    "items[0].quantity": shipping_pb2.ShipOrderRequest(
-        order_id="o-bad", address=HOME, items=[common_pb2.LineItem(product_id="sku-1", quantity=-1)]
-    ),
-}
-
-
-@pytest.mark.parametrize("field", sorted(BAD_SHIPMENTS))
 async def test_bad_ship_order_names_the_field_and_writes_nothing(
-    stub: shipping_pb2_grpc.ShippingServiceAsyncStub, database_url: str, field: str
+    stub: shipping_pb2_grpc.ShippingServiceAsyncStub, database_url: str
 ) -> None:
+    # One case on real databases; every bad-input case runs in tests/unit/test_shipping_validation.py.
+    request = shipping_pb2.ShipOrderRequest(
+        order_id="o-bad", address=HOME, items=[common_pb2.LineItem(product_id="sku-1", quantity=-1)]
+    )
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.ShipOrder(BAD_SHIPMENTS[field])
+        await stub.ShipOrder(request)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert f"{field}:" in (caught.value.details() or "")
+    assert "items[0].quantity:" in (caught.value.details() or "")
     assert await count_rows(database_url) == 0

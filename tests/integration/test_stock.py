@@ -124,79 +124,19 @@ def line(product_id: str, quantity: int) -> common_pb2.LineItem:
     return common_pb2.LineItem(product_id=product_id, quantity=quantity)
 
 
-DRAFT = common_pb2.OrderDraft(user_id="u1")
-BAD = {
-    "items[0].quantity (zero)": (
-        catalog_pb2.ReserveStockRequest(order_id="o", items=[line(CAMERA, 0)], draft=DRAFT),
-        "items[0].quantity",
-    ),
-    "items[0].quantity (negative)": (
-        catalog_pb2.ReserveStockRequest(order_id="o", items=[line(CAMERA, -3)], draft=DRAFT),
-        "items[0].quantity",
-    ),
-    "items[1].quantity (above max)": (
-        catalog_pb2.ReserveStockRequest(order_id="o", items=[line(CAMERA, 1), line(TYPEWRITER, 1001)], draft=DRAFT),
-        "items[1].quantity",
-    ),
-    "order_id (empty)": (
-        catalog_pb2.ReserveStockRequest(order_id="", items=[line(CAMERA, 1)], draft=DRAFT),
-        "order_id",
-    ),
-    "items (none)": (catalog_pb2.ReserveStockRequest(order_id="o", draft=DRAFT), "items"),
-    "items (too many)": (
-        catalog_pb2.ReserveStockRequest(order_id="o", items=[line(CAMERA, 1)] * 101, draft=DRAFT),
-        "items",
-    ),
-    "draft (missing)": (catalog_pb2.ReserveStockRequest(order_id="o", items=[line(CAMERA, 1)]), "draft"),
-    "draft.shipping_cost (other currency)": (
-        catalog_pb2.ReserveStockRequest(
-            order_id="o",
-            items=[line(CAMERA, 1)],
-            draft=common_pb2.OrderDraft(user_id="u1", shipping_cost=common_pb2.Money(currency_code="EUR", units=5)),
-        ),
-        "draft.shipping_cost.currency_code",
-    ),
-    "draft.initial_status (PAID)": (
-        catalog_pb2.ReserveStockRequest(
-            order_id="o",
-            items=[line(CAMERA, 1)],
-            draft=common_pb2.OrderDraft(user_id="u1", initial_status=common_pb2.PAID),
-        ),
-        "draft.initial_status",
-    ),
-    "draft.address.city (too long)": (
-        catalog_pb2.ReserveStockRequest(
-            order_id="o",
-            items=[line(CAMERA, 1)],
-            draft=common_pb2.OrderDraft(user_id="u1", address=common_pb2.Address(city="x" * 101)),
-        ),
-        "draft.address.city",
-    ),
-    "draft.address.street_address (too long, in any script)": (
-        catalog_pb2.ReserveStockRequest(
-            order_id="o",
-            items=[line(CAMERA, 1)],
-            draft=common_pb2.OrderDraft(user_id="u1", address=common_pb2.Address(street_address="東京都" * 67)),
-        ),
-        "draft.address.street_address",
-    ),
-    "draft.email (control character)": (
-        catalog_pb2.ReserveStockRequest(
-            order_id="o", items=[line(CAMERA, 1)], draft=common_pb2.OrderDraft(user_id="u1", email="a@b\x00c")
-        ),
-        "draft.email",
-    ),
-}
-
-
-@pytest.mark.parametrize("case", sorted(BAD))
-async def test_bad_reservations_name_the_field_and_deduct_nothing(catalog: CatalogUnderTest, case: str) -> None:
-    request, field = BAD[case]
+async def test_a_bad_reservation_names_the_field_and_deducts_nothing(catalog: CatalogUnderTest) -> None:
+    # One case on real Redis and SQL: it passes the servicer's checks and is refused by the
+    # engine. Every bad-input case runs in tests/unit/test_catalog_validation.py.
+    request = catalog_pb2.ReserveStockRequest(
+        order_id="o",
+        items=[line(CAMERA, 1)],
+        draft=common_pb2.OrderDraft(user_id="u1", shipping_cost=common_pb2.Money(currency_code="EUR", units=5)),
+    )
     before = await catalog.stock(CAMERA)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await catalog.stub.ReserveStock(request)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert f"{field}:" in (caught.value.details() or "")
+    assert "draft.shipping_cost.currency_code:" in (caught.value.details() or "")
     assert await catalog.stock(CAMERA) == before
     assert await catalog.journal_length() == 0
     assert await catalog.placed_order_ids() == []

@@ -1,10 +1,9 @@
-"""Settings: a bad environment variable fails start-up with its name."""
+"""Settings: a bad environment variable fails start-up with its name.
+
+That the process itself exits naming it is tests/integration/test_settings_startup.py.
+"""
 
 from __future__ import annotations
-
-import os
-import subprocess
-import sys
 
 import pytest
 
@@ -26,10 +25,3 @@ def test_defaults_are_the_local_ports(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
     settings = load_settings(PaymentSettings)
     assert (settings.grpc_port, settings.metrics_port) == (50054, 9104)
-
-
-def test_process_refuses_to_start_naming_the_variable() -> None:
-    env = {**os.environ, "SHUTDOWN_GRACE_SECONDS": "-1"}
-    result = subprocess.run([sys.executable, "-m", "shipping"], env=env, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 2
-    assert "SHUTDOWN_GRACE_SECONDS" in result.stderr
