@@ -1,4 +1,4 @@
-"""The transition table, exactly as DESIGN.md states it."""
+"""The transition table, exactly as docs/architecture.md states it."""
 
 from __future__ import annotations
 
