@@ -3,12 +3,14 @@
 The whole catalogue is reloaded at once by a single flight: when the entry
 expires, the first caller reloads and every concurrent caller awaits the same
 load instead of stampeding SQL. Jitter keeps replicas from reloading in step.
-Stock is not here: stock is the Redis counter, never a cache.
+Stock is not here: stock is the Redis counter, never a cache. A reload that
+fails (SQL down) keeps serving what was loaded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -16,6 +18,9 @@ from collections.abc import Awaitable, Callable
 from catalog.products import Product
 
 Loader = Callable[[], Awaitable[list[Product]]]
+log = logging.getLogger(__name__)
+# After a failed reload the held products are served this long before the next try.
+RETRY_SECONDS = 2.0
 
 
 class ProductCache:
@@ -51,7 +56,17 @@ class ProductCache:
                 self._flight = None
 
     async def _reload(self) -> dict[str, Product]:
-        rows = await self._load()
+        try:
+            rows = await self._load()
+        except Exception as error:
+            if not self._products:
+                raise  # nothing loaded yet: nothing to serve
+            # SQL is down: the details held are still right (prices change
+            # rarely, and stock is not here), so the Redis path keeps selling.
+            # Tried again after a short while, not on every call.
+            log.warning("product reload failed, serving the %d products held: %s", len(self._products), error)
+            self._expires = self._clock() + min(self._ttl, RETRY_SECONDS)
+            return self._products
         self.loads += 1
         self._products = {p.id: p for p in rows}
         self._expires = self._clock() + self._ttl * (1 + random.uniform(-self._jitter, self._jitter))

@@ -12,7 +12,7 @@ class CatalogSettings(ServiceSettings):
 
     grpc_port: int = Field(50051, ge=0, le=65535)
     metrics_port: int = Field(9101, ge=0, le=65535)
-    database_url: str = "sqlite+aiosqlite:///var/catalog.db"
+    database_url: str = "sqlite+aiosqlite:///var/embedded/catalog.db"
     redis_url: str = "redis://127.0.0.1:6379/0"
     # Fail fast on a dead Redis so the SQL path takes over quickly.
     redis_timeout_seconds: float = Field(1.0, gt=0)

@@ -91,6 +91,10 @@ class Lifecycle:
         store, order = await self._load(order_id)
         if not allowed(order.status, Status.CANCELLED):  # shipped, cancelled, or fulfilment claimed
             raise FailedPrecondition(f"order {order_id} is {order.status} and can no longer be cancelled")
+        if order.status is Status.SHIP_FAILED and (tracking := await self._remote.shipment(order_id)) is not None:
+            # The failed call shipped after all (its reply was lost): the goods
+            # left, so no refund; recover-shipping records SHIPPED on its next try.
+            raise FailedPrecondition(f"order {order_id} was shipped ({tracking}) and can no longer be cancelled")
         reason = reason or "cancelled by the customer"
         # A compare-and-set on the status read: a claim for shipping that lands
         # first makes this illegal, so an order is never both shipped and cancelled.

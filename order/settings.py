@@ -14,7 +14,7 @@ class OrderSettings(ServiceSettings):
     metrics_port: int = Field(9103, ge=0, le=65535)
     # One SQLAlchemy URL per shard, comma-separated; orders shard by user id.
     # Changing the number of shards re-homes users: only on an empty system.
-    database_urls: str = Field("sqlite+aiosqlite:///var/order-0.db", min_length=1)
+    database_urls: str = Field("sqlite+aiosqlite:///var/embedded/order-0.db", min_length=1)
     redis_url: str = "redis://127.0.0.1:6379/0"
     order_placed_stream: str = "events:order-placed"
     order_updates_stream: str = "events:order-updates"

@@ -12,7 +12,7 @@ class PaymentSettings(ServiceSettings):
 
     grpc_port: int = Field(50054, ge=0, le=65535)
     metrics_port: int = Field(9104, ge=0, le=65535)
-    database_url: str = "sqlite+aiosqlite:///var/payment.db"
+    database_url: str = "sqlite+aiosqlite:///var/embedded/payment.db"
     # Fault injection for breaker and reconciliation tests. The latency is
     # spent *after* the charge is stored, like a processor that answers late:
     # a caller that times out leaves a captured charge behind.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mesh.errors import FailedPrecondition, NotFound
+from mesh.errors import FailedPrecondition, NotFound, Unavailable
 from order.lifecycle import LifecycleConfig
 from order.remote import PaymentState
 from order.state import Status
@@ -61,6 +61,28 @@ async def test_an_order_claimed_for_shipping_cannot_be_cancelled(world: OrderWor
     with pytest.raises(FailedPrecondition, match="is SHIPPING and can no longer be cancelled"):
         await world.lifecycle.cancel(order_id, "")
     assert (await world.order(order_id)).status is Status.SHIPPING
+
+
+async def _ship_failed(world: OrderWorld) -> str:
+    order_id = await world.place()
+    for status in (Status.PAID, Status.SHIPPING, Status.SHIP_FAILED):
+        await world.move(order_id, status, status.lower())
+    return order_id
+
+
+async def test_a_failed_shipment_is_cancelled_only_once_shipping_says_it_does_not_exist(world: OrderWorld) -> None:
+    order_id = await _ship_failed(world)
+    world.remote.shipments[order_id] = "TRK-lost-reply"  # the failed call shipped: its reply was lost
+    with pytest.raises(FailedPrecondition, match=r"was shipped \(TRK-lost-reply\)"):
+        await world.lifecycle.cancel(order_id, "too slow")
+    assert (await world.order(order_id)).status is Status.SHIP_FAILED, "no refund for goods that left"
+    world.remote.shipping_down = True
+    with pytest.raises(Unavailable):
+        await world.lifecycle.cancel(order_id, "too slow")
+    never_shipped = await _ship_failed(world)
+    world.remote.shipping_down = False
+    assert (await world.lifecycle.cancel(never_shipped, "too slow")).status is Status.CANCELLED
+    assert world.remote.shipment_asked == [order_id, order_id, never_shipped]
 
 
 async def test_an_unknown_order_is_not_found(world: OrderWorld) -> None:
