@@ -148,6 +148,10 @@ class StreamConsumer(LoopWorker):
             except Exception as error:  # noqa: BLE001 - a consume loop must survive anything; logged
                 log.warning("consumer %s/%s: %s; retrying in %.1fs", self.stream, self.group, error, backoff)
                 self._pending_due = 0.0
+                if isinstance(error, ResponseError) and str(error).startswith("NOGROUP"):
+                    # Redis lost its data (restarted empty, flushed): the group is made
+                    # again, from the start of whatever the stream holds now.
+                    group_ready = False
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._config.retry_backoff_max_seconds)
 

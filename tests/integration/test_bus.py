@@ -252,3 +252,24 @@ async def test_a_head_of_waiting_messages_does_not_hide_the_pending_ones_behind_
     pending = await bus.client.xpending(bus.stream, "g")
     assert pending["pending"] == 10, "the ten still waiting stay pending, not dead-lettered"
     assert await bus.client.hlen(f"bus:attempts:{bus.stream}:g") == 0, "waiting spends no attempt"
+
+
+async def test_a_consumer_remakes_its_group_when_redis_lost_its_data(bus: Bus) -> None:
+    """Redis restarted empty (here: the stream and its group deleted under a running
+    consumer): the consumer answers NOGROUP, makes the group again and consumes
+    what is published from then on, without a restart."""
+    recorder = Recorder()
+    consumer = bus.consumer(recorder)
+    await consumer.start()
+    try:
+        await bus.publish("before")
+
+        async def seen(order_id: str) -> bool:
+            return order_id in recorder.seen
+
+        await eventually(lambda: seen("before"), within=5, what="the first message")
+        await bus.client.delete(bus.stream)  # the data is gone, group and all
+        await bus.publish("after")
+        await eventually(lambda: seen("after"), within=10, what="a message published after the loss")
+    finally:
+        await consumer.stop(grace=2)
