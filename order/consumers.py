@@ -134,7 +134,7 @@ class Compensator:
             except MalformedEvent as error:
                 outcome.fail(message, str(error))
             except Unavailable as error:
-                outcome.defer(message, f"compensation waits: {error}")
+                outcome.defer(message, f"compensation waits: {error}", until_it_can=True)
             except DomainError as error:
                 outcome.fail(message, f"compensation: {error}")
         return outcome

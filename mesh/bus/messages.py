@@ -34,12 +34,19 @@ class BatchOutcome:
     # later without spending attempts; dead-lettered only when it has waited
     # longer than the consumer's ``max_defer_seconds``.
     deferred: dict[str, str] = field(default_factory=dict)
+    # Deferred because a dependency is down, not because of the message: these
+    # wait for as long as the outage lasts and are never dead-lettered for it.
+    patient: set[str] = field(default_factory=set)
 
     def fail(self, message: Message, reason: str) -> None:
         self.failed[message.id] = reason
 
-    def defer(self, message: Message, reason: str) -> None:
+    def defer(self, message: Message, reason: str, *, until_it_can: bool = False) -> None:
+        """Not handled yet; ``until_it_can``: a dependency is down, so the
+        message waits for it however long that takes."""
         self.deferred[message.id] = reason
+        if until_it_can:
+            self.patient.add(message.id)
 
 
 Handler = Callable[[list[Message]], Awaitable[BatchOutcome]]

@@ -239,7 +239,8 @@ class StreamConsumer(LoopWorker):
             waiting = outcome.deferred.get(message.id)
             if waiting is None:
                 continue
-            if now_ms - _parse_id(message.id)[0] > self._config.max_defer_seconds * 1000:
+            too_long = now_ms - _parse_id(message.id)[0] > self._config.max_defer_seconds * 1000
+            if too_long and message.id not in outcome.patient:
                 await self._dead_letter(message, f"deferred too long: {waiting}")
                 done.append(message.id)
             else:

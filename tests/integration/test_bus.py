@@ -273,3 +273,33 @@ async def test_a_consumer_remakes_its_group_when_redis_lost_its_data(bus: Bus) -
         await eventually(lambda: seen("after"), within=10, what="a message published after the loss")
     finally:
         await consumer.stop(grace=2)
+
+
+@dataclass
+class DependencyDown:
+    """A handler whose dependency is down: it defers everything, ``patient`` or not."""
+
+    patient: bool
+
+    async def __call__(self, batch: list[Message]) -> BatchOutcome:
+        outcome = BatchOutcome()
+        for message in batch:
+            outcome.defer(message, "payment is unavailable", until_it_can=self.patient)
+        return outcome
+
+
+@pytest.mark.parametrize("patient", [True, False], ids=["outage", "not-yet"])
+async def test_a_message_waiting_for_a_dependency_is_never_dead_lettered_for_the_wait(bus: Bus, patient: bool) -> None:
+    """A deferral for data (an event before its order) ends in the dead letters
+    after ``max_defer_seconds``; one for an outage waits as long as it lasts."""
+    await bus.publish("o-wait")
+    config = ConsumerConfig(batch_size=10, block_ms=20, max_attempts=3, max_defer_seconds=0.05)
+    consumer = bus.consumer(DependencyDown(patient), config=config)
+    await consumer.run_until_idle()
+    await asyncio.sleep(0.1)  # longer than max_defer_seconds
+    await consumer.run_until_idle()
+    letters = await bus.dead.pending()
+    if patient:
+        assert letters == [] and await pending_count(bus) == 1, "still waiting, attempts unspent"
+    else:
+        assert [letter.order_id for letter in letters] == ["o-wait"] and "deferred too long" in letters[0].reason
