@@ -155,6 +155,7 @@ class LocalMesh:
                 [sys.executable, "-m", endpoint.context],
                 self.var_dir / "logs" / f"{endpoint.context}.log",
                 env,
+                die_with_parent=True,
             )
             process.start()
             self.services[endpoint.context] = process
@@ -196,7 +197,7 @@ class LocalMesh:
 
     def _ensure_profile_servers(self) -> None:
         if self.profile.database == "mariadb" and self.mariadb is None:
-            self.mariadb = MariaDBServer(self.var_dir / "mariadb").start()
+            self.mariadb = MariaDBServer(self.var_dir / "mariadb", die_with_parent=True).start()
             self._started.append(self.mariadb)
         if self.profile.transport == "rocketmq" and self.rocketmq is None:
             topology = mesh_topology()
@@ -210,6 +211,7 @@ class LocalMesh:
                 broker_port=10911 + self.offset,
                 proxy_grpc_port=8081 + self.offset,
                 proxy_remoting_port=8080 + self.offset,
+                die_with_parent=True,
             )
             self._started.append(self.rocketmq)
             self.rocketmq.start()
@@ -220,7 +222,7 @@ class LocalMesh:
         if port_open(port, parsed.hostname or "127.0.0.1"):
             return
         # Append-only: the stock journal survives a restart of the local Redis.
-        self.redis = RedisServer(self.var_dir / "redis", port, appendonly=True).start()
+        self.redis = RedisServer(self.var_dir / "redis", port, appendonly=True, die_with_parent=True).start()
         self._started.append(self.redis)
 
     def _wait_serving(self, timeout: float) -> None:

@@ -28,7 +28,7 @@ from mesh.bus.dead_letters import DeadLetterSink, Republisher
 from mesh.bus.messages import Handler
 from mesh.bus.redis_streams import ConsumerConfig, RedisPublisher, StreamConsumer, oldest_unacknowledged_ms
 from mesh.bus.rocketmq import PERMANENT, Forwarder, RocketClient, RocketConsumer, RocketConsumerConfig
-from mesh.bus.rocketmq_dlq import DeadLetterIntake, RedisReasons, TopicRepublisher
+from mesh.bus.rocketmq.dead_letters import DeadLetterIntake, RedisReasons, TopicRepublisher
 from mesh.bus.topology import DEAD_LETTER_GROUP, dlq_topic, group_for, topic_for
 from mesh.clock import utc_now
 from mesh.metrics import BreakerMetrics
@@ -134,7 +134,7 @@ class EventTransport:
             return streams
         producer = await self.rocket.producer(topics)
         self._closeables.append(producer)
-        return _ByName(streams, TopicRepublisher(self.rocket, producer))
+        return StreamOrTopic(streams, TopicRepublisher(self.rocket, producer))
 
     def _stream_consumer(
         self, stream: str, group: str, handler: Handler, config: ConsumerConfig | None = None
@@ -148,7 +148,9 @@ class EventTransport:
             await self._rocket.close(*self._closeables)
 
 
-class _ByName:
+class StreamOrTopic:
+    """Replays a dead letter to where it came from: a Redis stream, or a RocketMQ topic."""
+
     def __init__(self, streams: Republisher, topics: Republisher) -> None:
         self._streams = streams
         self._topics = topics

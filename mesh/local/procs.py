@@ -106,18 +106,30 @@ def require_binary(name: str, hint: str = "run 'make setup'") -> str:
     return path
 
 
-# A child gets SIGTERM when the process that started it dies, however it dies
-# (even SIGKILL): nothing is left holding ports for the next start. setpriv
-# sets the parent-death signal and execs the command (no preexec_fn, which is
-# unsafe in a process with threads, as gRPC's are).
+# With ``die_with_parent`` a child gets SIGTERM when the process that started
+# it dies, however it dies (even SIGKILL): nothing is left holding ports for the
+# next start. setpriv sets the parent-death signal and execs the command (no
+# preexec_fn, which is unsafe in a process with threads, as gRPC's are). The
+# signal follows the *thread* that started the child, so only a process that
+# starts its children from its main thread (the launcher) asks for it: a child
+# started from a worker thread would die when that thread ends.
 _DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "TERM", "--"] if shutil.which("setpriv") else []
 
 
 class ManagedProcess:
     """A child process with its output in a log file; stopped with SIGTERM then SIGKILL."""
 
-    def __init__(self, name: str, argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        *,
+        die_with_parent: bool = False,
+    ) -> None:
         self.name = name
+        self.die_with_parent = die_with_parent
         self.argv = list(argv)
         self.log_path = log_path
         self.env = env
@@ -128,7 +140,7 @@ class ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [*_DIE_WITH_PARENT, *self.argv],
+            [*(_DIE_WITH_PARENT if self.die_with_parent else []), *self.argv],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -174,10 +186,17 @@ class RedisServer:
     """A throwaway redis-server: no persistence unless asked, loopback only."""
 
     def __init__(
-        self, workdir: Path, port: int | None = None, *, appendonly: bool = False, extra_args: Sequence[str] = ()
+        self,
+        workdir: Path,
+        port: int | None = None,
+        *,
+        appendonly: bool = False,
+        extra_args: Sequence[str] = (),
+        die_with_parent: bool = False,
     ) -> None:
         self.workdir = workdir
         self.port = port or free_port()
+        self.die_with_parent = die_with_parent
         self.appendonly = appendonly
         self.extra_args = list(extra_args)
         self.process: ManagedProcess | None = None
@@ -198,7 +217,7 @@ class RedisServer:
             "--daemonize", "no",
             *self.extra_args,
         ]  # fmt: skip
-        self.process = ManagedProcess("redis", argv, self.workdir / "redis.log")
+        self.process = ManagedProcess("redis", argv, self.workdir / "redis.log", die_with_parent=self.die_with_parent)
         self.process.start()
         wait_until(lambda: port_open(self.port) or not self._alive(), timeout, f"redis on {self.port}")
         if not self._alive():
@@ -223,9 +242,10 @@ class RedisServer:
 class MariaDBServer:
     """A private mariadbd with its own data directory; root without password on loopback."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, *, die_with_parent: bool = False) -> None:
         self.workdir = workdir
         self.port = port or free_port()
+        self.die_with_parent = die_with_parent
         self.process: ManagedProcess | None = None
 
     def url(self, database: str) -> str:
@@ -260,7 +280,9 @@ class MariaDBServer:
             "--innodb-buffer-pool-size=128M",
             "--max-connections=500",
         ]
-        self.process = ManagedProcess("mariadb", argv, self.workdir / "mariadb.log")
+        self.process = ManagedProcess(
+            "mariadb", argv, self.workdir / "mariadb.log", die_with_parent=self.die_with_parent
+        )
         self.process.start()
         wait_until(
             lambda: port_open(self.port) or not (self.process and self.process.alive),

@@ -82,6 +82,7 @@ class RocketMQServer:
         lib_dir: Path | None = None,
         java: str | None = None,
         proxy_heap: tuple[str, str] = ("512m", "1g"),
+        die_with_parent: bool = False,
         broker_settings: Mapping[str, object] | None = None,
         proxy_settings: Mapping[str, object] | None = None,
     ) -> None:
@@ -94,6 +95,7 @@ class RocketMQServer:
         self.lib_dir = lib_dir or DEFAULT_LIB
         self.java = java
         self.proxy_heap = proxy_heap
+        self.die_with_parent = die_with_parent  # see mesh.local.procs
         # Merged over the defaults below (broker.conf keys and rmq-proxy.json keys).
         self.broker_settings = dict(broker_settings or {})
         self.proxy_settings = dict(proxy_settings or {})
@@ -329,7 +331,7 @@ class RocketMQServer:
     def _launch(self, name: str, argv: list[str]) -> tuple[ManagedProcess, int]:
         log = self.workdir / f"{name}.out"
         offset = log.stat().st_size if log.exists() else 0  # the log is appended to across restarts
-        process = ManagedProcess(f"rocketmq-{name}", argv, log)
+        process = ManagedProcess(f"rocketmq-{name}", argv, log, die_with_parent=self.die_with_parent)
         process.start()
         return process, offset
 

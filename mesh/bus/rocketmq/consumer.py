@@ -1,291 +1,31 @@
-"""The RocketMQ 5 transport, over the official ``rocketmq-python-client`` (gRPC).
-
-Why this client: the design card's ``rocketmq-client-python`` wraps a native
-C++ library that cannot be installed here and speaks the 4.x remoting
-protocol; ``rocketmq-python-client`` 5.x is the official gRPC client for the
-5.x proxy.
-
-The client is thread-based: ``startup``/``shutdown`` and route lookups block,
-and sends and receives return ``concurrent.futures.Future``s. Blocking calls
-run in a small dedicated executor and futures are awaited with
-``asyncio.wrap_future``, so the event loop never blocks.
-
-Pieces:
-- ``Forwarder``: a bus handler that relays a Redis stream (the outbox) to a
-  topic. Key = order id, tag = event type, user properties = the trace
-  context. A batch is sent concurrently; what failed is retried one by one; a
-  transient failure (timeout, unavailable, throttled) raises, so nothing of
-  the batch is acknowledged and the stream consumer retries later; a
-  permanent one fails the message (dead-lettered after the maximum).
-- ``RocketConsumer``: a SimpleConsumer delivering batches to the same
-  handlers the embedded transport uses; a message is acknowledged only after
-  the handler made it durable; the rest become visible again after a backoff
-  (RocketMQ counts the attempts and moves a message to ``%DLQ%<group>``
-  after the group's retry maximum).
-"""
+"""The RocketMQ consumer: SimpleConsumer batches into the same bus handlers the
+embedded transport uses, with the same settlement (acknowledge after the
+effect is durable; fail with attempts; hold a deferred message invisible
+without spending attempts; a raising handler holds the batch)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
-import grpc
 from opentelemetry import trace
-from rocketmq import (
-    ClientConfiguration,
-    Credentials,
-    FilterExpression,
-    Producer,
-    SimpleConsumer,
-)
-from rocketmq import (
-    Message as RocketMessage,
-)
-from rocketmq.grpc_protocol import (
-    AckMessageEntry,
-    AckMessageRequest,
-    Address,
-    AddressScheme,
-    Encoding,
-    Endpoints,
-    MessageType,
-    MessagingServiceStub,
-    QueryRouteRequest,
-    Resource,
-    SendMessageRequest,
-)
+from rocketmq import Message as RocketMessage
+from rocketmq import SimpleConsumer
+from rocketmq.grpc_protocol import AckMessageEntry, AckMessageRequest
 from rocketmq.grpc_protocol.definition_pb2 import Code
-from rocketmq.v5.client.balancer import QueueSelector
-from rocketmq.v5.client.connection import RpcClient
-from rocketmq.v5.exception import (
-    BadRequestException,
-    ForbiddenException,
-    IllegalArgumentException,
-    NotFoundException,
-    PayloadEmptyException,
-    PayloadTooLargeException,
-)
-from rocketmq.v5.util import MessageIdCodec, MessagingResultChecker, Misc
+from rocketmq.v5.util import MessagingResultChecker
 
-from mesh.breaker import Breaker
-from mesh.bus.messages import BatchOutcome, Handler, Message, decode_envelope
-from mesh.errors import StartupError
+from mesh.bus.messages import BatchOutcome, Handler, Message
+from mesh.bus.rocketmq.client import RocketClient
+from mesh.bus.rocketmq.wire import from_rocket
 from mesh.telemetry import span_link
 from mesh.worker import LoopWorker
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-
-# Failures that a retry cannot fix: the message itself is wrong for the topic.
-PERMANENT = (
-    BadRequestException,
-    ForbiddenException,
-    IllegalArgumentException,
-    NotFoundException,
-    PayloadEmptyException,
-    PayloadTooLargeException,
-)
-
-
-# What the proxy expects of a client on every call.
-_CLIENT_HEADERS = (
-    ("x-mq-language", "PYTHON"),
-    ("x-mq-protocol", "v2"),
-    ("x-mq-client-version", "5.1.2"),
-    ("x-mq-client-id", "ordermesh-route-check"),
-)
-
-
-class MissingTopic(StartupError):
-    """A topic the process needs does not exist: refuse to start, naming it."""
-
-
-class RocketClient:
-    """Shared configuration and the executor for the client's blocking calls."""
-
-    def __init__(self, endpoint: str, request_timeout: int = 10) -> None:
-        # An int: given a float, the client fails deep inside ("cannot be interpreted as an integer").
-        self.config = ClientConfiguration(endpoint, Credentials(), request_timeout=request_timeout)
-        self.endpoint = endpoint
-        self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="rocketmq")
-
-    async def blocking(self, call: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call, *args)
-
-    async def producer(self, topics: list[str]) -> Producer:
-        await self.require_topics(topics)
-        producer = Producer(self.config, tuple(topics))
-        await self.blocking(producer.startup)
-        return producer
-
-    async def consumer(self, group: str, topics: list[str], await_seconds: int) -> SimpleConsumer:
-        await self.require_topics(topics)
-        subscription = {topic: FilterExpression("*") for topic in topics}
-        consumer = SimpleConsumer(self.config, group, subscription, await_duration=await_seconds)
-        await self.blocking(consumer.startup)
-        # A simple consumer's startup does not wait for the proxy's settings, and a
-        # receive before they arrive fails on the proxy; wait for them here.
-        if not await self.blocking(consumer._init_settings_event.wait, 10):
-            raise RuntimeError(f"RocketMQ consumer {group!r} got no settings from {self.endpoint} in 10 s")
-        return consumer
-
-    async def require_topics(self, topics: list[str]) -> None:
-        """Ask the proxy for each topic's route; 5.x never creates topics for gRPC
-        clients, so a missing one must stop start-up, by name.
-
-        A blocking channel in the client's executor: the client runs grpc.aio
-        on its own event loop in a thread, and grpc.aio serves one loop per
-        process, so this process's loop must not touch grpc.aio for RocketMQ.
-        """
-        await self.blocking(self._require_topics, topics)
-
-    def _require_topics(self, topics: list[str]) -> None:
-        host, _, port = self.endpoint.rpartition(":")
-        endpoints = Endpoints(scheme=AddressScheme.IPv4, addresses=[Address(host=host, port=int(port))])
-        with grpc.insecure_channel(self.endpoint) as channel:
-            stub = MessagingServiceStub(channel)
-            for topic in topics:
-                reply = stub.QueryRoute(
-                    QueryRouteRequest(topic=Resource(name=topic), endpoints=endpoints),
-                    metadata=_CLIENT_HEADERS,
-                    timeout=10,
-                )
-                if reply.status.code != Code.OK or not reply.message_queues:
-                    raise MissingTopic(
-                        f"RocketMQ topic {topic!r} is not usable at {self.endpoint}: "
-                        f"{Code.Name(reply.status.code)} {reply.status.message}"
-                    )
-
-    async def close(self, *clients: Any) -> None:
-        for client in clients:
-            await self.blocking(client.shutdown)
-        self._executor.shutdown(wait=False)
-
-
-def to_rocket(topic: str, message: Message) -> RocketMessage:
-    rocket = RocketMessage()
-    rocket.topic = topic
-    rocket.body = message.payload
-    rocket.tag = message.type or "Event"
-    if message.order_id:
-        rocket.keys = message.order_id
-    # "topic" survives a move to %DLQ%, so a dead letter can be replayed to where it came from.
-    properties = {"stream_id": message.id, "order_id": message.order_id, "event_type": message.type, "topic": topic}
-    try:
-        properties.update(decode_envelope(message.payload).trace_context)
-    except Exception:  # noqa: BLE001 - an undecodable payload still travels; the consumer rejects it
-        log.debug("no trace context on %s", message.id)
-    for key, value in properties.items():
-        if value:  # the client rejects blank property values
-            rocket.add_property(key, value)
-    return rocket
-
-
-class Forwarder:
-    """Handler for a StreamConsumer on an outbox stream: relay each message to ``topic``.
-
-    A batch's SendMessage calls start together on the client's own I/O loop:
-    one thread hop in and one out per batch. Through ``send_async`` each
-    message took three (our executor, the client's I/O loop, its callback
-    pool), and the GIL hand-offs between them held one forwarder near 1,000
-    events/s on 2 cores (``make bench-forwarder``). A call carries one message:
-    the 5.3.3 proxy takes several per SendMessage, but stores all of them with
-    the first one's message id and properties (apache/rocketmq#9416). What
-    fails is sent again alone through ``send_async``, with the client's retries.
-    """
-
-    def __init__(
-        self,
-        client: RocketClient,
-        producer: Producer,
-        topic: str,
-        breaker: Breaker | None = None,
-    ) -> None:
-        self._client = client
-        self._producer = producer
-        self._topic = topic
-        self._breaker = breaker
-
-    async def _send(self, message: Message) -> str:
-        future = await self._client.blocking(self._producer.send_async, to_rocket(self._topic, message))
-        receipt = await asyncio.wrap_future(future)
-        return str(receipt.message_id)
-
-    async def __call__(self, batch: list[Message]) -> BatchOutcome:
-        if self._breaker is None:
-            return await self._relay(batch)
-        # Open: Unavailable at once, and the stream consumer backs off
-        # (doubling to its maximum) instead of spinning on a dead broker.
-        with self._breaker.calling():
-            return await self._relay(batch)
-
-    async def _relay(self, batch: list[Message]) -> BatchOutcome:
-        outcome = BatchOutcome()
-        # Route lookups may block (a cache miss asks the proxy): built in the executor.
-        endpoints, calls = await self._client.blocking(self._calls, batch)
-        sending = asyncio.run_coroutine_threadsafe(self._send_all(endpoints, calls), RpcClient.get_channel_io_loop())
-        results = await asyncio.wrap_future(sending)
-        for message, result in zip(batch, results, strict=True):
-            if result is None:
-                continue
-            try:  # the batch failed for this one: alone, once more
-                await self._send(message)
-            except PERMANENT as error:
-                outcome.fail(message, f"rejected by RocketMQ: {error}")
-            # Anything else (timeout, unavailable, throttled) propagates: nothing
-            # of this batch is acknowledged, and it is retried after a backoff.
-        return outcome
-
-    def _calls(self, batch: list[Message]) -> tuple[Any, list[tuple[Any, Any] | Exception]]:
-        """The endpoints to send to, and per message its request and signed metadata
-        (or why it could not be built: it fails again, alone, with the same error)."""
-        route = self._producer.route_manager.retrieve_topic_route_data(self._topic)
-        endpoints = QueueSelector.producer_queue_selector(route).select_next_queue().endpoints
-        calls: list[tuple[Any, Any] | Exception] = []
-        for message in batch:
-            try:
-                calls.append((self._request(to_rocket(self._topic, message)), self._producer.sign()))
-            except Exception as error:  # noqa: BLE001 - kept as this message's result
-                calls.append(error)
-        return endpoints, calls
-
-    def _request(self, rocket: RocketMessage) -> Any:
-        """What ``Producer.send_async`` puts on the wire for a normal message (its builder is private)."""
-        request = SendMessageRequest()
-        wire = request.messages.add()
-        wire.topic.name = rocket.topic
-        wire.topic.resource_namespace = self._producer.client_configuration.namespace
-        wire.body = rocket.body
-        wire.user_properties.update(rocket.properties)
-        system = wire.system_properties
-        system.tag = rocket.tag
-        system.keys.extend(rocket.keys)
-        system.message_id = MessageIdCodec().next_message_id()
-        system.message_type = MessageType.NORMAL
-        system.born_timestamp.seconds = int(time.time())
-        system.born_host = Misc.get_local_ip()
-        system.body_encoding = Encoding.IDENTITY
-        return request
-
-    async def _send_all(self, endpoints: Any, calls: list[tuple[Any, Any] | Exception]) -> list[BaseException | None]:
-        """On the client's I/O loop, where its channels live: every call at once;
-        per message None once the proxy stored it, else the error."""
-        stub = self._producer.rpc_client.retrieve_or_create_channel(endpoints).async_stub
-        timeout = self._producer.client_configuration.request_timeout
-
-        async def send(call: tuple[Any, Any] | Exception) -> None:
-            if isinstance(call, Exception):
-                raise call
-            request, metadata = call
-            reply = await stub.SendMessage(request, metadata=metadata, timeout=timeout)
-            MessagingResultChecker.check(reply.status)  # raises the client's exception for the code
-
-        return await asyncio.gather(*(send(call) for call in calls), return_exceptions=True)
 
 
 @dataclass(frozen=True)
@@ -394,7 +134,7 @@ class RocketConsumer(LoopWorker):
             return 0
         by_topic: dict[str, list[tuple[RocketMessage, Message]]] = {}
         for rocket in received:
-            by_topic.setdefault(str(rocket.topic), []).append((rocket, _from_rocket(rocket)))
+            by_topic.setdefault(str(rocket.topic), []).append((rocket, from_rocket(rocket)))
         # Held ones are older than anything received: first in their topic's batch, in
         # their own order; their topic after the received ones (an OrderPlaced just
         # received is inserted before the status events that waited for it).
@@ -469,7 +209,7 @@ class RocketConsumer(LoopWorker):
             waiting = outcome.deferred.get(message.id)
             if waiting is not None:
                 since = held.since if held else now
-                if now - since < self._config.max_hold_seconds:
+                if now - since < self._config.max_hold_seconds or message.id in outcome.patient:
                     # Not handled *yet* (a status event before its order): held here and
                     # retried soon, invisible meanwhile, so waiting spends no delivery attempts.
                     tries = held.tries + 1 if held else 0
@@ -545,15 +285,3 @@ class _Held:
     due: float  # loop time of the next try
     renew_at: float  # loop time to extend its invisibility again
     tries: int
-
-
-def _from_rocket(rocket: RocketMessage) -> Message:
-    return Message(
-        id=str(rocket.message_id),
-        stream=str(rocket.topic),
-        type=str(rocket.tag or rocket.properties.get("event_type", "")),
-        order_id=str(rocket.properties.get("order_id", "")),
-        payload=bytes(rocket.body),
-        attempt=int(rocket.delivery_attempt or 1),
-        headers={str(k): str(v) for k, v in rocket.properties.items()},
-    )

@@ -20,7 +20,8 @@ from rocketmq import Producer
 
 from mesh.bus.dead_letters import DeadLetter, DeadLetterSink
 from mesh.bus.messages import BatchOutcome, Message
-from mesh.bus.rocketmq import RocketClient, to_rocket
+from mesh.bus.rocketmq.client import RocketClient
+from mesh.bus.rocketmq.wire import to_rocket
 from mesh.clock import Clock
 
 log = logging.getLogger(__name__)
