@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis.asyncio as redis
 
-from checkout.idempotency import Requests
+from checkout.idempotency import Claims
 from checkout.remote import Remote
 from checkout.saga import PlaceOrder, SagaConfig
 from checkout.service import CheckoutService
@@ -50,7 +50,7 @@ async def bootstrap(settings: CheckoutSettings) -> App:
         breakers,
         settings.payment_deadline_seconds,
     )
-    requests = Requests(
+    claims = Claims(
         client,
         ttl_seconds=settings.idempotency_ttl_seconds,
         wait_seconds=settings.duplicate_wait_seconds,
@@ -58,7 +58,7 @@ async def bootstrap(settings: CheckoutSettings) -> App:
     )
     saga = PlaceOrder(
         remote,
-        requests,
+        claims,
         RedisPublisher(client),
         SagaConfig(settings.review_threshold_units, settings.order_shards, settings.order_updates_stream),
         utc_now,

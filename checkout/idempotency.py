@@ -33,7 +33,7 @@ class Claim:
     answer: bytes | None  # the stored response of a finished attempt
 
 
-class Requests:
+class Claims:
     def __init__(self, client: redis.Redis, *, ttl_seconds: int, wait_seconds: float, takeover_after: float) -> None:
         self._client = client
         self._ttl = ttl_seconds

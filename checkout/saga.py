@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import grpc
 
 from checkout.events import payment_captured, payment_declined
-from checkout.idempotency import Requests, fingerprint
+from checkout.idempotency import Claims, fingerprint
 from checkout.remote import ChargeOutcome, Remote
 from mesh.bus import encode_fields
 from mesh.bus.redis_streams import RedisPublisher
@@ -41,25 +41,25 @@ class SagaConfig:
 
 class PlaceOrder:
     def __init__(
-        self, remote: Remote, requests: Requests, publisher: RedisPublisher, config: SagaConfig, clock: Clock
+        self, remote: Remote, claims: Claims, publisher: RedisPublisher, config: SagaConfig, clock: Clock
     ) -> None:
         self._remote = remote
-        self._requests = requests
+        self._claims = claims
         self._publisher = publisher
         self._config = config
         self._clock = clock
 
     async def __call__(self, request: checkout_pb2.PlaceOrderRequest) -> checkout_pb2.PlaceOrderResponse:
         same = fingerprint(request)
-        claim = await self._requests.claim(request.request_id, mint(request.user_id, self._config.order_shards), same)
+        claim = await self._claims.claim(request.request_id, mint(request.user_id, self._config.order_shards), same)
         if claim.answer is not None:
             return checkout_pb2.PlaceOrderResponse.FromString(claim.answer)
         try:
             response = await self._run(claim.order_id, request)
         except BaseException:
-            await self._requests.abandon(request.request_id)
+            await self._claims.abandon(request.request_id)
             raise
-        await self._requests.answer(request.request_id, claim.order_id, response.SerializeToString(), same)
+        await self._claims.answer(request.request_id, claim.order_id, response.SerializeToString(), same)
         return response
 
     async def _run(self, order_id: str, request: checkout_pb2.PlaceOrderRequest) -> checkout_pb2.PlaceOrderResponse:

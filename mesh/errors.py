@@ -123,12 +123,6 @@ class AlreadyExists(DomainError):
         return [_pack(bad)]
 
 
-class Unimplemented(DomainError):
-    """A method of the contract that this version does not serve yet."""
-
-    code = grpc.StatusCode.UNIMPLEMENTED
-
-
 class Unavailable(DomainError):
     """A dependency is down or behind an open breaker: the caller may retry."""
 

@@ -13,7 +13,7 @@ import secrets
 import time
 import zlib
 
-ORDER_ID = re.compile(r"^o(\d{1,3})-[0-9a-f]{8,40}$")
+MINTED = re.compile(r"^o(\d{1,3})-[0-9a-f]{8,40}$")
 
 
 def shard_of_user(user_id: str, shards: int) -> int:
@@ -26,7 +26,7 @@ def mint(user_id: str, shards: int) -> str:
 
 
 def shard_of_order(order_id: str, shards: int) -> int | None:
-    match = ORDER_ID.match(order_id)
+    match = MINTED.match(order_id)
     if match is None:
         return None
     shard = int(match.group(1))

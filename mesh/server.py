@@ -30,8 +30,8 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
-from mesh.interceptors import Middleware, WrappingServer
 from mesh.metrics import BreakerMetrics, ServerMetrics, serve_metrics
+from mesh.middleware import Middleware, WrappingServer
 from mesh.settings import ServiceSettings
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,9 @@ from mesh.errors import FieldViolation, InvalidArgument
 from mesh.money import NANOS_PER_UNIT
 from ordermesh.common.v1 import common_pb2
 
-ORDER_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-PRODUCT_ID = ORDER_ID
+# What the API accepts as an order or product id (ids minted by checkout are
+# narrower: mesh.order_ids.MINTED).
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_LINES = 100
 MAX_QUANTITY = 1000
 CURRENCY = re.compile(r"^[A-Z]{3}$")
@@ -41,7 +42,7 @@ class Checker:
     def order_id(self, value: str, field: str = "order_id") -> None:
         if not value:
             self.fail(field, "is required")
-        elif not ORDER_ID.match(value):
+        elif not ID_PATTERN.match(value):
             self.fail(field, "must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'")
 
     def identifier(self, value: str, field: str, max_length: int = 128) -> None:
@@ -89,7 +90,7 @@ class Checker:
         elif len(lines) > max_lines:
             self.fail(field, f"has {len(lines)} lines; at most {max_lines} are allowed")
         for index, item in enumerate(lines[:max_lines]):
-            if not PRODUCT_ID.match(item.product_id):
+            if not ID_PATTERN.match(item.product_id):
                 self.fail(f"{field}[{index}].product_id", "must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'")
             if not 1 <= item.quantity <= max_quantity:
                 self.fail(f"{field}[{index}].quantity", f"must be 1-{max_quantity}, got {item.quantity}")

@@ -33,10 +33,3 @@ TERMINAL = frozenset({Status.SHIPPED, Status.CANCELLED})
 
 def allowed(current: Status, target: Status) -> bool:
     return target in TRANSITIONS[current]
-
-
-class IllegalTransition(Exception):
-    def __init__(self, order_id: str, current: Status, target: Status) -> None:
-        super().__init__(f"order {order_id}: {current} -> {target} is not a legal transition")
-        self.current = current
-        self.target = target

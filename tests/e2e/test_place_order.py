@@ -14,7 +14,7 @@ import grpc
 import pytest
 import redis.asyncio as aioredis
 
-from checkout.idempotency import Requests, fingerprint
+from checkout.idempotency import Claims, fingerprint
 from launcher.mesh import DATABASES, LocalMesh
 from mesh.order_ids import mint
 from ordermesh.catalog.v1 import catalog_pb2, catalog_pb2_grpc
@@ -232,9 +232,9 @@ async def test_a_retry_after_the_order_was_cancelled_charges_nothing(local_mesh:
     before = await clients.stock("sku-1009")
     client = aioredis.Redis.from_url(local_mesh.redis_url)
     try:  # the first attempt, as far as it got: its claim (abandoned) and its reservation
-        requests = Requests(client, ttl_seconds=3600, wait_seconds=5, takeover_after=60)
-        claim = await requests.claim(request.request_id, mint(request.user_id, 1), fingerprint(request))
-        await requests.abandon(request.request_id)
+        claims = Claims(client, ttl_seconds=3600, wait_seconds=5, takeover_after=60)
+        claim = await claims.claim(request.request_id, mint(request.user_id, 1), fingerprint(request))
+        await claims.abandon(request.request_id)
     finally:
         await client.aclose()
     draft = common_pb2.OrderDraft(request_id=request.request_id, user_id="ada", address=HOME, email="ada@example.com")

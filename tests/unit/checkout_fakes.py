@@ -2,7 +2,7 @@
 
 The fakes stand at the gRPC stubs (catalog, shipping, payment) and at the
 publisher, so the real Remote (breakers, relayed errors, unknown charges), the
-real Requests (on a fake Redis) and the real PlaceOrder run unchanged. They keep
+real Claims (on a fake Redis) and the real PlaceOrder run unchanged. They keep
 what was asked of them, so a test can say what was reserved, charged, released
 and published.
 """
@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import cast
 
 from catalog.stock import InsufficientStock, Shortage
-from checkout.idempotency import Requests
+from checkout.idempotency import Claims
 from checkout.remote import Remote
 from checkout.saga import PlaceOrder, SagaConfig
 from mesh.breaker import breakers_for
@@ -175,7 +175,7 @@ def checkout(
         breakers_for(("catalog", "shipping", "payment"), fail_max=5, reset_timeout=30, metrics=None),
         payment_deadline,
     )
-    requests = Requests(fake_redis.client(), ttl_seconds=3600, wait_seconds=0.05, takeover_after=30)
+    claims = Claims(fake_redis.client(), ttl_seconds=3600, wait_seconds=0.05, takeover_after=30)
     config = SagaConfig(review_threshold_units=review_threshold_units, order_shards=1, updates_stream=UPDATES)
-    saga = PlaceOrder(remote, requests, publisher, config, lambda: NOW)
+    saga = PlaceOrder(remote, claims, publisher, config, lambda: NOW)
     return Checkout(catalog, payment, publisher, fake_redis, saga)

@@ -1,6 +1,6 @@
 """A hand-written stand-in for the few Redis commands checkout's idempotency uses.
 
-checkout.idempotency.Requests needs only GET and SET with NX, XX, EX and KEEPTTL
+checkout.idempotency.Claims needs only GET and SET with NX, XX, EX and KEEPTTL
 (no Lua, no streams), so a dict with Redis's rules for those options is smaller
 and clearer than fakeredis, and adds no dependency. It counts GETs per key so a
 test can see a duplicate request polling for the first attempt's answer.
@@ -48,5 +48,5 @@ class FakeRedis:
         self.ttls.pop(key, None)
 
     def client(self) -> redis.Redis:
-        # Requests is typed for the real client; this fake has the part it calls.
+        # Claims is typed for the real client; this fake has the part it calls.
         return cast("redis.Redis", self)

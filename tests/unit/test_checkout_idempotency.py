@@ -1,6 +1,6 @@
 """PlaceOrder claims by request_id (checkout/idempotency.py) on a fake Redis.
 
-A hand-written fake rather than fakeredis[lua]: Requests uses GET and SET with
+A hand-written fake rather than fakeredis[lua]: Claims uses GET and SET with
 NX/XX/EX/KEEPTTL only, no scripts (see tests/unit/fake_redis.py).
 """
 
@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from checkout.idempotency import Requests, fingerprint
+from checkout.idempotency import Claims, fingerprint
 from mesh.errors import AlreadyExists, Unavailable
 from ordermesh.checkout.v1 import checkout_pb2
 from ordermesh.common.v1 import common_pb2
@@ -24,8 +24,8 @@ TTL = 3600
 TAKEOVER = 30.0
 
 
-def requests_on(fake: FakeRedis, *, wait_seconds: float = 5.0) -> Requests:
-    return Requests(fake.client(), ttl_seconds=TTL, wait_seconds=wait_seconds, takeover_after=TAKEOVER)
+def claims_on(fake: FakeRedis, *, wait_seconds: float = 5.0) -> Claims:
+    return Claims(fake.client(), ttl_seconds=TTL, wait_seconds=wait_seconds, takeover_after=TAKEOVER)
 
 
 def stored(fake: FakeRedis) -> dict[str, object]:
@@ -35,7 +35,7 @@ def stored(fake: FakeRedis) -> dict[str, object]:
 
 async def test_the_first_claim_keeps_the_new_order_id() -> None:
     fake = FakeRedis()
-    claim = await requests_on(fake).claim("r-1", "o0-new", "fp")
+    claim = await claims_on(fake).claim("r-1", "o0-new", "fp")
     assert (claim.order_id, claim.answer) == ("o0-new", None)
     assert stored(fake)["order_id"] == "o0-new" and stored(fake)["fingerprint"] == "fp"
     assert fake.ttls[KEY] == TTL, "a claim must expire, or a dead request id is kept for ever"
@@ -43,45 +43,45 @@ async def test_the_first_claim_keeps_the_new_order_id() -> None:
 
 async def test_a_stored_answer_is_returned_with_the_first_order_id() -> None:
     fake = FakeRedis()
-    requests = requests_on(fake)
-    first = await requests.claim("r-1", "o0-first", "fp")
-    await requests.answer("r-1", first.order_id, b"\x01answer", "fp")
-    again = await requests.claim("r-1", "o0-second", "fp")
+    claims = claims_on(fake)
+    first = await claims.claim("r-1", "o0-first", "fp")
+    await claims.answer("r-1", first.order_id, b"\x01answer", "fp")
+    again = await claims.claim("r-1", "o0-second", "fp")
     assert (again.order_id, again.answer) == ("o0-first", b"\x01answer")
     assert fake.ttls[KEY] == TTL
 
 
 async def test_a_concurrent_duplicate_waits_for_the_answer() -> None:
     fake = FakeRedis()
-    requests = requests_on(fake)
-    await requests.claim("r-1", "o0-first", "fp")
-    duplicate = asyncio.create_task(requests.claim("r-1", "o0-dup", "fp"))
+    claims = claims_on(fake)
+    await claims.claim("r-1", "o0-first", "fp")
+    duplicate = asyncio.create_task(claims.claim("r-1", "o0-dup", "fp"))
     # It has read the claim (no answer yet) at least once and is still waiting.
     await until(lambda: fake.gets.get(KEY, 0) >= 1, "the duplicate to read the claim")
     assert not duplicate.done()
-    await requests.answer("r-1", "o0-first", b"done", "fp")
+    await claims.answer("r-1", "o0-first", b"done", "fp")
     claim = await asyncio.wait_for(duplicate, timeout=5)
     assert (claim.order_id, claim.answer) == ("o0-first", b"done")
 
 
 async def test_a_duplicate_that_waits_too_long_is_unavailable() -> None:
     fake = FakeRedis()
-    requests = requests_on(fake, wait_seconds=0.05)
-    await requests.claim("r-1", "o0-first", "fp")
+    claims = claims_on(fake, wait_seconds=0.05)
+    await claims.claim("r-1", "o0-first", "fp")
     with pytest.raises(Unavailable, match="r-1 is still being processed"):
-        await requests.claim("r-1", "o0-dup", "fp")
+        await claims.claim("r-1", "o0-dup", "fp")
     assert stored(fake)["order_id"] == "o0-first", "the waiting duplicate did not take the claim"
 
 
 @pytest.mark.parametrize("answered", [False, True], ids=["in-flight", "answered"])
 async def test_a_request_id_reused_for_another_order_is_already_exists(answered: bool) -> None:
     fake = FakeRedis()
-    requests = requests_on(fake)
-    await requests.claim("r-1", "o0-first", "fp-a")
+    claims = claims_on(fake)
+    await claims.claim("r-1", "o0-first", "fp-a")
     if answered:
-        await requests.answer("r-1", "o0-first", b"done", "fp-a")
+        await claims.answer("r-1", "o0-first", b"done", "fp-a")
     with pytest.raises(AlreadyExists) as caught:
-        await requests.claim("r-1", "o0-other", "fp-b")
+        await claims.claim("r-1", "o0-other", "fp-b")
     assert caught.value.violation.field == "request_id"
     assert "r-1 was used for a different order" in caught.value.message
     assert stored(fake)["order_id"] == "o0-first"
@@ -93,7 +93,7 @@ async def test_a_claim_older_than_the_takeover_time_is_taken_over_with_its_order
     dead_since = time.time() - TAKEOVER - 1
     fake.values[KEY] = json.dumps({"order_id": "o0-dead", "since": dead_since, "fingerprint": "fp"}).encode()
     fake.ttls[KEY] = TTL
-    claim = await requests_on(fake).claim("r-1", "o0-new", "fp")
+    claim = await claims_on(fake).claim("r-1", "o0-new", "fp")
     assert (claim.order_id, claim.answer) == ("o0-dead", None), "the same order id: every step is idempotent by it"
     since = stored(fake)["since"]
     assert isinstance(since, float) and since > dead_since, "the new owner's claim is fresh again"
@@ -104,33 +104,33 @@ async def test_a_fresh_claim_is_not_taken_over() -> None:
     fake = FakeRedis()
     fake.values[KEY] = json.dumps({"order_id": "o0-alive", "since": time.time(), "fingerprint": "fp"}).encode()
     with pytest.raises(Unavailable):
-        await requests_on(fake, wait_seconds=0.05).claim("r-1", "o0-new", "fp")
+        await claims_on(fake, wait_seconds=0.05).claim("r-1", "o0-new", "fp")
 
 
 async def test_an_abandoned_attempt_is_taken_over_at_once() -> None:
     fake = FakeRedis()
-    requests = requests_on(fake)
-    await requests.claim("r-1", "o0-first", "fp")
-    await requests.abandon("r-1")
-    retry = await requests_on(fake, wait_seconds=0.05).claim("r-1", "o0-retry", "fp")
+    claims = claims_on(fake)
+    await claims.claim("r-1", "o0-first", "fp")
+    await claims.abandon("r-1")
+    retry = await claims_on(fake, wait_seconds=0.05).claim("r-1", "o0-retry", "fp")
     assert (retry.order_id, retry.answer) == ("o0-first", None)
 
 
 async def test_abandon_never_erases_a_stored_answer() -> None:
     fake = FakeRedis()
-    requests = requests_on(fake)
-    await requests.claim("r-1", "o0-first", "fp")
-    await requests.answer("r-1", "o0-first", b"done", "fp")
-    await requests.abandon("r-1")
-    assert (await requests.claim("r-1", "o0-x", "fp")).answer == b"done"
+    claims = claims_on(fake)
+    await claims.claim("r-1", "o0-first", "fp")
+    await claims.answer("r-1", "o0-first", b"done", "fp")
+    await claims.abandon("r-1")
+    assert (await claims.claim("r-1", "o0-x", "fp")).answer == b"done"
 
 
 async def test_an_expired_claim_is_claimed_afresh() -> None:
     fake = FakeRedis()
-    requests = requests_on(fake)
-    await requests.claim("r-1", "o0-first", "fp")
+    claims = claims_on(fake)
+    await claims.claim("r-1", "o0-first", "fp")
     fake.expire_now(KEY)
-    assert (await requests.claim("r-1", "o0-second", "fp")).order_id == "o0-second"
+    assert (await claims.claim("r-1", "o0-second", "fp")).order_id == "o0-second"
 
 
 def order(
