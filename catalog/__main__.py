@@ -6,7 +6,7 @@ import asyncio
 import sys
 
 from catalog.audit import audit, render
-from catalog.bootstrap import bootstrap, bootstrap_flusher, build_parts
+from catalog.bootstrap import bootstrap, bootstrap_flusher, build_components
 from catalog.settings import CatalogSettings
 from mesh.process import run_service, settings_or_exit
 
@@ -14,7 +14,7 @@ USAGE = "usage: python -m catalog [serve | flusher | audit | reclaim [--yes] [PR
 
 
 async def _audit(settings: CatalogSettings) -> int:
-    parts = await build_parts(settings)
+    parts = await build_components(settings)
     try:
         result = await audit(parts.redis_stock, parts.ledger, parts.sql_path)
     finally:
@@ -36,7 +36,7 @@ async def _reclaim(settings: CatalogSettings, args: list[str]) -> int:
     except ValueError:
         print(USAGE, file=sys.stderr)
         return 2
-    parts = await build_parts(settings)
+    parts = await build_components(settings)
     try:
         stranded = {pid: level.stranded for pid, level in (await parts.ledger.levels()).items() if level.stranded}
         if not stranded:

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class Parts:
+class Components:
     """The catalog's collaborators, shared by the server, the flusher, the auditor and reclaim."""
 
     engine: AsyncEngine
@@ -57,7 +57,7 @@ class Parts:
         await self.engine.dispose()
 
 
-async def build_parts(settings: CatalogSettings) -> Parts:
+async def build_components(settings: CatalogSettings) -> Components:
     engine = create_engine(settings.database_url)
     await create_schema(engine, metadata)
     await _require_quota_columns(engine)
@@ -71,7 +71,7 @@ async def build_parts(settings: CatalogSettings) -> Parts:
         pool_timeout=settings.redis_pool_timeout_seconds,
     )
     keys = Keys(settings.catalog_key_prefix, settings.order_stream)
-    return Parts(
+    return Components(
         engine=engine,
         client=client,
         keys=keys,
@@ -95,7 +95,9 @@ async def _require_quota_columns(engine: AsyncEngine) -> None:
         ) from None
 
 
-def build_flusher(parts: Parts, settings: CatalogSettings, metrics: FlusherMetrics | None = None) -> JournalFlusher:
+def build_flusher(
+    parts: Components, settings: CatalogSettings, metrics: FlusherMetrics | None = None
+) -> JournalFlusher:
     config = FlusherConfig(batch_size=settings.flusher_batch_size, claim_idle_ms=settings.flusher_claim_idle_ms)
     return JournalFlusher(parts.client, parts.keys, parts.ledger, clock=utc_now, config=config, metrics=metrics)
 
@@ -112,7 +114,8 @@ def quota_policy(settings: CatalogSettings) -> QuotaPolicy:
 
 async def bootstrap(settings: CatalogSettings) -> App:
     app = new_app("catalog", settings)
-    parts = await build_parts(settings)
+    parts = await build_components(settings)
+    app.components = parts
     metrics = StockMetrics(app.registry)
     cache = ProductCache(parts.store.all_products, settings.product_cache_ttl_seconds)
     quota = Quota(
@@ -177,9 +180,15 @@ async def bootstrap_flusher(settings: CatalogSettings) -> App:
     with no gRPC service of its own. Set GRPC_PORT and METRICS_PORT when it runs
     beside a catalog on one host."""
     app = new_app("catalog-flusher", settings)
-    parts = await build_parts(settings)
+    parts = await build_components(settings)
     app.workers.append(build_flusher(parts, settings, FlusherMetrics(app.registry)))
     app.readiness["database"] = lambda: ping(parts.engine)
     app.readiness["redis"] = parts.redis_stock.ping
     app.closers.append(parts.close)
     return app
+
+
+def components(app: App) -> Components:
+    """The catalog process's object graph, from the App its bootstrap built."""
+    assert isinstance(app.components, Components), "not a catalog App"
+    return app.components

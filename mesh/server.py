@@ -78,6 +78,10 @@ class App:
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
     workers: list[Worker] = field(default_factory=list)
     closers: list[Closer] = field(default_factory=list)
+    # The process's object graph as its bootstrap built it (each context's
+    # ``Components``): tests and operator commands take what they need from
+    # here instead of building a second one.
+    components: Any = None
 
     def __post_init__(self) -> None:
         self.breaker_metrics = BreakerMetrics(self.registry)

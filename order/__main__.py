@@ -12,12 +12,12 @@ from mesh.bus.topology import topic_for
 from mesh.bus.transport import EventTransport
 from mesh.clock import utc_now
 from mesh.process import run_service, settings_or_exit
-from order.bootstrap import bootstrap, build_parts
+from order.bootstrap import bootstrap, build_components
 from order.settings import OrderSettings
 
 
 async def _dead_letters(settings: OrderSettings) -> None:
-    parts = await build_parts(settings, NoOpTracer())
+    parts = await build_components(settings, NoOpTracer())
     try:
         for letter in await parts.dead_letters().pending():
             print(f"{letter.id}\t{letter.stream}\t{letter.type}\t{letter.order_id}\t{letter.attempts}\t{letter.reason}")
@@ -26,7 +26,7 @@ async def _dead_letters(settings: OrderSettings) -> None:
 
 
 async def _replay(settings: OrderSettings, ids: set[int] | None) -> None:
-    parts = await build_parts(settings, NoOpTracer())
+    parts = await build_components(settings, NoOpTracer())
     transport = EventTransport(settings, parts.client, parts.dead_letters(), NoOpTracer())
     topics = sorted({topic_for(stream) for stream, _ in settings.subscriptions()})
     try:

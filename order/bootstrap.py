@@ -13,7 +13,6 @@ from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mesh.breaker import breakers_for
-from mesh.bus import Handler
 from mesh.bus.dead_letters import SqlDeadLetters
 from mesh.bus.redis_streams import ConsumerConfig, RedisPublisher, StreamConsumer
 from mesh.bus.transport import EventTransport, Route
@@ -25,8 +24,8 @@ from mesh.metrics import BreakerMetrics
 from mesh.periodic import PeriodicJob
 from mesh.process import new_app
 from mesh.server import App, Registration
-from order.consumers import Compensator, Dispatcher, PlacedOrders, StatusEvents
 from order.events import status_changed
+from order.handlers import Compensator, Dispatcher, PlacedOrders, StatusEvents
 from order.lifecycle import Lifecycle, LifecycleConfig
 from order.models import dead_letters, metadata
 from order.queries import OrderQueries
@@ -47,7 +46,9 @@ PAYMENT = payment_pb2.DESCRIPTOR.services_by_name["PaymentService"]
 
 
 @dataclass
-class Parts:
+class Components:
+    """Everything the order process is made of, built once by ``build_components``."""
+
     engines: list[AsyncEngine]
     shards: Shards
     client: redis.Redis
@@ -55,6 +56,7 @@ class Parts:
     channels: list[grpc.aio.Channel]
     lifecycle: Lifecycle
     remote: Remote
+    clock: Clock
 
     def dead_letters(self) -> SqlDeadLetters:
         # Dead letters are kept in the first shard's database.
@@ -68,14 +70,14 @@ class Parts:
             await engine.dispose()
 
 
-async def build_parts(
+async def build_components(
     settings: OrderSettings,
     tracer: trace.Tracer,
     breaker_metrics: BreakerMetrics | None = None,
     clock: Clock = utc_now,
     skipped: Callable[[str], None] | None = None,
     refunded: Callable[[], None] | None = None,
-) -> Parts:
+) -> Components:
     engines = [create_engine(url) for url in settings.shard_urls]
     for engine in engines:
         await create_schema(engine, metadata)
@@ -115,19 +117,19 @@ async def build_parts(
         ship_concurrency=settings.ship_concurrency,
     )
     lifecycle = Lifecycle(shards, remote, clock, config, on_skip=skipped, on_refund=refunded)
-    return Parts(engines, shards, client, RedisPublisher(client), [catalog, payment, shipping], lifecycle, remote)
+    return Components(
+        engines, shards, client, RedisPublisher(client), [catalog, payment, shipping], lifecycle, remote, clock
+    )
 
 
-def routes(parts: Parts, settings: OrderSettings) -> list[Route]:
-    handlers: list[Handler] = [
-        PlacedOrders(parts.shards, utc_now),
-        StatusEvents(parts.shards, utc_now),
-        Dispatcher(parts.lifecycle),
-        Compensator(parts.remote),
-    ]
+def routes(parts: Components, settings: OrderSettings) -> list[Route]:
+    """Which handler consumes which stream, in which group (``settings.subscriptions()``
+    lists the same pairs for the broker's topology; a unit test keeps them equal)."""
     return [
-        Route(stream, group, handler)
-        for (stream, group), handler in zip(settings.subscriptions(), handlers, strict=True)
+        Route(settings.order_placed_stream, settings.consumer_group, PlacedOrders(parts.shards, parts.clock)),
+        Route(settings.order_updates_stream, settings.consumer_group, StatusEvents(parts.shards, parts.clock)),
+        Route(settings.order_status_stream, "dispatcher", Dispatcher(parts.lifecycle)),
+        Route(settings.order_status_stream, "compensator", Compensator(parts.remote)),
     ]
 
 
@@ -139,7 +141,7 @@ def consumer_config(settings: OrderSettings) -> ConsumerConfig:
     )
 
 
-def build_consumers(parts: Parts, settings: OrderSettings, tracer: trace.Tracer) -> list[StreamConsumer]:
+def build_consumers(parts: Components, settings: OrderSettings, tracer: trace.Tracer) -> list[StreamConsumer]:
     """The embedded transport's consumers (tests drive them directly)."""
     return [
         StreamConsumer(
@@ -150,7 +152,7 @@ def build_consumers(parts: Parts, settings: OrderSettings, tracer: trace.Tracer)
     ]  # fmt: skip
 
 
-def build_jobs(parts: Parts, settings: OrderSettings) -> list[PeriodicJob]:
+def build_jobs(parts: Components, settings: OrderSettings) -> list[PeriodicJob]:
     jobs = {
         "reconcile": parts.lifecycle.reconcile,
         "expire": parts.lifecycle.expire,
@@ -171,7 +173,11 @@ def build_jobs(parts: Parts, settings: OrderSettings) -> list[PeriodicJob]:
     ]
 
 
-async def bootstrap(settings: OrderSettings) -> App:
+async def bootstrap(settings: OrderSettings, *, clock: Clock = utc_now, workers: bool = True) -> App:
+    """The order process: every component, the gRPC service, and (unless
+    ``workers=False``, for tests that drive consumers and jobs themselves) the
+    consumers, forwarder, outbox relay and periodic jobs. ``app.components``
+    holds the object graph."""
     app = new_app("order", settings)
     skips = Counter(
         "ordermesh_order_job_skipped_orders",
@@ -184,9 +190,15 @@ async def bootstrap(settings: OrderSettings) -> App:
         "Captured payments the money sweep found and refunded: of CANCELLED orders, or of no order at all.",
         registry=app.registry,
     )
-    parts = await build_parts(
-        settings, app.tracer, app.breaker_metrics, skipped=lambda job: skips.labels(job).inc(), refunded=refunds.inc
+    parts = await build_components(
+        settings,
+        app.tracer,
+        app.breaker_metrics,
+        clock=clock,
+        skipped=lambda job: skips.labels(job).inc(),
+        refunded=refunds.inc,
     )
+    app.components = parts
     app.services.append(
         Registration(
             order_pb2_grpc.add_OrderServiceServicer_to_server,
@@ -194,6 +206,11 @@ async def bootstrap(settings: OrderSettings) -> App:
             order_pb2.DESCRIPTOR.services_by_name["OrderService"].full_name,
         )
     )
+    app.closers.append(parts.close)
+    for n, engine in enumerate(parts.engines):
+        app.readiness[f"database-{n}"] = lambda engine=engine: ping(engine)  # type: ignore[misc]
+    if not workers:
+        return app
     transport = EventTransport(
         settings,
         parts.client,
@@ -203,7 +220,6 @@ async def bootstrap(settings: OrderSettings) -> App:
         registry=app.registry,
         breaker_metrics=app.breaker_metrics,
     )
-    app.closers.append(parts.close)
     app.closers.append(transport.close)
     app.workers += await transport.consumers(routes(parts, settings))
     app.workers += await transport.forwarders([settings.order_status_stream])
@@ -213,6 +229,10 @@ async def bootstrap(settings: OrderSettings) -> App:
         )
     )
     app.workers += build_jobs(parts, settings)
-    for n, engine in enumerate(parts.engines):
-        app.readiness[f"database-{n}"] = lambda engine=engine: ping(engine)  # type: ignore[misc]
     return app
+
+
+def components(app: App) -> Components:
+    """The order process's object graph, from the App its bootstrap built."""
+    assert isinstance(app.components, Components), "not an order App"
+    return app.components

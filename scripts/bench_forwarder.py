@@ -45,7 +45,7 @@ from mesh.local.procs import RedisServer
 from mesh.local.rocketmq import RocketMQServer
 from mesh.money import Money
 from mesh.order_ids import mint
-from order.consumers import PlacedOrders
+from order.handlers import PlacedOrders
 from order.events import status_changed
 from order.models import dead_letters, metadata, orders
 from order.shards import Shards
@@ -282,7 +282,7 @@ def report(result: dict[str, Any], rss: RssSampler, idle_rss: int, end_rss: dict
     print(f"(a fresh broker, first {WARMUP_EVENTS} events, batched: {result['warmup']:.0f}/s)")
 
     rows_rate = result["rows"] / result["consume_s"]
-    print(f"\nRocketMQ -> SQLite: RocketConsumer (receives of {CONSUMER_BATCH}) into order.consumers.PlacedOrders")
+    print(f"\nRocketMQ -> SQLite: RocketConsumer (receives of {CONSUMER_BATCH}) into order.handlers.PlacedOrders")
     print(
         f"{result['rows']} rows from {result['delivered']} messages in {result['consume_s']:.1f} s:"
         f" {rows_rate:.0f} rows/s; dead letters: {result['dead']}"

@@ -16,7 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import func, select
 
 from catalog.audit import Audit, audit, render
-from catalog.bootstrap import Parts, bootstrap, build_flusher, build_parts
+from catalog.bootstrap import Components, bootstrap, build_flusher, components
 from catalog.flusher import JournalFlusher
 from catalog.ledger import Level
 from catalog.settings import CatalogSettings
@@ -49,7 +49,7 @@ class CatalogUnderTest:
     settings: CatalogSettings
     server: Server
     stub: catalog_pb2_grpc.CatalogServiceAsyncStub
-    parts: Parts
+    parts: Components
     redis: redis.Redis
     flusher: JournalFlusher
 
@@ -137,10 +137,11 @@ class CatalogUnderTest:
 
 @asynccontextmanager
 async def running_catalog(settings: CatalogSettings) -> AsyncIterator[CatalogUnderTest]:
-    parts = await build_parts(settings)
+    app = await bootstrap(settings)
+    parts = components(app)
     client = redis.Redis.from_url(settings.redis_url)
     try:
-        async with serving(await bootstrap(settings)) as (server, channel):
+        async with serving(app) as (server, channel):
             yield CatalogUnderTest(
                 settings,
                 server,
@@ -151,4 +152,3 @@ async def running_catalog(settings: CatalogSettings) -> AsyncIterator[CatalogUnd
             )
     finally:
         await client.aclose()
-        await parts.close()

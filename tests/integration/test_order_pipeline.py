@@ -24,7 +24,7 @@ from mesh.errors import FailedPrecondition
 from mesh.lease import Lease
 from mesh.local.procs import MariaDBServer, RedisServer
 from mesh.order_ids import mint, shard_of_user
-from order.bootstrap import Parts, bootstrap, build_consumers, build_parts
+from order.bootstrap import Components, bootstrap, build_consumers, components
 from order.lifecycle import Lifecycle, LifecycleConfig
 from order.orders import Applied, Order, Transition
 from order.relay import OutboxRelay
@@ -53,7 +53,7 @@ def shard_urls(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @dataclass
 class Pipeline:
     settings: OrderSettings
-    parts: Parts
+    parts: Components
     stub: order_pb2_grpc.OrderServiceAsyncStub
     consumers: list[StreamConsumer]
 
@@ -90,13 +90,11 @@ async def pipeline(shard_urls: str, redis_server: RedisServer) -> AsyncIterator[
         order_status_stream=f"{prefix}:status",
         **FAST,  # type: ignore[arg-type]
     )
-    app = await bootstrap(settings)
-    app.workers.clear()  # the test drives consumers itself, deterministically
-    parts = await build_parts(settings, app.tracer)
+    app = await bootstrap(settings, workers=False)  # the test drives consumers itself, deterministically
+    parts = components(app)
     consumers = build_consumers(parts, settings, app.tracer)[:2]  # OrderPlaced and status events only
     async with serving(app) as (_server, channel):
         yield Pipeline(settings, parts, order_pb2_grpc.OrderServiceStub(channel), consumers)
-    await parts.close()
 
 
 def usd(units: int, nanos: int = 0) -> common_pb2.Money:

@@ -34,8 +34,8 @@ from mesh.db import reading
 from mesh.local.procs import RedisServer
 from mesh.local.rocketmq import RocketMQServer
 from mesh.server import Worker
-from order.bootstrap import Parts, build_parts
-from order.consumers import PlacedOrders
+from order.bootstrap import Components, bootstrap, components
+from order.handlers import PlacedOrders
 from order.models import dead_letters, orders
 from order.settings import OrderSettings
 from tests.integration.test_order_pipeline import order_placed
@@ -84,7 +84,7 @@ class Counted:
 @dataclass
 class Pipeline:
     settings: OrderSettings
-    parts: Parts
+    parts: Components
     client: redis.Redis
     transport: EventTransport
     registry: CollectorRegistry
@@ -130,7 +130,7 @@ async def pipeline(broker: RocketMQServer, redis_server: RedisServer, tmp_path: 
     stream = f"test-{uuid.uuid4().hex[:6]}:order-placed"
     settings = settings_for(broker, redis_server.url, tmp_path / "order.db", stream)
     tracer = NoOpTracer()
-    parts = await build_parts(settings, tracer)
+    parts = components(await bootstrap(settings, workers=False))
     registry = CollectorRegistry()
     transport = EventTransport(
         settings,

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import cast
+
 from mesh.bus.topology import DEAD_LETTER_GROUP, Topology, dlq_topic, group_for, topic_for
+from mesh.clock import utc_now
+from order.bootstrap import Components, routes
 from order.settings import OrderSettings
 
 
@@ -31,3 +36,9 @@ def test_the_order_contexts_topology() -> None:
     }
     # A dead letter arrives with its spent delivery count: the intake must allow more.
     assert topology.groups[DEAD_LETTER_GROUP] > 4
+
+
+def test_the_order_contexts_routes_are_the_subscriptions_its_broker_topology_is_made_from() -> None:
+    settings = OrderSettings()
+    parts = cast(Components, SimpleNamespace(shards=None, clock=utc_now, lifecycle=None, remote=None))
+    assert [(r.stream, r.group) for r in routes(parts, settings)] == settings.subscriptions()
