@@ -21,7 +21,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -33,6 +33,7 @@ from prometheus_client import CollectorRegistry
 from mesh.metrics import BreakerMetrics, ServerMetrics, serve_metrics
 from mesh.middleware import Middleware, WrappingServer
 from mesh.settings import ServiceSettings
+from mesh.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +43,6 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 # Health service name whose status is readiness (dependencies up); the empty
 # name "" is liveness (the process answers).
 READINESS = "readiness"
-
-
-class Worker(Protocol):
-    """Background work owned by a process: started after the server, stopped before clients close."""
-
-    async def start(self) -> None: ...
-
-    async def stop(self, grace: float = 10.0) -> None:
-        """Finish the work in hand within ``grace`` seconds, then cancel the rest."""
 
 
 ReadinessCheck = Callable[[], Awaitable[bool]]

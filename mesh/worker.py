@@ -9,6 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Protocol
+
+
+class Worker(Protocol):
+    """Background work owned by a process: started after the server, stopped before clients close."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Finish the work in hand within ``grace`` seconds, then cancel the rest."""
 
 
 class LoopWorker:

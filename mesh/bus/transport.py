@@ -32,9 +32,8 @@ from mesh.bus.rocketmq.dead_letters import DeadLetterIntake, RedisReasons, Topic
 from mesh.bus.topology import DEAD_LETTER_GROUP, dlq_topic, group_for, topic_for
 from mesh.clock import utc_now
 from mesh.metrics import BreakerMetrics
-from mesh.server import Worker
 from mesh.settings import ServiceSettings
-from mesh.worker import LoopWorker
+from mesh.worker import LoopWorker, Worker
 
 FORWARDER_GROUP = "forwarder"
 log = logging.getLogger(__name__)

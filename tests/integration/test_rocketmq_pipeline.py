@@ -33,7 +33,7 @@ from mesh.clock import utc_now
 from mesh.db import reading
 from mesh.local.procs import RedisServer
 from mesh.local.rocketmq import RocketMQServer
-from mesh.server import Worker
+from mesh.worker import Worker
 from order.bootstrap import Components, bootstrap, components
 from order.handlers import PlacedOrders
 from order.models import dead_letters, orders
