@@ -9,7 +9,7 @@ import grpc
 from catalog.engine import StockEngine
 from catalog.products import Catalog, Product
 from catalog.stock import Limits, Line
-from mesh.validation import Checker
+from common.checks import Checks
 from ordermesh.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from ordermesh.common.v1 import common_pb2
 
@@ -33,7 +33,7 @@ class CatalogService(catalog_pb2_grpc.CatalogServiceServicer):
         )
 
     async def GetProduct(self, request: catalog_pb2.GetProductRequest, context: Context) -> catalog_pb2.Product:
-        check = Checker()
+        check = Checks()
         check.identifier(request.id, "id", max_length=64)
         check.raise_if_any()
         product = await self._catalog.get_product(request.id)
@@ -41,7 +41,7 @@ class CatalogService(catalog_pb2_grpc.CatalogServiceServicer):
         return to_proto(product, levels.get(product.id, product.stock))
 
     async def ReserveStock(self, request: catalog_pb2.ReserveStockRequest, context: Context) -> catalog_pb2.Reservation:
-        check = Checker()
+        check = Checks()
         check.order_id(request.order_id)
         check.line_items(request.items, max_lines=self._limits.max_lines, max_quantity=self._limits.max_quantity)
         if check.require(request.HasField("draft"), "draft", "is required"):
@@ -62,13 +62,13 @@ class CatalogService(catalog_pb2_grpc.CatalogServiceServicer):
     async def ReleaseStock(
         self, request: catalog_pb2.ReleaseStockRequest, context: Context
     ) -> catalog_pb2.ReleaseStockResponse:
-        check = Checker()
+        check = Checks()
         check.order_id(request.order_id)
         check.raise_if_any()
         return catalog_pb2.ReleaseStockResponse(released=await self._stock.release(request.order_id))
 
     async def SetStock(self, request: catalog_pb2.SetStockRequest, context: Context) -> catalog_pb2.Product:
-        check = Checker()
+        check = Checks()
         check.identifier(request.product_id, "product_id", max_length=64)
         check.require(request.stock >= 0, "stock", f"must not be negative, got {request.stock}")
         check.raise_if_any()
@@ -80,7 +80,7 @@ class CatalogService(catalog_pb2_grpc.CatalogServiceServicer):
 INITIAL_STATUSES = (common_pb2.ORDER_STATUS_UNSPECIFIED, common_pb2.PENDING, common_pb2.AWAITING_REVIEW)
 
 
-def check_draft(check: Checker, draft: common_pb2.OrderDraft) -> None:
+def check_draft(check: Checks, draft: common_pb2.OrderDraft) -> None:
     """Everything OrderPlaced carries to the order database, before a unit is deducted:
     an order that cannot be stored would keep its stock and never exist."""
     check.require(bool(draft.user_id), "draft.user_id", "is required")

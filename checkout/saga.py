@@ -19,12 +19,12 @@ import grpc
 from checkout.events import payment_captured, payment_declined
 from checkout.idempotency import Claims, fingerprint
 from checkout.remote import ChargeOutcome, Remote
+from common.order_ids import mint
 from mesh.bus import encode_fields
 from mesh.bus.redis_streams import RedisPublisher
 from mesh.clock import Clock
 from mesh.errors import InvalidArgument, Relayed
 from mesh.money import Money
-from mesh.order_ids import mint
 from ordermesh.checkout.v1 import checkout_pb2
 from ordermesh.common.v1 import common_pb2
 from ordermesh.events.v1 import events_pb2

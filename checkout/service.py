@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 
 from checkout.saga import PlaceOrder
-from mesh.validation import Checker
+from common.checks import Checks
 from ordermesh.checkout.v1 import checkout_pb2, checkout_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -27,7 +27,7 @@ class CheckoutService(checkout_pb2_grpc.CheckoutServiceServicer):
     async def PlaceOrder(
         self, request: checkout_pb2.PlaceOrderRequest, context: Context
     ) -> checkout_pb2.PlaceOrderResponse:
-        check = Checker()
+        check = Checks()
         check.identifier(request.request_id, "request_id")
         check.identifier(request.user_id, "user_id")
         check.line_items(request.items, max_lines=self._max_lines, max_quantity=self._max_quantity)

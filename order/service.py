@@ -8,7 +8,7 @@ from typing import Any
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from mesh.validation import Checker
+from common.checks import Checks
 from order.lifecycle import Lifecycle
 from order.orders import Order
 from order.queries import OrderQueries
@@ -24,13 +24,13 @@ class OrderService(order_pb2_grpc.OrderServiceServicer):
         self._lifecycle = lifecycle
 
     async def GetOrder(self, request: order_pb2.GetOrderRequest, context: Context) -> order_pb2.Order:
-        check = Checker()
+        check = Checks()
         check.order_id(request.order_id)
         check.raise_if_any()
         return to_proto(await self._queries.get(request.order_id))
 
     async def ListOrders(self, request: order_pb2.ListOrdersRequest, context: Context) -> order_pb2.ListOrdersResponse:
-        check = Checker()
+        check = Checks()
         check.identifier(request.user_id, "user_id")
         check.raise_if_any()
         page = await self._queries.by_user(request.user_id, request.page_size, request.page_token)
@@ -39,14 +39,14 @@ class OrderService(order_pb2_grpc.OrderServiceServicer):
         )
 
     async def CancelOrder(self, request: order_pb2.CancelOrderRequest, context: Context) -> order_pb2.Order:
-        check = Checker()
+        check = Checks()
         check.order_id(request.order_id)
         check.require(len(request.reason) <= 500, "reason", "must be at most 500 characters")
         check.raise_if_any()
         return to_proto(await self._lifecycle.cancel(request.order_id, request.reason))
 
     async def ReviewOrder(self, request: order_pb2.ReviewOrderRequest, context: Context) -> order_pb2.Order:
-        check = Checker()
+        check = Checks()
         check.order_id(request.order_id)
         check.identifier(request.reviewer, "reviewer")
         check.require(len(request.note) <= 500, "note", "must be at most 500 characters")

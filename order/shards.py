@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
-from mesh.order_ids import shard_of_order, shard_of_user
+from common.order_ids import shard_of_order, shard_of_user
 from order.store import OrderStore
 
 T = TypeVar("T")

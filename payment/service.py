@@ -9,8 +9,8 @@ from typing import Any
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from common.checks import Checks
 from mesh.money import Money
-from mesh.validation import Checker
 from ordermesh.payment.v1 import payment_pb2, payment_pb2_grpc
 from payment.charges import MAX_PAGE, Payment, Payments, Status
 
@@ -23,7 +23,7 @@ class PaymentService(payment_pb2_grpc.PaymentServiceServicer):
         self._today = today
 
     async def Charge(self, request: payment_pb2.ChargeRequest, context: Context) -> payment_pb2.Payment:
-        check = Checker()
+        check = Checks()
         check.order_id(request.order_id)
         if check.require(request.HasField("amount"), "amount", "is required"):
             check.money(request.amount, "amount")
@@ -36,14 +36,14 @@ class PaymentService(payment_pb2_grpc.PaymentServiceServicer):
         return to_proto(payment)
 
     async def Refund(self, request: payment_pb2.RefundRequest, context: Context) -> payment_pb2.Payment:
-        check = Checker()
+        check = Checks()
         check.order_id(request.order_id)
         check.require(len(request.reason) <= 200, "reason", "must be at most 200 characters")
         check.raise_if_any()
         return to_proto(await self._payments.refund(request.order_id, request.reason))
 
     async def GetPayment(self, request: payment_pb2.GetPaymentRequest, context: Context) -> payment_pb2.Payment:
-        check = Checker()
+        check = Checks()
         check.order_id(request.order_id)
         check.raise_if_any()
         return to_proto(await self._payments.get(request.order_id))
@@ -51,7 +51,7 @@ class PaymentService(payment_pb2_grpc.PaymentServiceServicer):
     async def ListPayments(
         self, request: payment_pb2.ListPaymentsRequest, context: Context
     ) -> payment_pb2.ListPaymentsResponse:
-        check = Checker()
+        check = Checks()
         check.require(request.status in STATUSES, "status", "is not a payment status")
         check.require(request.page_size <= MAX_PAGE, "page_size", f"must be at most {MAX_PAGE}")
         check.raise_if_any()

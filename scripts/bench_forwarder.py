@@ -35,6 +35,7 @@ from sqlalchemy import Table, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from catalog.events import order_placed
+from common.order_ids import mint
 from mesh.bus import encode_fields
 from mesh.bus.dead_letters import SqlDeadLetters
 from mesh.bus.redis_streams import ConsumerConfig, StreamConsumer
@@ -44,9 +45,8 @@ from mesh.db import create_engine, create_schema, reading
 from mesh.local.procs import RedisServer
 from mesh.local.rocketmq import RocketMQServer
 from mesh.money import Money
-from mesh.order_ids import mint
-from order.handlers import PlacedOrders
 from order.events import status_changed
+from order.handlers import PlacedOrders
 from order.models import dead_letters, metadata, orders
 from order.shards import Shards
 from order.store import OrderStore

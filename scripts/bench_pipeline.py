@@ -29,11 +29,11 @@ import grpc
 import redis.asyncio as redis
 from sqlalchemy import ColumnElement, func, literal_column, select
 
+from common.order_ids import mint
 from launcher.mesh import LocalMesh, free_offset
 from mesh.db import create_engine, create_schema, reading
 from mesh.local.procs import MariaDBServer, RedisServer
 from mesh.money import Money
-from mesh.order_ids import mint
 from order.events import status_changed
 from order.models import metadata, orders
 from order.orders import Address, Item, Order

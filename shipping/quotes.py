@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from common.checks import Checks
 from mesh.money import Money
-from mesh.validation import Checker
 from ordermesh.common.v1 import common_pb2
 
 BASE = Money.of("USD", 5, 990_000_000)  # first unit
@@ -22,7 +22,7 @@ def quote(country: str, quantities: Iterable[int]) -> Money:
     return cost
 
 
-def check_address(check: Checker, address: common_pb2.Address, field: str = "address") -> None:
+def check_address(check: Checks, address: common_pb2.Address, field: str = "address") -> None:
     check.require(bool(address.country.strip()), f"{field}.country", "is required")
     check.require(bool(address.zip_code.strip()), f"{field}.zip_code", "is required")
     check.require(len(address.zip_code) <= 16, f"{field}.zip_code", "must be at most 16 characters")

@@ -6,7 +6,7 @@ from typing import Any
 
 import grpc
 
-from mesh.validation import Checker
+from common.checks import Checks
 from ordermesh.shipping.v1 import shipping_pb2, shipping_pb2_grpc
 from shipping.quotes import check_address, quote
 from shipping.shipments import Shipment, Shipping
@@ -19,7 +19,7 @@ class ShippingService(shipping_pb2_grpc.ShippingServiceServicer):
         self._shipping = shipping
 
     async def GetQuote(self, request: shipping_pb2.GetQuoteRequest, context: Context) -> shipping_pb2.GetQuoteResponse:
-        check = Checker()
+        check = Checks()
         check_address(check, request.address)
         check.line_items(request.items)
         check.raise_if_any()
@@ -27,7 +27,7 @@ class ShippingService(shipping_pb2_grpc.ShippingServiceServicer):
         return shipping_pb2.GetQuoteResponse(cost=cost.to_proto())
 
     async def ShipOrder(self, request: shipping_pb2.ShipOrderRequest, context: Context) -> shipping_pb2.Shipment:
-        check = Checker()
+        check = Checks()
         check.order_id(request.order_id)
         check_address(check, request.address)
         check.line_items(request.items)
@@ -41,7 +41,7 @@ class ShippingService(shipping_pb2_grpc.ShippingServiceServicer):
         return to_proto(shipment)
 
     async def GetShipment(self, request: shipping_pb2.GetShipmentRequest, context: Context) -> shipping_pb2.Shipment:
-        check = Checker()
+        check = Checks()
         check.order_id(request.order_id)
         check.raise_if_any()
         return to_proto(await self._shipping.get(request.order_id))

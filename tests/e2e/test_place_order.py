@@ -15,8 +15,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from checkout.idempotency import Claims, fingerprint
+from common.order_ids import mint
 from launcher.mesh import DATABASES, LocalMesh
-from mesh.order_ids import mint
 from ordermesh.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from ordermesh.checkout.v1 import checkout_pb2, checkout_pb2_grpc
 from ordermesh.common.v1 import common_pb2

@@ -16,11 +16,11 @@ import redis.asyncio as redis
 from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import func, select
 
+from common.order_ids import mint
 from mesh.bus import encode_fields
 from mesh.bus.redis_streams import RedisPublisher
 from mesh.db import create_engine, reading
 from mesh.local.procs import RedisServer, free_port
-from mesh.order_ids import mint
 from order.models import order_history, orders
 from ordermesh.common.v1 import common_pb2
 from ordermesh.events.v1 import events_pb2

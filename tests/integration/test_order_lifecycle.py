@@ -21,12 +21,12 @@ from catalog.bootstrap import bootstrap as catalog_bootstrap
 from catalog.settings import CatalogSettings
 from checkout.bootstrap import bootstrap as checkout_bootstrap
 from checkout.settings import CheckoutSettings
+from common.order_ids import mint
 from mesh.bus import encode_fields
 from mesh.bus.redis_streams import StreamConsumer
 from mesh.errors import Unavailable
 from mesh.lease import Lease
 from mesh.local.procs import RedisServer, free_port
-from mesh.order_ids import mint
 from mesh.server import Server
 from order.bootstrap import Components, bootstrap, build_consumers, components
 from order.handlers import Dispatcher

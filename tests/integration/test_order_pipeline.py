@@ -17,13 +17,13 @@ import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from common.order_ids import mint, shard_of_user
 from mesh.bus import encode_fields
 from mesh.bus.redis_streams import StreamConsumer
 from mesh.clock import utc_now
 from mesh.errors import FailedPrecondition
 from mesh.lease import Lease
 from mesh.local.procs import MariaDBServer, RedisServer
-from mesh.order_ids import mint, shard_of_user
 from order.bootstrap import Components, bootstrap, build_consumers, components
 from order.lifecycle import Lifecycle, LifecycleConfig
 from order.orders import Applied, Order, Transition

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from common.order_ids import mint
 from mesh.db import create_engine, create_schema
 from mesh.errors import Unavailable
 from mesh.money import Money
-from mesh.order_ids import mint
 from order.events import status_changed
 from order.lifecycle import Lifecycle, LifecycleConfig
 from order.models import metadata

@@ -4,7 +4,7 @@ from datetime import date
 
 import pytest
 
-from mesh.validation import Checker, luhn_ok
+from common.checks import Checks, luhn_ok
 from ordermesh.common.v1 import common_pb2
 from payment.cards import decline_reason, last4
 
@@ -19,7 +19,7 @@ def test_luhn(number: str, ok: bool) -> None:
 
 
 def violations(card: common_pb2.CreditCard) -> list[str]:
-    check = Checker()
+    check = Checks()
     check.card(card, TODAY)
     return [v.field for v in check.violations]
 

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
+from common.checks import Checks
 from mesh.errors import InvalidArgument
 from mesh.money import Money
-from mesh.validation import Checker
 from ordermesh.common.v1 import common_pb2
 
 
@@ -31,7 +31,7 @@ def test_money_refuses_mixed_currencies() -> None:
     ],
 )
 def test_bad_money_names_the_field(money: common_pb2.Money, field: str) -> None:
-    check = Checker()
+    check = Checks()
     check.money(money, "amount")
     with pytest.raises(InvalidArgument) as caught:
         check.raise_if_any()
@@ -40,13 +40,13 @@ def test_bad_money_names_the_field(money: common_pb2.Money, field: str) -> None:
 
 @pytest.mark.parametrize("order_id", ["", "a" * 65, "has space", "semi;colon"])
 def test_bad_order_ids(order_id: str) -> None:
-    check = Checker()
+    check = Checks()
     check.order_id(order_id)
     assert [v.field for v in check.violations] == ["order_id"]
 
 
 def test_good_order_id() -> None:
-    check = Checker()
+    check = Checks()
     check.order_id("o-1_A" + "x" * 59)
     check.raise_if_any()
 
@@ -61,13 +61,13 @@ def test_good_order_id() -> None:
     ],
 )
 def test_address_fits_the_order_database(address: common_pb2.Address, field: str) -> None:
-    check = Checker()
+    check = Checks()
     check.address(address)
     assert [v.field for v in check.violations] == [field]
 
 
 def test_an_address_in_any_script_is_accepted() -> None:
-    check = Checker()
+    check = Checks()
     check.address(common_pb2.Address(street_address="Straße 1", city="Kraków", state="Île-de-France"))
     check.address(common_pb2.Address(street_address="東京都千代田区千代田1-1", city="Москва", state="ગુજરાત"))
     check.raise_if_any()
