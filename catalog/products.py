@@ -6,8 +6,8 @@ import base64
 import binascii
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
 
+from catalog.ports import ProductStore
 from mesh.errors import InvalidArgument, NotFound
 from mesh.money import Money
 
@@ -23,13 +23,6 @@ class Product:
     price: Money
     stock: int
     categories: tuple[str, ...]
-
-
-class ProductStore(Protocol):
-    async def page_after(self, last_id: str, limit: int) -> list[Product]:
-        """Products ordered by id, strictly after ``last_id``."""
-
-    async def get(self, product_id: str) -> Product | None: ...
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 import grpc
 
 from checkout.events import payment_captured, payment_declined
-from checkout.idempotency import Claims, fingerprint
-from checkout.remote import ChargeOutcome, Remote
+from checkout.idempotency import fingerprint
+from checkout.ports import ClaimStore, Gateway, Publisher
+from checkout.remote import ChargeOutcome
 from common.order_ids import mint
 from mesh.bus import encode_fields
-from mesh.bus.redis_streams import RedisPublisher
 from mesh.clock import Clock
 from mesh.errors import InvalidArgument, Relayed
 from mesh.money import Money
@@ -41,7 +41,7 @@ class SagaConfig:
 
 class PlaceOrder:
     def __init__(
-        self, remote: Remote, claims: Claims, publisher: RedisPublisher, config: SagaConfig, clock: Clock
+        self, remote: Gateway, claims: ClaimStore, publisher: Publisher, config: SagaConfig, clock: Clock
     ) -> None:
         self._remote = remote
         self._claims = claims

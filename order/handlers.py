@@ -17,7 +17,7 @@ from mesh.errors import DomainError, Unavailable
 from order.events import parse, placed_order, transition
 from order.lifecycle import Lifecycle
 from order.orders import Applied, MalformedEvent, Order, Transition
-from order.remote import Remote
+from order.ports import Gateway
 from order.shards import Shards
 from order.state import Status
 from ordermesh.common.v1 import common_pb2
@@ -120,7 +120,7 @@ class Compensator:
     for an outage). Any other failure is retried by the bus and, in the end,
     dead-lettered for a person."""
 
-    def __init__(self, remote: Remote) -> None:
+    def __init__(self, remote: Gateway) -> None:
         self._remote = remote
 
     async def __call__(self, batch: list[Message]) -> BatchOutcome:

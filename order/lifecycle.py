@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from mesh.clock import Clock
 from mesh.errors import FailedPrecondition, NotFound, Unavailable
 from order.orders import Applied, Order, Transition
-from order.remote import Remote
+from order.ports import Gateway
 from order.shards import Shards
 from order.state import Status, allowed
 from order.store import OrderStore
@@ -55,7 +55,7 @@ class Lifecycle:
     def __init__(
         self,
         shards: Shards,
-        remote: Remote,
+        remote: Gateway,
         clock: Clock,
         config: LifecycleConfig = LifecycleConfig(),
         *,

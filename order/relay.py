@@ -12,9 +12,9 @@ import asyncio
 import contextlib
 import logging
 
-from mesh.bus.redis_streams import RedisPublisher
 from mesh.lease import Lease
 from mesh.worker import LoopWorker
+from order.ports import Publisher
 from order.shards import Shards
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 class OutboxRelay(LoopWorker):
     def __init__(
-        self, shards: Shards, publisher: RedisPublisher, stream: str, lease: Lease, *, idle_seconds: float = 0.05
+        self, shards: Shards, publisher: Publisher, stream: str, lease: Lease, *, idle_seconds: float = 0.05
     ) -> None:
         super().__init__("order-outbox-relay")
         self._shards = shards

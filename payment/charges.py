@@ -6,7 +6,6 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
 
 from mesh.clock import Clock
 from mesh.errors import FailedPrecondition, InvalidArgument, NotFound, PreconditionViolation, Unavailable
@@ -14,6 +13,7 @@ from mesh.faults import FaultInjection
 from mesh.money import Money
 from mesh.paging import decode_position, encode_position
 from payment.cards import decline_reason, last4
+from payment.ports import PaymentStore
 
 
 class Status(StrEnum):
@@ -43,21 +43,6 @@ class Payment:
     @property
     def voided(self) -> bool:
         return self.transaction_id.startswith(VOID_PREFIX)
-
-
-class PaymentStore(Protocol):
-    async def insert_or_get(self, payment: Payment, now: datetime) -> Payment:
-        """Store ``payment`` unless one exists for its order; return the stored one."""
-
-    async def get(self, order_id: str) -> Payment | None: ...
-
-    async def refund(self, order_id: str, reason: str, now: datetime) -> Payment | None:
-        """CAPTURED -> REFUNDED; returns the payment as it now stands (None if absent)."""
-
-    async def page(
-        self, status: Status | None, created_before: datetime | None, after: tuple[datetime, str] | None, limit: int
-    ) -> list[Payment]:
-        """Payments in (created_at, order_id) order, strictly after ``after``."""
 
 
 class Payments:

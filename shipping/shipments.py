@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Protocol
 
 from mesh.clock import Clock
 from mesh.errors import NotFound, Unavailable
 from mesh.faults import FaultInjection
+from shipping.ports import ShipmentStore
 
 
 @dataclass(frozen=True)
@@ -19,13 +18,6 @@ class Shipment:
     country: str
     zip_code: str
     units: int
-
-
-class ShipmentStore(Protocol):
-    async def insert_or_get(self, shipment: Shipment, now: datetime) -> Shipment:
-        """Store ``shipment`` unless the order has one; return the stored one."""
-
-    async def get(self, order_id: str) -> Shipment | None: ...
 
 
 class Shipping:
