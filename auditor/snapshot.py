@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -24,7 +24,7 @@ from catalog.ledger import Ledger
 from catalog.redis_stock import RedisStock
 from catalog.sql_path import RELEASED, RESERVED, SqlPath
 from catalog.stock import SQL_SOURCE, Line, decode_lines
-from mesh.db import create_engine, reading
+from mesh.db import as_utc, create_engine, reading
 from mesh.redis_pool import connect
 from order import models as order_models
 from payment import models as payment_models
@@ -175,7 +175,7 @@ async def _orders(engine: AsyncEngine, shard: int) -> list[OrderRow]:
             r.status,
             (r.currency, r.total_units, r.total_nanos),
             r.tracking_id,
-            _utc(r.created_at),
+            as_utc(r.created_at),
             lines.get(r.order_id, {}),
         )
         for r in rows
@@ -205,8 +205,3 @@ async def _shipments(engine: AsyncEngine) -> list[ShipmentRow]:
     async with reading(engine) as connection:
         rows = (await connection.execute(select(s.c.order_id, s.c.tracking_id))).all()
     return [ShipmentRow(r.order_id, r.tracking_id) for r in rows]
-
-
-def _utc(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; every one the mesh writes is UTC.
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

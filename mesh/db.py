@@ -13,6 +13,7 @@ import sqlite3
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -197,3 +198,9 @@ async def ping(engine: AsyncEngine) -> bool:
         return True
     except Exception:  # noqa: BLE001 - readiness reports any failure as not ready
         return False
+
+
+def as_utc(value: datetime) -> datetime:
+    """A time read back from SQL, in UTC: SQLite returns naive datetimes, and
+    every time the mesh writes is UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

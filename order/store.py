@@ -6,15 +6,15 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from mesh.db import UnitOfWork, reading
-from mesh.money import NANOS_PER_UNIT, Money
+from mesh.db import UnitOfWork, as_utc, reading
+from mesh.money import Money
 from mesh.paging import after_position
 from order.decisions import Current, decide
 from order.models import (
@@ -27,7 +27,8 @@ from order.models import (
     payment_sweep,
     reconcile_checks,
 )
-from order.orders import Address, Applied, Change, Item, Order, Transition
+from order.orders import Applied, Change, Item, Order, Transition
+from order.rows import currency_of, item_row, order_from, order_row
 from order.state import Status
 
 T = TypeVar("T")
@@ -81,8 +82,8 @@ class OrderStore:
         return refused
 
     async def _insert(self, connection: AsyncConnection, new: Sequence[Order], now: datetime) -> None:
-        await connection.execute(insert(orders), [_order_row(o) for o in new])
-        items = [_item_row(o.order_id, n, item) for o in new for n, item in enumerate(o.items)]
+        await connection.execute(insert(orders), [order_row(o) for o in new])
+        items = [item_row(o.order_id, n, item) for o in new for n, item in enumerate(o.items)]
         if items:
             await connection.execute(insert(order_items), items)
         await connection.execute(
@@ -215,7 +216,7 @@ class OrderStore:
     async def sweep_mark(self) -> tuple[datetime, str] | None:
         async with reading(self.engine) as connection:
             row = (await connection.execute(select(money_sweep).where(money_sweep.c.id == 1))).first()
-        return (_aware(row.updated_at), row.order_id) if row is not None else None
+        return (as_utc(row.updated_at), row.order_id) if row is not None else None
 
     async def set_sweep_mark(self, at: datetime, order_id: str) -> None:
         async def work(connection: AsyncConnection) -> None:
@@ -296,15 +297,15 @@ class OrderStore:
                 )
             ).all():
                 items[r.order_id].append(
-                    Item(r.product_id, r.quantity, Money.of(_currency(rows, r.order_id), r.unit_units, r.unit_nanos))
+                    Item(r.product_id, r.quantity, Money.of(currency_of(rows, r.order_id), r.unit_units, r.unit_nanos))
                 )
             for r in (
                 await connection.execute(
                     select(order_history).where(order_history.c.order_id.in_(ids)).order_by(order_history.c.id)
                 )
             ).all():
-                history[r.order_id].append(Change(Status(r.status), _aware(r.at), r.reason))
-        return [_order(r, tuple(items[r.order_id]), tuple(history[r.order_id])) for r in rows]
+                history[r.order_id].append(Change(Status(r.status), as_utc(r.at), r.reason))
+        return [order_from(r, tuple(items[r.order_id]), tuple(history[r.order_id])) for r in rows]
 
     # -- outbox relay ---------------------------------------------------------------
 
@@ -317,70 +318,3 @@ class OrderStore:
         async with UnitOfWork(self.engine) as uow:
             await uow.connection.execute(order_outbox.delete().where(order_outbox.c.id.in_(ids)))
             await uow.commit()
-
-
-def _currency(rows: Sequence[Any], order_id: str) -> str:
-    return next(str(r.currency) for r in rows if r.order_id == order_id)
-
-
-def _aware(value: datetime) -> datetime:
-    # SQLite returns naive datetimes; every time here is UTC.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def _order_row(o: Order) -> dict[str, Any]:
-    return {
-        "order_id": o.order_id,
-        "user_id": o.user_id,
-        "request_id": o.request_id,
-        "status": o.status.value,
-        "currency": o.total.currency,
-        "total_units": o.total.nanos_total // NANOS_PER_UNIT,
-        "total_nanos": o.total.nanos_total % NANOS_PER_UNIT,
-        "shipping_units": o.shipping_cost.nanos_total // NANOS_PER_UNIT,
-        "shipping_nanos": o.shipping_cost.nanos_total % NANOS_PER_UNIT,
-        "street_address": o.address.street_address,
-        "city": o.address.city,
-        "state": o.address.state,
-        "country": o.address.country,
-        "zip_code": o.address.zip_code,
-        "email": o.email,
-        "tracking_id": o.tracking_id,
-        "failure_reason": o.failure_reason,
-        "trace_id": o.trace_id,
-        "ship_attempts": 0,
-        "created_at": o.created_at,
-        "updated_at": o.created_at,
-    }
-
-
-def _item_row(order_id: str, line: int, item: Item) -> dict[str, Any]:
-    return {
-        "order_id": order_id,
-        "line": line,
-        "product_id": item.product_id,
-        "quantity": item.quantity,
-        "unit_units": item.unit_price.nanos_total // NANOS_PER_UNIT,
-        "unit_nanos": item.unit_price.nanos_total % NANOS_PER_UNIT,
-    }
-
-
-def _order(r: Any, items: tuple[Item, ...], history: tuple[Change, ...]) -> Order:
-    return Order(
-        order_id=r.order_id,
-        user_id=r.user_id,
-        request_id=r.request_id,
-        status=Status(r.status),
-        items=items,
-        total=Money.of(r.currency, r.total_units, r.total_nanos),
-        shipping_cost=Money.of(r.currency, r.shipping_units, r.shipping_nanos),
-        address=Address(r.street_address, r.city, r.state, r.country, r.zip_code),
-        email=r.email,
-        trace_id=r.trace_id,
-        created_at=_aware(r.created_at),
-        updated_at=_aware(r.updated_at),
-        tracking_id=r.tracking_id,
-        failure_reason=r.failure_reason,
-        ship_attempts=r.ship_attempts,
-        history=history,
-    )

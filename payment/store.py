@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from mesh.db import UnitOfWork, is_unique_violation, reading
+from mesh.db import UnitOfWork, as_utc, is_unique_violation, reading
 from mesh.money import Money
 from mesh.paging import after_position
 from payment.charges import Payment, Status
@@ -91,10 +91,5 @@ def _payment(row: Any) -> Payment:
         decline_reason=row["decline_reason"],
         card_last4=row["card_last4"],
         refund_reason=row["refund_reason"],
-        created_at=_aware(row["created_at"]),
+        created_at=as_utc(row["created_at"]),
     )
-
-
-def _aware(value: datetime) -> datetime:
-    # SQLite returns naive datetimes; every time here is UTC.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
