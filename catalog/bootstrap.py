@@ -27,7 +27,7 @@ from catalog.sql_path import SqlPath
 from catalog.stock import Limits
 from catalog.store import SqlProductStore
 from mesh.bus.dead_letters import SqlDeadLetters
-from mesh.bus.transport import EventTransport
+from mesh.bus.transport import EventTransport, forwarder_breaker, rocket_client
 from mesh.clock import utc_now
 from mesh.db import create_engine, create_schema, ping, reading
 from mesh.errors import StartupError
@@ -166,8 +166,9 @@ async def bootstrap(settings: CatalogSettings) -> App:
         parts.client,
         SqlDeadLetters(parts.engine, dead_letters),
         app.tracer,
+        rocket=rocket_client(settings),
+        breaker=forwarder_breaker(settings, app.breaker_metrics),
         registry=app.registry,
-        breaker_metrics=app.breaker_metrics,
     )
     app.closers.append(transport.close)
     app.workers += await transport.forwarders([settings.order_stream])

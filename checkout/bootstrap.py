@@ -12,7 +12,7 @@ from checkout.settings import CheckoutSettings
 from mesh.breaker import breakers_for
 from mesh.bus.dead_letters import KeptOnStream
 from mesh.bus.redis_streams import RedisPublisher
-from mesh.bus.transport import EventTransport
+from mesh.bus.transport import EventTransport, forwarder_breaker, rocket_client
 from mesh.clients import dependency_channels
 from mesh.clock import utc_now
 from mesh.process import new_app
@@ -83,7 +83,13 @@ async def bootstrap(settings: CheckoutSettings) -> App:
     app.closers.append(client.aclose)
     # On the rocketmq transport, the order-updates stream is forwarded to its topic from here.
     transport = EventTransport(
-        settings, client, KeptOnStream(), app.tracer, registry=app.registry, breaker_metrics=app.breaker_metrics
+        settings,
+        client,
+        KeptOnStream(),
+        app.tracer,
+        rocket=rocket_client(settings),
+        breaker=forwarder_breaker(settings, app.breaker_metrics),
+        registry=app.registry,
     )
     app.closers.append(transport.close)
     app.workers += await transport.forwarders([settings.order_updates_stream])

@@ -9,7 +9,7 @@ from opentelemetry.trace import NoOpTracer
 
 from mesh.bus.dead_letters import replay
 from mesh.bus.topology import topic_for
-from mesh.bus.transport import EventTransport
+from mesh.bus.transport import EventTransport, rocket_client
 from mesh.clock import utc_now
 from mesh.process import run_service, settings_or_exit
 from order.bootstrap import bootstrap, build_components
@@ -27,7 +27,9 @@ async def _dead_letters(settings: OrderSettings) -> None:
 
 async def _replay(settings: OrderSettings, ids: set[int] | None) -> None:
     parts = await build_components(settings, NoOpTracer())
-    transport = EventTransport(settings, parts.client, parts.dead_letters(), NoOpTracer())
+    transport = EventTransport(
+        settings, parts.client, parts.dead_letters(), NoOpTracer(), rocket=rocket_client(settings)
+    )
     topics = sorted({topic_for(stream) for stream, _ in settings.subscriptions()})
     try:
         republisher = await transport.republisher(parts.publisher, topics)

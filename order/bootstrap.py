@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from mesh.breaker import breakers_for
 from mesh.bus.dead_letters import SqlDeadLetters
 from mesh.bus.redis_streams import ConsumerConfig, RedisPublisher, StreamConsumer
-from mesh.bus.transport import EventTransport, Route
+from mesh.bus.transport import EventTransport, Route, forwarder_breaker, rocket_client
 from mesh.clients import dependency_channels
 from mesh.clock import Clock, utc_now
 from mesh.db import create_engine, create_schema, ping
@@ -216,9 +216,10 @@ async def bootstrap(settings: OrderSettings, *, clock: Clock = utc_now, workers:
         parts.client,
         parts.dead_letters(),
         app.tracer,
+        rocket=rocket_client(settings),
+        breaker=forwarder_breaker(settings, app.breaker_metrics),
         consumer_config=consumer_config(settings),
         registry=app.registry,
-        breaker_metrics=app.breaker_metrics,
     )
     app.closers.append(transport.close)
     app.workers += await transport.consumers(routes(parts, settings))

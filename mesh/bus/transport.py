@@ -48,8 +48,26 @@ class Route:
     handler: Handler
 
 
+def rocket_client(settings: ServiceSettings) -> RocketClient | None:
+    """The RocketMQ client a process needs on the rocketmq transport; None on the embedded one."""
+    return RocketClient(settings.rocketmq_endpoint) if settings.event_transport == "rocketmq" else None
+
+
+def forwarder_breaker(settings: ServiceSettings, metrics: BreakerMetrics | None) -> Breaker:
+    """The breaker in front of the broker for a process's forwarders: a rejected
+    message (PERMANENT) is that message's fault, not the broker's."""
+    return Breaker(
+        "rocketmq",
+        fail_max=settings.breaker_fail_max,
+        reset_timeout=settings.breaker_reset_seconds,
+        metrics=metrics,
+        exclude=PERMANENT,
+    )
+
+
 class EventTransport:
-    """Builds a process's consumers and forwarders for the selected transport."""
+    """Builds a process's consumers and forwarders for the selected transport,
+    from what its bootstrap gives it (the clients, the sink, the breaker)."""
 
     def __init__(
         self,
@@ -58,25 +76,27 @@ class EventTransport:
         dead_letters: DeadLetterSink,
         tracer: trace.Tracer,
         *,
+        rocket: RocketClient | None = None,
+        breaker: Breaker | None = None,
         consumer_config: ConsumerConfig | None = None,
         registry: CollectorRegistry | None = None,
-        breaker_metrics: BreakerMetrics | None = None,
     ) -> None:
         self.kind = settings.event_transport
+        if self.kind == "rocketmq" and rocket is None:
+            raise ValueError("the rocketmq transport needs a RocketClient (rocket_client(settings))")
         self._settings = settings
         self._client = client
         self._dead_letters = dead_letters
         self._tracer = tracer
+        self._rocket = rocket
+        self._breaker = breaker
         self._config = consumer_config or ConsumerConfig()
         self._registry = registry
-        self._breaker_metrics = breaker_metrics
-        self._rocket: RocketClient | None = None
         self._closeables: list[object] = []
 
     @property
     def rocket(self) -> RocketClient:
-        if self._rocket is None:
-            self._rocket = RocketClient(self._settings.rocketmq_endpoint)
+        assert self._rocket is not None, "only the rocketmq transport talks to RocketMQ"
         return self._rocket
 
     async def consumers(self, routes: list[Route]) -> list[Worker]:
@@ -108,19 +128,12 @@ class EventTransport:
         topics = {stream: topic_for(stream) for stream in streams}
         producer = await self.rocket.producer(list(topics.values()))
         self._closeables.append(producer)
-        breaker = Breaker(
-            "rocketmq",
-            fail_max=self._settings.breaker_fail_max,
-            reset_timeout=self._settings.breaker_reset_seconds,
-            metrics=self._breaker_metrics,
-            exclude=PERMANENT,
-        )
         config = replace(self._config, batch_size=self._settings.forwarder_batch_size)
         return [
             self._stream_consumer(
                 stream,
                 FORWARDER_GROUP,
-                Forwarder(self.rocket, producer, topic, breaker=breaker),
+                Forwarder(self.rocket, producer, topic, breaker=self._breaker),
                 config,
             )
             for stream, topic in topics.items()

@@ -28,7 +28,7 @@ from sqlalchemy import select
 from mesh.bus import BatchOutcome, Message, encode_fields
 from mesh.bus.redis_streams import ConsumerConfig, RedisPublisher
 from mesh.bus.topology import Topology
-from mesh.bus.transport import EventTransport, Route
+from mesh.bus.transport import EventTransport, Route, forwarder_breaker, rocket_client
 from mesh.clock import utc_now
 from mesh.db import reading
 from mesh.local.procs import RedisServer
@@ -137,6 +137,8 @@ async def pipeline(broker: RocketMQServer, redis_server: RedisServer, tmp_path: 
         parts.client,
         parts.dead_letters(),
         tracer,
+        rocket=rocket_client(settings),
+        breaker=forwarder_breaker(settings, None),
         consumer_config=ConsumerConfig(max_attempts=MAX_ATTEMPTS, claim_idle_ms=1000, claim_every_seconds=0.5),
         registry=registry,
     )
