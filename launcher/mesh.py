@@ -136,6 +136,9 @@ class LocalMesh:
         for endpoint in self.endpoints:
             env = {
                 **os.environ,
+                # Loopback only: operator RPCs (SetStock, ReleaseStock, Refund) and
+                # metrics are not for the network; GRPC_HOST in the environment wins.
+                "GRPC_HOST": os.environ.get("GRPC_HOST", "127.0.0.1"),
                 "GRPC_PORT": str(endpoint.grpc_port),
                 "METRICS_PORT": str(endpoint.metrics_port),
                 "REDIS_URL": self.redis_url,
