@@ -12,9 +12,13 @@ export PATH := $(TOOLS):$(CURDIR)/$(VENV)/bin:$(PATH)
 
 # Debian packages per purpose: a newcomer's `make run` needs only redis-server.
 RUN_DEBS := redis-server
-TEST_DEBS := redis-server mariadb-server prometheus
+# Building and running the image: podman with runc, and debootstrap for its base.
+IMAGE_DEBS := podman buildah debootstrap runc
+TEST_DEBS := redis-server mariadb-server prometheus $(IMAGE_DEBS)
 PYTEST_ARGS ?=
 
+
+.PHONY: image debs-image
 .PHONY: help setup venv debs-run debs-test tools-test rocketmq-jars rocketmq run test test-unit test-integration test-e2e lint protos clean audit bench bench-stock bench-pipeline bench-forwarder
 
 help:
@@ -26,6 +30,7 @@ help:
 	@echo "make test-e2e          e2e tests: the whole local mesh on both profiles"
 	@echo "make lint     ruff + mypy --strict (generated code excluded)"
 	@echo "make protos   regenerate ordermesh/ stubs from protos/"
+	@echo "make image    the one container image (every context) with podman: localhost/ordermesh:dev"
 	@echo "make audit    the global auditor on the local mesh: stock, orders, reservations, money, shipments (ACKED=file)"
 	@echo "make bench    all benchmarks (bench-stock: Redis vs SQL path; bench-pipeline: inserts, PlaceOrder, lag;"
 	@echo "             bench-forwarder: Redis -> RocketMQ relay, RocketMQ -> SQL rows, broker memory)"
@@ -45,6 +50,14 @@ debs-run:
 
 debs-test:
 	@scripts/setup/debs.sh $(TEST_DEBS)
+
+debs-image:
+	@scripts/setup/debs.sh $(IMAGE_DEBS)
+
+# The base (debootstrap) is made once per machine and kept under .tools/podman;
+# the dependency layer is rebuilt only when requirements.lock changes.
+image: venv debs-image
+	@scripts/image/build.sh
 
 tools-test:
 	@scripts/setup/go-tools.sh grpcurl
