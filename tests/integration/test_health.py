@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 from pathlib import Path
 
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -50,3 +53,25 @@ async def test_readiness_follows_redis_while_liveness_stays_up(tmp_path: Path) -
 
         await eventually(not_ready, within=10, what="readiness to drop with Redis")
         assert await status("") == SERVING
+
+
+async def test_the_probe_command_answers_a_compose_healthcheck(tmp_path: Path) -> None:
+    """`python -m mesh.probe readiness` exits 0 only while readiness is SERVING;
+    liveness ("") stays 0 while Redis is away."""
+    redis_port = free_port()
+    settings = CheckoutSettings(
+        grpc_host="127.0.0.1", grpc_port=0, metrics_port=0, redis_url=f"redis://127.0.0.1:{redis_port}/0"
+    )
+    async with serving(await bootstrap(settings)) as (server, _channel):
+        env = {**os.environ, "GRPC_PORT": str(server.port)}
+
+        async def probe(service: str) -> int:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "mesh.probe", service, env=env, stdout=asyncio.subprocess.DEVNULL
+            )
+            return await process.wait()
+
+        assert await probe("readiness") == 1, "Redis is down: not ready"
+        assert await probe("") == 0, "but alive"
+    env["GRPC_PORT"] = str(free_port())
+    assert await probe("") == 1, "nothing answers"
