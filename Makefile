@@ -60,7 +60,7 @@ image: venv debs-image
 	@scripts/image/build.sh
 
 tools-test:
-	@scripts/setup/go-tools.sh grpcurl
+	@scripts/setup/go-tools.sh grpcurl helm
 
 rocketmq-jars:
 	@scripts/setup/rocketmq.sh
