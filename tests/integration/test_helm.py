@@ -157,3 +157,13 @@ def test_every_call_of_the_design_has_a_network_path_and_nothing_else_does() -> 
     for context in services:
         ports = {p["port"] for rule in policies[f"om-{context}"]["ingress"] for p in rule["ports"]}
         assert ports == {50051, 9464}, f"every Service port of {context} has a policy path"
+
+
+def test_the_kustomize_manifests_are_the_charts_rendering() -> None:
+    """k8s/ordermesh.yaml is `make k8s`'s output: regenerate it when the chart changes."""
+    result = helm("template", "ordermesh", str(CHART), "--namespace", "ordermesh", "--kube-version", KUBE_VERSION)
+    assert result.returncode == 0, result.stderr
+    committed = (ROOT / "k8s/ordermesh.yaml").read_text().split("\n", 1)[1]
+    assert committed == result.stdout, "k8s/ordermesh.yaml is stale: run `make k8s`"
+    namespace = yaml.safe_load((ROOT / "k8s/namespace.yaml").read_text())
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
