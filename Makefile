@@ -24,6 +24,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make run      start the whole mesh locally (installs what it needs first)"
 	@echo "              PROFILE=full: with MariaDB and a RocketMQ 5 broker (EVENT_TRANSPORT=rocketmq)"
+	@echo "              TLS=1: mutual TLS between the processes (a local CA under var/<profile>/tls)"
 	@echo "make test     lint + unit, integration and e2e tests against real Redis, SQLite and MariaDB"
 	@echo "make test-unit         unit tests only: in-process, no servers, seconds (needs only the venv)"
 	@echo "make test-integration  integration tests against real Redis, SQLite, MariaDB, RocketMQ"
@@ -87,7 +88,7 @@ RUN_NEEDS := debs-run
 endif
 
 run: venv $(RUN_NEEDS)
-	$(PY) -m launcher --profile $(PROFILE)
+	$(PY) -m launcher --profile $(PROFILE) $(if $(filter 1,$(TLS)),--tls)
 
 test: venv debs-test tools-test rocketmq-jars lint
 	$(PY) -m pytest $(PYTEST_ARGS)

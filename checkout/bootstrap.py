@@ -17,6 +17,7 @@ from mesh.clients import dependency_channels
 from mesh.clock import utc_now
 from mesh.process import new_app
 from mesh.server import App, Registration
+from mesh.tls import channel_credentials
 from ordermesh.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from ordermesh.checkout.v1 import checkout_pb2, checkout_pb2_grpc
 from ordermesh.payment.v1 import payment_pb2, payment_pb2_grpc
@@ -35,6 +36,7 @@ async def bootstrap(settings: CheckoutSettings) -> App:
         {CATALOG: settings.catalog_address, SHIPPING: settings.shipping_address, PAYMENT: settings.payment_address},
         tracer=app.tracer,
         default_timeout=settings.client_deadline_seconds,
+        credentials=channel_credentials(settings),
     )
     catalog, shipping, payment = channels[CATALOG.full_name], channels[SHIPPING.full_name], channels[PAYMENT.full_name]
     breakers = breakers_for(

@@ -41,6 +41,7 @@ from mesh.local.procs import (
     port_owner,
 )
 from mesh.local.rocketmq import RocketMQServer
+from mesh.local.tls import Certificates, make_certificates
 from mesh.settings import EventTransport
 
 CONTEXTS = ("catalog", "checkout", "order", "payment", "shipping")
@@ -93,8 +94,18 @@ def free_offset() -> int:
     raise RuntimeError("no free port range for the mesh")
 
 
-def is_serving(port: int, timeout: float = 1.0) -> bool:
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+def is_serving(port: int, timeout: float = 1.0, certificates: Certificates | None = None) -> bool:
+    target = f"127.0.0.1:{port}"
+    if certificates is None:
+        channel = grpc.insecure_channel(target)
+    else:
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=certificates.ca.read_bytes(),
+            private_key=certificates.key.read_bytes(),
+            certificate_chain=certificates.cert.read_bytes(),
+        )
+        channel = grpc.secure_channel(target, credentials)
+    with channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
         except grpc.RpcError:
@@ -112,6 +123,7 @@ class LocalMesh:
         profile: Profile = Profile(),
         mariadb: MariaDBServer | None = None,
         rocketmq: RocketMQServer | None = None,
+        tls: bool = False,
     ) -> None:
         """``mariadb`` and ``rocketmq``: servers already running (tests share them);
         otherwise the profile's servers are started here, and stopped with the mesh."""
@@ -125,6 +137,8 @@ class LocalMesh:
         self.rocketmq = rocketmq
         self._started: list[MariaDBServer | RocketMQServer | RedisServer] = []
         self.services: dict[str, ManagedProcess] = {}
+        # Mutual TLS between the processes (TLS=1): a private CA under var_dir/tls.
+        self.certificates = make_certificates(self.var_dir / "tls") if tls else None
 
     def address(self, context: str) -> str:
         return f"127.0.0.1:{next(e.grpc_port for e in self.endpoints if e.context == context)}"
@@ -150,6 +164,8 @@ class LocalMesh:
             }
             if self.rocketmq is not None:
                 env["ROCKETMQ_ENDPOINT"] = self.rocketmq.grpc_endpoint
+            if self.certificates is not None:
+                env.update(self.certificates.env())
             if endpoint.context in DATABASES:  # checkout has none
                 variable, name = DATABASES[endpoint.context]
                 env[variable] = self.database_url(name)
@@ -236,7 +252,7 @@ class LocalMesh:
                 process = self.services[context]
                 if not process.alive:
                     raise RuntimeError(f"{context} exited during start-up:\n{process.tail()}")
-                if is_serving(port):
+                if is_serving(port, certificates=self.certificates):
                     del waiting[context]
             if waiting and time.monotonic() > deadline:
                 raise TimeoutError(f"not SERVING after {timeout:.0f}s: {', '.join(sorted(waiting))}")
@@ -261,18 +277,25 @@ def banner(mesh: LocalMesh) -> str:
             f"  {e.context:<9} grpc localhost:{e.grpc_port}   metrics http://localhost:{e.metrics_port}/metrics"
         )
     catalog, payment = mesh.endpoints[0].grpc_port, mesh.endpoints[3].grpc_port
+    certificates = mesh.certificates
+    flags = (
+        "-plaintext"
+        if certificates is None
+        else f"-cacert {certificates.ca} -cert {certificates.cert} -key {certificates.key}"
+    )
     lines += [
         f"  redis     {mesh.redis_url}{' (started here)' if mesh.redis else ''}",
         f"  events    {mesh.profile.transport}"
         + (f" (RocketMQ proxy {mesh.rocketmq.grpc_endpoint})" if mesh.rocketmq else " (Redis Streams)"),
         f"  databases {f'MariaDB 127.0.0.1:{mesh.mariadb.port}' if mesh.mariadb else f'SQLite in {mesh.var_dir}'}",
         f"  logs      {mesh.var_dir / 'logs'}",
+        f"  tls       {'mutual TLS, CA ' + str(certificates.ca) if certificates else 'off (TLS=1 turns it on)'}",
         "",
         "Try:",
-        f"  grpcurl -plaintext localhost:{catalog} list",
-        f"  grpcurl -plaintext -d '{{\"page_size\": 3}}' localhost:{catalog} "
+        f"  grpcurl {flags} localhost:{catalog} list",
+        f"  grpcurl {flags} -d '{{\"page_size\": 3}}' localhost:{catalog} "
         "ordermesh.catalog.v1.CatalogService/ListProducts",
-        f"  grpcurl -plaintext localhost:{payment} grpc.health.v1.Health/Check",
+        f"  grpcurl {flags} localhost:{payment} grpc.health.v1.Health/Check",
         "",
         "Ctrl-C stops everything.",
     ]
@@ -285,6 +308,7 @@ def main() -> None:
     parser.add_argument("--port-offset", type=int, default=0, help="added to every gRPC and metrics port")
     parser.add_argument("--redis-url", default=None)
     parser.add_argument("--profile", choices=sorted(PROFILES), default="embedded")
+    parser.add_argument("--tls", action="store_true", help="mutual TLS between the processes (a local CA)")
     args = parser.parse_args()
 
     stop = False
@@ -299,7 +323,9 @@ def main() -> None:
     # streams, claims and counters are never read by the other's processes.
     var_dir = args.var_dir or Path("var") / args.profile
     redis_url = args.redis_url or os.environ.get("REDIS_URL") or REDIS_URLS[args.profile]
-    mesh = LocalMesh(var_dir, offset=args.port_offset, redis_url=redis_url, profile=PROFILES[args.profile])
+    mesh = LocalMesh(
+        var_dir, offset=args.port_offset, redis_url=redis_url, profile=PROFILES[args.profile], tls=args.tls
+    )
     try:
         mesh.start()
         print(banner(mesh), flush=True)

@@ -52,8 +52,9 @@ def make_channel(
     service: str = "",
     idempotent_methods: Sequence[str] = (),
     max_message_bytes: int = 4 * 1024 * 1024,
+    credentials: grpc.ChannelCredentials | None = None,
 ) -> grpc.aio.Channel:
-    """An insecure aio channel (mTLS is the mesh's job in Kubernetes)."""
+    """An aio channel: plaintext, or mutual TLS with ``credentials`` (mesh.tls)."""
     options: list[tuple[str, object]] = [
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_timeout_ms", 10_000),
@@ -71,7 +72,12 @@ def make_channel(
     ]
     if service and idempotent_methods:
         options.append(("grpc.service_config", retry_service_config(service, idempotent_methods)))
-    channel = TracedChannel(grpc.aio.insecure_channel(target, options=options), tracer, default_timeout)
+    raw = (
+        grpc.aio.insecure_channel(target, options=options)
+        if credentials is None
+        else grpc.aio.secure_channel(target, credentials, options=options)
+    )
+    channel = TracedChannel(raw, tracer, default_timeout)
     return cast(grpc.aio.Channel, channel)  # it stands in for one wherever a stub takes a channel
 
 
@@ -162,6 +168,7 @@ def dependency_channels(
     *,
     tracer: trace.Tracer,
     default_timeout: float,
+    credentials: grpc.ChannelCredentials | None = None,
 ) -> dict[str, grpc.aio.Channel]:
     """One channel per dependency, keyed by its full service name, each with
     retries for the methods its proto marks safe to repeat."""
@@ -172,6 +179,7 @@ def dependency_channels(
             default_timeout=default_timeout,
             service=service.full_name,
             idempotent_methods=retry_safe_methods(service),
+            credentials=credentials,
         )
         for service, address in addresses.items()
     }

@@ -33,6 +33,7 @@ from prometheus_client import CollectorRegistry
 from mesh.metrics import BreakerMetrics, ServerMetrics, serve_metrics
 from mesh.middleware import Middleware, WrappingServer
 from mesh.settings import ServiceSettings
+from mesh.tls import server_credentials
 from mesh.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,12 @@ class Server:
             [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
             self._server,
         )
-        self.port = self._server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+        address = f"{settings.grpc_host}:{settings.grpc_port}"
+        credentials = server_credentials(settings)
+        if credentials is None:
+            self.port = self._server.add_insecure_port(address)
+        else:
+            self.port = self._server.add_secure_port(address, credentials)
         if self.port == 0:
             raise RuntimeError(f"cannot bind gRPC port {settings.grpc_host}:{settings.grpc_port}")
         if settings.metrics_port:

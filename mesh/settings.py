@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal, TypeVar
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LogFormat = Literal["json", "text"]
@@ -65,6 +65,21 @@ class ServiceSettings(BaseSettings):
     # invisible to others (the longest a batch may take before redelivery).
     rocketmq_batch_size: int = Field(32, ge=1, le=32)
     rocketmq_invisible_seconds: int = Field(30, ge=10, le=43200)
+    # Mutual TLS between processes (mesh.tls): all three files, or none.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_ca_file: str = ""
+
+    @model_validator(mode="after")
+    def _tls_files_together(self) -> ServiceSettings:
+        given = [bool(self.tls_cert_file), bool(self.tls_key_file), bool(self.tls_ca_file)]
+        if any(given) and not all(given):
+            raise ValueError("TLS_CERT_FILE, TLS_KEY_FILE and TLS_CA_FILE go together: set all three or none")
+        return self
+
+    @property
+    def tls_enabled(self) -> bool:
+        return bool(self.tls_cert_file)
 
 
 S = TypeVar("S", bound=BaseSettings)

@@ -24,6 +24,7 @@ from mesh.metrics import BreakerMetrics
 from mesh.periodic import PeriodicJob
 from mesh.process import new_app
 from mesh.server import App, Registration
+from mesh.tls import channel_credentials
 from order.events import status_changed
 from order.handlers import Compensator, Dispatcher, PlacedOrders, StatusEvents
 from order.lifecycle import Lifecycle, LifecycleConfig
@@ -88,6 +89,7 @@ async def build_components(
         {CATALOG: settings.catalog_address, PAYMENT: settings.payment_address, SHIPPING: settings.shipping_address},
         tracer=tracer,
         default_timeout=settings.client_deadline_seconds,
+        credentials=channel_credentials(settings),
     )
     catalog, payment, shipping = channels[CATALOG.full_name], channels[PAYMENT.full_name], channels[SHIPPING.full_name]
     breakers = breakers_for(
