@@ -18,7 +18,7 @@ TEST_DEBS := redis-server mariadb-server prometheus $(IMAGE_DEBS)
 PYTEST_ARGS ?=
 
 
-.PHONY: image debs-image k8s tools-helm
+.PHONY: image debs-image k8s tools-helm cluster cluster-down cluster-bins
 .PHONY: help setup venv debs-run debs-test tools-test rocketmq-jars rocketmq run test test-unit test-integration test-e2e lint protos clean audit bench bench-stock bench-pipeline bench-forwarder
 
 help:
@@ -31,6 +31,7 @@ help:
 	@echo "make test-e2e          e2e tests: the whole local mesh on both profiles"
 	@echo "make lint     ruff + mypy --strict (generated code excluded)"
 	@echo "make protos   regenerate ordermesh/ stubs from protos/"
+	@echo "make cluster  a local Kubernetes control plane with kwok nodes (var/cluster/kubeconfig); make cluster-down"
 	@echo "make k8s      regenerate k8s/ordermesh.yaml from the Helm chart (kubectl apply -k k8s/)"
 	@echo "make image    the one container image (every context) with podman: localhost/ordermesh:dev"
 	@echo "make audit    the global auditor on the local mesh: stock, orders, reservations, money, shipments (ACKED=file)"
@@ -55,6 +56,18 @@ debs-test:
 
 debs-image:
 	@scripts/setup/debs.sh $(IMAGE_DEBS)
+
+# A local control plane (etcd, kube-apiserver, controller-manager, scheduler)
+# with kwok nodes, built from the Go module proxy into .tools/cluster (minutes
+# once per machine, seconds after: the Go build cache keeps the work).
+cluster-bins:
+	@scripts/cluster/build.sh
+
+cluster: venv cluster-bins tools-helm
+	@$(PY) -m mesh.local.cluster up
+
+cluster-down: venv
+	@$(PY) -m mesh.local.cluster down
 
 # k8s/ordermesh.yaml: the chart's default rendering, for `kubectl apply -k k8s/`.
 k8s: tools-helm
@@ -90,7 +103,7 @@ endif
 run: venv $(RUN_NEEDS)
 	$(PY) -m launcher --profile $(PROFILE) $(if $(filter 1,$(TLS)),--tls)
 
-test: venv debs-test tools-test rocketmq-jars lint
+test: venv debs-test tools-test rocketmq-jars cluster-bins lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The unit suite starts no process (tests/unit/conftest.py fails it if one does),
@@ -98,7 +111,7 @@ test: venv debs-test tools-test rocketmq-jars lint
 test-unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: venv debs-test tools-test rocketmq-jars
+test-integration: venv debs-test tools-test rocketmq-jars cluster-bins
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
 test-e2e: venv debs-test tools-test rocketmq-jars

@@ -1,0 +1,240 @@
+"""A local Kubernetes control plane with kwok nodes: a real etcd and
+kube-apiserver (with its admission, Pod Security included), controller-manager
+and scheduler, and kwok playing the nodes (pods become Running and Ready
+without running). Built by ``scripts/cluster/build.sh`` into .tools/cluster.
+
+    python -m mesh.local.cluster up     # `make cluster`: starts, writes var/cluster/kubeconfig
+    python -m mesh.local.cluster down   # `make cluster-down`: stops what up started, removes var/cluster
+
+Tests use :class:`LocalCluster` directly (started and stopped by a fixture).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mesh.local.procs import ManagedProcess, free_port, require_binary, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = ROOT / ".tools" / "cluster" / "bin"
+KWOK_VERSION = "v0.8.0"
+# The one fake node; pods schedule onto it and kwok reports them Running and Ready.
+NODE = {
+    "apiVersion": "v1",
+    "kind": "Node",
+    "metadata": {
+        "name": "kwok-node-0",
+        "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+        "labels": {"kubernetes.io/hostname": "kwok-node-0", "type": "kwok"},
+    },
+    "status": {"allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"}},
+}
+
+
+class LocalCluster:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir.absolute()
+        self.kubeconfig = self.workdir / "kubeconfig"
+        self.processes: list[ManagedProcess] = []
+        self.api_port = 0
+
+    def binary(self, name: str) -> str:
+        path = BIN / name
+        if not path.exists():
+            raise RuntimeError(f"{name} not built: run scripts/cluster/build.sh (make cluster builds it)")
+        return str(path)
+
+    def kubectl(self, *args: str, timeout: float = 60, input_: str | None = None) -> subprocess.CompletedProcess[str]:
+        argv = [self.binary("kubectl"), "--kubeconfig", str(self.kubeconfig), *args]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input_)
+
+    def start(self, timeout: float = 60) -> LocalCluster:
+        pki, logs = self.workdir / "pki", self.workdir / "logs"
+        pki.mkdir(parents=True, exist_ok=True)
+        openssl = require_binary("openssl", "apt-get install openssl")
+        subprocess.run([openssl, "genrsa", "-out", str(pki / "sa.key"), "2048"], check=True, capture_output=True)
+        subprocess.run(
+            [openssl, "rsa", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub")],
+            check=True,
+            capture_output=True,
+        )
+        token = secrets.token_hex(16)
+        (pki / "tokens.csv").write_text(f"{token},admin,admin,system:masters\n")
+        etcd_port, peer_port, self.api_port = free_port(), free_port(), free_port()
+        self._write_kubeconfig(token)
+
+        self._run(
+            "etcd",
+            [
+                self.binary("etcd"), "--data-dir", str(self.workdir / "etcd"),
+                "--listen-client-urls", f"http://127.0.0.1:{etcd_port}",
+                "--advertise-client-urls", f"http://127.0.0.1:{etcd_port}",
+                "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
+                "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
+                "--initial-cluster", f"default=http://127.0.0.1:{peer_port}",
+                "--quota-backend-bytes", str(512 * 1024 * 1024),
+            ],
+            logs,
+        )  # fmt: skip
+        self._run(
+            "kube-apiserver",
+            [
+                self.binary("kube-apiserver"),
+                "--etcd-servers", f"http://127.0.0.1:{etcd_port}",
+                "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
+                "--secure-port", str(self.api_port), "--cert-dir", str(pki),
+                "--token-auth-file", str(pki / "tokens.csv"),
+                "--authorization-mode", "RBAC",
+                "--service-cluster-ip-range", "10.96.0.0/16",
+                "--service-account-issuer", "https://kubernetes.default.svc",
+                "--service-account-key-file", str(pki / "sa.pub"),
+                "--service-account-signing-key-file", str(pki / "sa.key"),
+                "--allow-privileged=false",
+            ],
+            logs,
+        )  # fmt: skip
+        wait_until(lambda: self.kubectl("get", "--raw", "/readyz", timeout=5).returncode == 0, timeout, "apiserver")
+        controller_port, scheduler_port = free_port(), free_port()
+        self._run(
+            "kube-controller-manager",
+            [
+                self.binary("kube-controller-manager"), "--kubeconfig", str(self.kubeconfig),
+                "--service-account-private-key-file", str(pki / "sa.key"),
+                "--leader-elect=false", "--bind-address", "127.0.0.1", "--secure-port", str(controller_port),
+                "--controllers", "*,-nodeipam",
+            ],
+            logs,
+        )  # fmt: skip
+        self._run(
+            "kube-scheduler",
+            [
+                self.binary("kube-scheduler"), "--kubeconfig", str(self.kubeconfig), "--leader-elect=false",
+                "--bind-address", "127.0.0.1", "--secure-port", str(scheduler_port),
+            ],
+            logs,
+        )  # fmt: skip
+        stages = self.workdir / "kwok-stages.yaml"
+        stages.write_text(_kwok_stages())
+        self._run(
+            "kwok",
+            [
+                self.binary("kwok"), "--kubeconfig", str(self.kubeconfig), "--config", str(stages),
+                "--manage-all-nodes=false",
+                "--manage-nodes-with-annotation-selector", "kwok.x-k8s.io/node=fake",
+                "--cidr", "10.244.0.0/16", "--node-ip", "10.0.0.10",
+            ],
+            logs,
+        )  # fmt: skip
+        created = self.kubectl("apply", "-f", "-", input_=json.dumps(NODE))
+        if created.returncode != 0:
+            raise RuntimeError(f"cannot create the kwok node: {created.stderr}")
+        wait_until(self._node_ready, timeout, "the kwok node to be Ready")
+        wait_until(lambda: self.kubectl("get", "serviceaccount", "default").returncode == 0, timeout, "the default SA")
+        return self
+
+    def _node_ready(self) -> bool:
+        """Ready, and untainted: the node lifecycle controller lifts the not-ready
+        taint the API server put on the new node only once it saw it Ready."""
+        found = self.kubectl("get", "node", "kwok-node-0", "-o", "json")
+        if found.returncode != 0:
+            return False
+        node = json.loads(found.stdout)
+        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"].get("conditions", []))
+        return ready and not node["spec"].get("taints")
+
+    def _write_kubeconfig(self, token: str) -> None:
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "local",
+                    "cluster": {"server": f"https://127.0.0.1:{self.api_port}", "insecure-skip-tls-verify": True},
+                }
+            ],
+            "users": [{"name": "admin", "user": {"token": token}}],
+            "contexts": [{"name": "local", "context": {"cluster": "local", "user": "admin"}}],
+            "current-context": "local",
+        }
+        self.kubeconfig.write_text(json.dumps(config))
+        self.kubeconfig.chmod(0o600)
+
+    def _run(self, name: str, argv: list[str], logs: Path) -> None:
+        process = ManagedProcess(name, argv, logs / f"{name}.log")
+        process.start()
+        self.processes.append(process)
+
+    def pids(self) -> list[int]:
+        return [p.proc.pid for p in self.processes if p.proc is not None]
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop(timeout=15)
+        self.processes.clear()
+
+
+def _kwok_stages() -> str:
+    """kwok's own "fast" node and pod stages, from its module (the Go module cache)."""
+    gomodcache = subprocess.run(
+        [require_binary("go", "install Go"), "env", "GOMODCACHE"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    base = Path(gomodcache) / f"sigs.k8s.io/kwok@{KWOK_VERSION}" / "kustomize" / "stage"
+    files = sorted((base / "node" / "fast").glob("*.yaml")) + sorted((base / "pod" / "fast").glob("*.yaml"))
+    if not files:
+        raise RuntimeError(f"kwok's stages not found under {base}: run scripts/cluster/build.sh")
+    return "\n---\n".join(f.read_text() for f in files)
+
+
+def main() -> None:
+    command = sys.argv[1] if len(sys.argv) > 1 else "up"
+    workdir = ROOT / "var" / "cluster"
+    pidfile = workdir / "pids"
+    if command == "up":
+        if pidfile.exists() and any(_alive(int(p)) for p in pidfile.read_text().split()):
+            print(f"a cluster is already running (pids in {pidfile}); `make cluster-down` stops it")
+            raise SystemExit(1)
+        cluster = LocalCluster(workdir)
+        try:
+            cluster.start()
+        except (RuntimeError, TimeoutError) as error:
+            cluster.stop()
+            print(f"cluster: {error}", file=sys.stderr)
+            raise SystemExit(1) from None
+        pidfile.write_text(" ".join(map(str, cluster.pids())))
+        print(f"cluster is up: export KUBECONFIG={cluster.kubeconfig}\n`make cluster-down` stops it.")
+        os._exit(0)  # leave the processes running (they are in sessions of their own)
+    elif command == "down":
+        pids = [int(p) for p in pidfile.read_text().split()] if pidfile.exists() else []
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        subprocess.run(["rm", "-rf", str(workdir)], check=False)
+        print(f"cluster stopped ({len(pids)} processes), {workdir} removed")
+    else:
+        print("usage: python -m mesh.local.cluster [up | down]", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+if __name__ == "__main__":
+    main()
