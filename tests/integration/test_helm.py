@@ -35,6 +35,7 @@ VALUE_SETS = {
     ],
     "autoscaling": ["--set", "autoscaling.enabled=true"],
     "no-network-policy-no-pdb": ["--set", "networkPolicy.enabled=false", "--set", "podDisruptionBudget.enabled=false"],
+    "tls": ["--set", "tls.enabled=true", "--set", "tls.secretName=shop-tls"],
 }  # fmt: skip
 
 
@@ -97,16 +98,33 @@ def test_every_container_is_restricted_probed_and_bounded(name: str) -> None:
             assert security["runAsNonRoot"] is True, where
             assert security["capabilities"]["drop"] == ["ALL"], where
             assert security["seccompProfile"]["type"] == "RuntimeDefault", where
+            services = {}
             for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-                assert container[probe]["grpc"]["port"] == 50051, (where, probe)
+                if "grpc" in container[probe]:  # the kubelet's own gRPC probe
+                    assert container[probe]["grpc"]["port"] == 50051, (where, probe)
+                    services[probe] = container[probe]["grpc"]["service"]
+                else:  # with mutual TLS: the image's probe, presenting the pod's certificate
+                    command = container[probe]["exec"]["command"]
+                    assert command[:3] == ["python3", "-m", "mesh.probe"], (where, probe)
+                    services[probe] = command[3]
             assert container["livenessProbe"] != container["readinessProbe"], where
-            assert container["livenessProbe"]["grpc"]["service"] == ""
-            assert container["readinessProbe"]["grpc"]["service"] == "readiness"
+            assert services == {"startupProbe": "", "livenessProbe": "", "readinessProbe": "readiness"}, where
             assert {"cpu", "memory"} <= set(container["resources"]["requests"]), where
             assert {"cpu", "memory"} <= set(container["resources"]["limits"]), where
             pause = container["lifecycle"]["preStop"]["sleep"]["seconds"]
         config = of_kind(docs, "ConfigMap")[0]["data"]
         assert pod["terminationGracePeriodSeconds"] > pause + int(config["SHUTDOWN_GRACE_SECONDS"]), where
+
+
+def test_with_tls_every_pod_gets_the_certificates_and_probes_over_tls() -> None:
+    for deployment in of_kind(render(*VALUE_SETS["tls"]), "Deployment"):
+        pod = deployment["spec"]["template"]["spec"]
+        [container] = pod["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["TLS_CA_FILE"] == "/etc/ordermesh/tls/ca.crt" and env["TLS_CERT_FILE"].endswith("tls.crt")
+        [tls] = [v for v in pod["volumes"] if v["name"] == "tls"]
+        assert tls["secret"]["secretName"] == "shop-tls" and pod["securityContext"]["fsGroup"] == 10001
+        assert "exec" in container["readinessProbe"]
 
 
 def test_connection_strings_live_only_in_the_secret() -> None:

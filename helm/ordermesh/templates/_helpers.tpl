@@ -34,3 +34,15 @@ address, balanced by the client (round_robin), not one connection to one pod. */
 {{- define "ordermesh.address" -}}
 dns:///{{ include "ordermesh.name" . }}-headless:50051
 {{- end -}}
+
+{{/* A health probe of one gRPC health service: the kubelet's native gRPC probe,
+or, with mutual TLS, `python -m mesh.probe` inside the container (it presents
+the pod's certificate; the kubelet's probe cannot). */}}
+{{- define "ordermesh.probe" -}}
+{{- if .root.Values.tls.enabled -}}
+exec:
+  command: ["python3", "-m", "mesh.probe", {{ .service | quote }}]
+{{- else -}}
+grpc: {port: 50051, service: {{ .service | quote }}}
+{{- end -}}
+{{- end -}}
