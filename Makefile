@@ -150,4 +150,4 @@ protos: venv
 	$(PY) scripts/gen_protos.py
 
 clean:
-	rm -rf var .mypy_cache .ruff_cache .pytest_cache
+	rm -rf var build .mypy_cache .ruff_cache .pytest_cache
