@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -149,6 +149,36 @@ class World:
         async with open_sources(settings) as sources:
             checks = await audit(sources, window=timedelta(minutes=31), clock=self.clock)
         assert clean(checks), render(checks)
+
+    @asynccontextmanager
+    async def checkout_with_slow_payment(
+        self, *, latency: float, failure_rate: float = 0.0, deadline: float
+    ) -> AsyncIterator[checkout_pb2_grpc.CheckoutServiceAsyncStub]:
+        """A checkout whose payment (this world's database) answers after ``latency``
+        seconds, or refuses a share of charges, called with ``deadline``."""
+        slow = PaymentSettings(
+            grpc_host="127.0.0.1",
+            grpc_port=0,
+            metrics_port=0,
+            database_url=self.payment_url,
+            payment_latency_seconds=latency,
+            payment_failure_rate=failure_rate,
+        )
+        async with AsyncExitStack() as stack:
+            slow_server, _ = await stack.enter_async_context(serving(await payment_bootstrap(slow)))
+            checkout_settings = CheckoutSettings(
+                grpc_host="127.0.0.1",
+                grpc_port=0,
+                metrics_port=0,
+                redis_url=self.settings.redis_url,
+                catalog_address=self.settings.catalog_address,
+                shipping_address=self.settings.shipping_address,
+                payment_address=f"127.0.0.1:{slow_server.port}",
+                payment_deadline_seconds=deadline,
+                order_updates_stream=self.settings.order_updates_stream,
+            )
+            _, channel = await stack.enter_async_context(serving(await checkout_bootstrap(checkout_settings)))
+            yield checkout_pb2_grpc.CheckoutServiceStub(channel)
 
     async def start_shipping(self) -> None:
         self.shipping_server = Server(await shipping_bootstrap(self.shipping_settings))
@@ -361,30 +391,11 @@ async def test_shipping_that_never_ships_gives_up_only_after_asking_and_compensa
 async def test_payment_past_the_deadline_leaves_pending_then_reconciles(world: World, charged: bool) -> None:
     """Checkout with a payment slower than its deadline (or failing): PENDING, then the
     reconcile worker settles it by asking payment."""
-    slow = PaymentSettings(
-        grpc_host="127.0.0.1",
-        grpc_port=0,
-        metrics_port=0,
-        database_url=world.payment_url,
-        payment_latency_seconds=1.0 if charged else 0.0,
-        payment_failure_rate=0.0 if charged else 1.0,
-    )
     before = await world.stock()
-    async with AsyncExitStack() as stack:
-        slow_server, _ = await stack.enter_async_context(serving(await payment_bootstrap(slow)))
-        checkout_settings = CheckoutSettings(
-            grpc_host="127.0.0.1",
-            grpc_port=0,
-            metrics_port=0,
-            redis_url=world.settings.redis_url,
-            catalog_address=world.settings.catalog_address,
-            shipping_address=world.settings.shipping_address,
-            payment_address=f"127.0.0.1:{slow_server.port}",
-            payment_deadline_seconds=0.3,
-            order_updates_stream=world.settings.order_updates_stream,
-        )
-        _, checkout_channel = await stack.enter_async_context(serving(await checkout_bootstrap(checkout_settings)))
-        answer = await checkout_pb2_grpc.CheckoutServiceStub(checkout_channel).PlaceOrder(
+    async with world.checkout_with_slow_payment(
+        latency=1.0 if charged else 0.0, failure_rate=0.0 if charged else 1.0, deadline=0.3
+    ) as checkout:
+        answer = await checkout.PlaceOrder(
             checkout_pb2.PlaceOrderRequest(
                 request_id=uuid.uuid4().hex,
                 user_id="slowpoke",
@@ -491,30 +502,10 @@ async def test_a_cancel_while_the_charge_is_in_flight_keeps_no_money(world: Worl
     cancels the stored PENDING order meanwhile. The charge is stored before
     the cancel and answered after it: the compensator's refund finds it, and
     no money stays on the cancelled order."""
-    slow = PaymentSettings(
-        grpc_host="127.0.0.1",
-        grpc_port=0,
-        metrics_port=0,
-        database_url=world.payment_url,
-        payment_latency_seconds=1.5,
-    )
     before = await world.stock()
-    async with AsyncExitStack() as stack:
-        slow_server, _ = await stack.enter_async_context(serving(await payment_bootstrap(slow)))
-        checkout_settings = CheckoutSettings(
-            grpc_host="127.0.0.1",
-            grpc_port=0,
-            metrics_port=0,
-            redis_url=world.settings.redis_url,
-            catalog_address=world.settings.catalog_address,
-            shipping_address=world.settings.shipping_address,
-            payment_address=f"127.0.0.1:{slow_server.port}",
-            payment_deadline_seconds=5,
-            order_updates_stream=world.settings.order_updates_stream,
-        )
-        _, checkout_channel = await stack.enter_async_context(serving(await checkout_bootstrap(checkout_settings)))
+    async with world.checkout_with_slow_payment(latency=1.5, deadline=5) as checkout:
         placing = asyncio.ensure_future(
-            checkout_pb2_grpc.CheckoutServiceStub(checkout_channel).PlaceOrder(
+            checkout.PlaceOrder(
                 checkout_pb2.PlaceOrderRequest(
                     request_id=uuid.uuid4().hex,
                     user_id="hasty",
