@@ -110,7 +110,8 @@ async def open_sources(settings: AuditSettings) -> AsyncIterator[Sources]:
 
 async def read(sources: Sources) -> Snapshot:
     catalog = sources.catalog
-    snapshot = Snapshot(await audit_stock(sources.redis_stock, Ledger(catalog), SqlPath(catalog)))
+    # One look: the auditor's own settle loop looks again at everything.
+    snapshot = Snapshot(await audit_stock(sources.redis_stock, Ledger(catalog), SqlPath(catalog), looks=1))
     snapshot.reservations = await _reservations(sources.redis_stock, catalog)
     for shard, engine in enumerate(sources.orders):
         snapshot.orders += await _orders(engine, shard)

@@ -27,8 +27,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from launcher.topology import mesh_topology
 from mesh.local.procs import (
@@ -42,6 +41,7 @@ from mesh.local.procs import (
 )
 from mesh.local.rocketmq import RocketMQServer
 from mesh.local.tls import Certificates, make_certificates
+from mesh.probe import health_status
 from mesh.settings import EventTransport
 
 CONTEXTS = ("catalog", "checkout", "order", "payment", "shipping")
@@ -95,22 +95,9 @@ def free_offset() -> int:
 
 
 def is_serving(port: int, timeout: float = 1.0, certificates: Certificates | None = None) -> bool:
-    target = f"127.0.0.1:{port}"
-    if certificates is None:
-        channel = grpc.insecure_channel(target)
-    else:
-        credentials = grpc.ssl_channel_credentials(
-            root_certificates=certificates.ca.read_bytes(),
-            private_key=certificates.key.read_bytes(),
-            certificate_chain=certificates.cert.read_bytes(),
-        )
-        channel = grpc.secure_channel(target, credentials)
-    with channel:
-        try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
-        except grpc.RpcError:
-            return False
-    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+    credentials = certificates.credentials() if certificates is not None else None
+    status = health_status(f"127.0.0.1:{port}", credentials=credentials, timeout=timeout)
+    return bool(status == health_pb2.HealthCheckResponse.SERVING)
 
 
 class LocalMesh:

@@ -15,11 +15,12 @@ import grpc
 from mesh.settings import ServiceSettings
 
 
-def _read(settings: ServiceSettings) -> tuple[bytes, bytes, bytes]:
-    return (
-        Path(settings.tls_cert_file).read_bytes(),
-        Path(settings.tls_key_file).read_bytes(),
-        Path(settings.tls_ca_file).read_bytes(),
+def credentials_from_files(ca: str | Path, cert: str | Path, key: str | Path) -> grpc.ChannelCredentials:
+    """A client's side of mutual TLS: its certificate and key, and the CA that signs servers'."""
+    return grpc.ssl_channel_credentials(
+        root_certificates=Path(ca).read_bytes(),
+        private_key=Path(key).read_bytes(),
+        certificate_chain=Path(cert).read_bytes(),
     )
 
 
@@ -27,7 +28,9 @@ def server_credentials(settings: ServiceSettings) -> grpc.ServerCredentials | No
     """None: plaintext. Otherwise clients must present a certificate the CA signed."""
     if not settings.tls_enabled:
         return None
-    cert, key, ca = _read(settings)
+    cert, key, ca = (
+        Path(f).read_bytes() for f in (settings.tls_cert_file, settings.tls_key_file, settings.tls_ca_file)
+    )
     return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=True)
 
 
@@ -35,5 +38,4 @@ def channel_credentials(settings: ServiceSettings) -> grpc.ChannelCredentials | 
     """None: plaintext. Otherwise this process's certificate, and the CA that signs servers'."""
     if not settings.tls_enabled:
         return None
-    cert, key, ca = _read(settings)
-    return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+    return credentials_from_files(settings.tls_ca_file, settings.tls_cert_file, settings.tls_key_file)

@@ -79,11 +79,9 @@ class StatusEvents:
 
 def _changed_to(message: Message, status: Status) -> bool:
     envelope = parse(message.payload)
-    return envelope.WhichOneof(
-        "payload"
-    ) == "order_status_changed" and envelope.order_status_changed.to_status == common_pb2.OrderStatus.Value(
-        status.value
-    )
+    if envelope.WhichOneof("payload") != "order_status_changed":
+        return False
+    return envelope.order_status_changed.to_status == common_pb2.OrderStatus.Value(status.value)
 
 
 class Dispatcher:

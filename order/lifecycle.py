@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 
 from mesh.clock import Clock
 from mesh.errors import FailedPrecondition, NotFound, Unavailable
+from mesh.paging import decode_position, encode_position
 from order.orders import Applied, Order, Transition
 from order.ports import Gateway
 from order.shards import Shards
@@ -25,6 +26,9 @@ from order.state import Status, allowed
 from order.store import OrderStore
 
 log = logging.getLogger(__name__)
+# The money sweeps' marks (OrderStore.mark).
+CANCELLED_SWEEP = "cancelled"
+CAPTURES_SWEEP = "captures"
 
 
 @dataclass(frozen=True)
@@ -192,20 +196,17 @@ class Lifecycle:
         outage stops the walk there (never skips an order), to go on next time."""
         refunded = 0
         for store in self._shards.stores:
-            mark = await store.sweep_mark()
+            mark = decode_position(await store.mark(CANCELLED_SWEEP))
             for order in await store.cancelled_after(mark, now - self._config.money_settle_after, self._config.batch):
                 try:
-                    state = await self._remote.payment(order.order_id)
-                    if state.status == "CAPTURED":
+                    if (await self._remote.payment(order.order_id)).status == "CAPTURED":
                         log.warning("money sweep: %s is CANCELLED and still captured: refunding", order.order_id)
-                        await self._remote.refund(order.order_id, "order cancelled (money reconciliation)")
+                        await self._refund(order.order_id, "order cancelled (money reconciliation)")
                         refunded += 1
-                        if self._on_refund is not None:
-                            self._on_refund()
                 except Unavailable as error:
                     log.warning("money sweep stops at %s until payment answers: %s", order.order_id, error)
                     break
-                await store.set_sweep_mark(order.updated_at, order.order_id)
+                await store.set_mark(CANCELLED_SWEEP, encode_position(order.updated_at, order.order_id))
         return refunded
 
     async def refund_orphans(self, now: datetime) -> int:
@@ -213,12 +214,11 @@ class Lifecycle:
         stored (its OrderPlaced lost or dead-lettered, or a charge made by hand)
         once ``orphan_after`` has passed since the charge are refunded. It walks
         payment's captures oldest first, a page per run, from where it stopped
-        (kept on the first shard); the last page is read again until it fills."""
-        mark = self._shards.stores[0]
-        token = await mark.payment_sweep_token()
+        (kept on the first shard): each capture is looked at once."""
+        marks = self._shards.stores[0]
         try:
-            order_ids, next_token = await self._remote.captured(
-                now - self._config.orphan_after, token, self._config.batch
+            order_ids, resume = await self._remote.captured(
+                now - self._config.orphan_after, await marks.mark(CAPTURES_SWEEP), self._config.batch
             )
         except Unavailable as error:
             log.warning("money sweep: payment cannot list captures now: %s", error)
@@ -230,16 +230,19 @@ class Lifecycle:
                 if store is not None and await store.get(order_id) is not None:
                     continue
                 log.warning("money sweep: %s was captured and no order was ever stored: refunding", order_id)
-                await self._remote.refund(order_id, "no order was stored for this payment (money reconciliation)")
+                await self._refund(order_id, "no order was stored for this payment (money reconciliation)")
             except Unavailable as error:
                 log.warning("money sweep stops at %s until payment answers: %s", order_id, error)
                 return refunded
             refunded += 1
-            if self._on_refund is not None:
-                self._on_refund()
-        if next_token:
-            await mark.set_payment_sweep_token(next_token)
+        if resume:
+            await marks.set_mark(CAPTURES_SWEEP, resume)
         return refunded
+
+    async def _refund(self, order_id: str, reason: str) -> None:
+        await self._remote.refund(order_id, reason)
+        if self._on_refund is not None:
+            self._on_refund()
 
     async def expire(self, now: datetime) -> int:
         """AWAITING_REVIEW orders nobody reviewed in time are cancelled."""

@@ -79,23 +79,14 @@ applied_events = Table(
     mysql_collate="utf8mb4_unicode_ci",
 )
 
-# How far the money sweep got through this shard's CANCELLED orders (one row):
-# the (updated_at, order_id) of the last order whose payment it settled.
-money_sweep = Table(
-    "money_sweep",
+# Where each money sweep's walk stands, one row per sweep: an opaque position
+# to go on from (the last CANCELLED order settled, on every shard; the
+# ListPayments token after the last capture looked at, on the first shard).
+sweep_marks = Table(
+    "sweep_marks",
     metadata,
-    Column("id", Integer, primary_key=True),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-    Column("order_id", String(64), nullable=False),
-)
-
-# Where the money sweep's walk through captured payments stands (one row, on
-# the first shard): the ListPayments page token it goes on from.
-payment_sweep = Table(
-    "payment_sweep",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("page_token", String(400), nullable=False),
+    Column("sweep", String(32), primary_key=True),
+    Column("position", String(400), nullable=False),
 )
 
 # Reconcile's backoff per PENDING order: how often payment was asked without an

@@ -26,7 +26,7 @@ class Gateway(Protocol):
         """Refund what was captured; nothing captured is not an error."""
 
     async def captured(self, created_before: datetime, page_token: str, page_size: int) -> tuple[list[str], str]:
-        """A page of captured payments' order ids, oldest first, and the next token."""
+        """A page of captured payments' order ids, oldest first, and the token after the last of them."""
 
     async def shipment(self, order_id: str) -> str | None:
         """The tracking id of the order's shipment, None if there is none."""

@@ -63,14 +63,15 @@ class Remote(Gateway):
 
     async def captured(self, created_before: datetime, page_token: str, page_size: int) -> tuple[list[str], str]:
         """A page of captured payments created before ``created_before``, oldest
-        first: their order ids, and the next page's token ("" on the last page)."""
+        first, after ``page_token``: their order ids, and the token after the
+        last of them ("" for an empty page: go on from where it was)."""
         before = Timestamp()
         before.FromDatetime(created_before)
         request = payment_pb2.ListPaymentsRequest(
             status=payment_pb2.CAPTURED, created_before=before, page_size=page_size, page_token=page_token
         )
         page = await self._call("payment", lambda: self._payment.ListPayments(request))
-        return [p.order_id for p in page.payments], str(page.next_page_token)
+        return [p.order_id for p in page.payments], str(page.resume_token)
 
     async def shipment(self, order_id: str) -> str | None:
         """The tracking id of the order's shipment, None if shipping has none."""

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, bindparam, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, insert, or_, select, update
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -19,13 +19,12 @@ from mesh.paging import after_position
 from order.decisions import Current, decide
 from order.models import (
     applied_events,
-    money_sweep,
     order_history,
     order_items,
     order_outbox,
     orders,
-    payment_sweep,
     reconcile_checks,
+    sweep_marks,
 )
 from order.orders import Applied, Change, Item, Order, Transition
 from order.rows import currency_of, item_row, order_from, order_row
@@ -213,35 +212,17 @@ class OrderStore:
             rows = (await connection.execute(query)).all()
             return await self._complete(connection, rows)
 
-    async def sweep_mark(self) -> tuple[datetime, str] | None:
+    async def mark(self, sweep: str) -> str:
+        """Where ``sweep`` stopped ("" before its first run)."""
         async with reading(self.engine) as connection:
-            row = (await connection.execute(select(money_sweep).where(money_sweep.c.id == 1))).first()
-        return (as_utc(row.updated_at), row.order_id) if row is not None else None
+            query = select(sweep_marks.c.position).where(sweep_marks.c.sweep == sweep)
+            row = (await connection.execute(query)).first()
+        return str(row.position) if row is not None else ""
 
-    async def set_sweep_mark(self, at: datetime, order_id: str) -> None:
-        async def work(connection: AsyncConnection) -> None:
-            changed = await connection.execute(
-                update(money_sweep).where(money_sweep.c.id == 1).values(updated_at=at, order_id=order_id)
-            )
-            if changed.rowcount == 0:
-                await connection.execute(insert(money_sweep).values(id=1, updated_at=at, order_id=order_id))
-
-        await self._transaction(work)
-
-    async def payment_sweep_token(self) -> str:
-        async with reading(self.engine) as connection:
-            row = (await connection.execute(select(payment_sweep.c.page_token).where(payment_sweep.c.id == 1))).first()
-        return str(row.page_token) if row is not None else ""
-
-    async def set_payment_sweep_token(self, token: str) -> None:
-        async def work(connection: AsyncConnection) -> None:
-            changed = await connection.execute(
-                update(payment_sweep).where(payment_sweep.c.id == 1).values(page_token=token)
-            )
-            if changed.rowcount == 0:
-                await connection.execute(insert(payment_sweep).values(id=1, page_token=token))
-
-        await self._transaction(work)
+    async def set_mark(self, sweep: str, position: str) -> None:
+        await self._transaction(
+            lambda connection: _upsert(connection, sweep_marks, {"sweep": sweep}, {"position": position})
+        )
 
     async def in_status(self, status: Status, updated_before: datetime, limit: int) -> list[Order]:
         query = (
@@ -276,15 +257,10 @@ class OrderStore:
         return [(order, row.checks or 0) for order, row in zip(found, rows, strict=True)]
 
     async def postpone_check(self, order_id: str, checks: int, next_at: datetime) -> None:
-        async def work(connection: AsyncConnection) -> None:
-            values = {"checks": checks, "next_at": next_at}
-            changed = await connection.execute(
-                update(reconcile_checks).where(reconcile_checks.c.order_id == order_id).values(**values)
-            )
-            if changed.rowcount == 0:
-                await connection.execute(insert(reconcile_checks).values(order_id=order_id, **values))
-
-        await self._transaction(work)
+        values = {"checks": checks, "next_at": next_at}
+        await self._transaction(
+            lambda connection: _upsert(connection, reconcile_checks, {"order_id": order_id}, values)
+        )
 
     async def _complete(self, connection: AsyncConnection, rows: Sequence[Any]) -> list[Order]:
         ids = [r.order_id for r in rows]
@@ -318,3 +294,10 @@ class OrderStore:
         async with UnitOfWork(self.engine) as uow:
             await uow.connection.execute(order_outbox.delete().where(order_outbox.c.id.in_(ids)))
             await uow.commit()
+
+
+async def _upsert(connection: AsyncConnection, table: Table, key: dict[str, Any], values: dict[str, Any]) -> None:
+    """Update the row with ``key``, or insert it (inside the caller's transaction)."""
+    where = [table.c[column] == value for column, value in key.items()]
+    if (await connection.execute(update(table).where(*where).values(**values))).rowcount == 0:
+        await connection.execute(insert(table).values(**key, **values))

@@ -110,7 +110,8 @@ class Payments:
         # One extra row tells whether another page exists.
         rows = await self._store.page(status, created_before, decode_position(page_token), size + 1)
         page = rows[:size]
-        return PaymentPage(page, _position(page[-1]) if len(rows) > size else "")
+        resume = _position(page[-1]) if page else ""
+        return PaymentPage(page, resume if len(rows) > size else "", resume)
 
 
 DEFAULT_PAGE = 100
@@ -120,7 +121,8 @@ MAX_PAGE = 500
 @dataclass(frozen=True)
 class PaymentPage:
     payments: list[Payment]
-    next_page_token: str
+    next_page_token: str  # empty on the last page
+    resume_token: str  # after this page's last payment, even on the last page
 
 
 def _position(last: Payment) -> str:

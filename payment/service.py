@@ -59,7 +59,9 @@ class PaymentService(payment_pb2_grpc.PaymentServiceServicer):
         before = request.created_before.ToDatetime(tzinfo=UTC) if request.HasField("created_before") else None
         page = await self._payments.list(status, before, request.page_size, request.page_token)
         return payment_pb2.ListPaymentsResponse(
-            payments=[to_proto(p) for p in page.payments], next_page_token=page.next_page_token
+            payments=[to_proto(p) for p in page.payments],
+            next_page_token=page.next_page_token,
+            resume_token=page.resume_token,
         )
 
 

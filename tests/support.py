@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -25,11 +26,15 @@ async def serving(app: App) -> AsyncIterator[tuple[Server, grpc.aio.Channel]]:
         await server.stop()
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 10.0, what: str = "condition") -> None:
-    """Poll ``check`` until it is true or the deadline passes (no blind sleeps)."""
+async def eventually(
+    check: Callable[[], Awaitable[bool] | bool], within: float = 10.0, what: str = "condition", every: float = 0.02
+) -> None:
+    """Poll ``check`` (a coroutine function or a plain one) until it is true or
+    the deadline passes (no blind sleeps)."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        if await check():
+        result = check()
+        if await result if inspect.isawaitable(result) else result:
             return
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(every)
     raise AssertionError(f"timed out after {within}s waiting for {what}")

@@ -8,7 +8,10 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
+
 from mesh.local.procs import require_binary
+from mesh.tls import credentials_from_files
 
 
 @dataclass(frozen=True)
@@ -16,6 +19,10 @@ class Certificates:
     ca: Path
     cert: Path
     key: Path
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        """A client's side of mutual TLS with this certificate."""
+        return credentials_from_files(self.ca, self.cert, self.key)
 
     def env(self) -> dict[str, str]:
         """The settings every process reads (mesh.tls)."""

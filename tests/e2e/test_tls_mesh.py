@@ -38,11 +38,7 @@ async def test_an_order_is_paid_and_shipped_with_every_hop_over_mutual_tls(tls_m
     assert certificates is not None
     port = next(e.grpc_port for e in tls_mesh.endpoints if e.context == "checkout")
     assert not is_serving(port), "a plaintext health check is refused"
-    credentials = grpc.ssl_channel_credentials(
-        root_certificates=certificates.ca.read_bytes(),
-        private_key=certificates.key.read_bytes(),
-        certificate_chain=certificates.cert.read_bytes(),
-    )
+    credentials = certificates.credentials()
     async with (
         grpc.aio.secure_channel(f"localhost:{port}", credentials) as checkout_channel,
         grpc.aio.secure_channel(tls_mesh.address("order").replace("127.0.0.1", "localhost"), credentials) as order,

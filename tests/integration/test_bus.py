@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from sqlalchemy import MetaData
 from mesh.bus import BatchOutcome, Message, encode_fields
 from mesh.bus.dead_letters import SqlDeadLetters, dead_letters_table, replay
 from mesh.bus.redis_streams import ConsumerConfig, RedisPublisher, StreamConsumer, trim_acknowledged
-from mesh.clock import utc_now
+from mesh.clock import Clock, utc_now
 from mesh.db import create_engine, create_schema
 from mesh.local.procs import RedisServer
 from mesh.telemetry import inject_context
@@ -60,11 +61,16 @@ class Bus:
     exporter: InMemorySpanExporter
 
     def consumer(
-        self, handler: Any, name: str = "c1", group: str = "g", config: ConsumerConfig = FAST
+        self,
+        handler: Any,
+        name: str = "c1",
+        group: str = "g",
+        config: ConsumerConfig = FAST,
+        clock: Clock = utc_now,
     ) -> StreamConsumer:
         return StreamConsumer(
             self.client, self.stream, group, handler, self.dead,
-            tracer=self.provider.get_tracer("test"), config=config, consumer=name,
+            tracer=self.provider.get_tracer("test"), config=config, consumer=name, clock=clock,
         )  # fmt: skip
 
     async def publish(self, order_id: str) -> str:
@@ -294,12 +300,13 @@ async def test_a_message_waiting_for_a_dependency_is_never_dead_lettered_for_the
     after ``max_defer_seconds``; one for an outage waits as long as it lasts."""
     await bus.publish("o-wait")
     config = ConsumerConfig(batch_size=10, block_ms=20, max_attempts=3, max_defer_seconds=0.05)
-    consumer = bus.consumer(DependencyDown(patient), config=config)
-    await consumer.run_until_idle()
-    await asyncio.sleep(0.1)  # longer than max_defer_seconds
-    await consumer.run_until_idle()
+    later = utc_now() + timedelta(seconds=1)  # longer than max_defer_seconds after the publish
+    waiting = bus.consumer(DependencyDown(patient), config=config)
+    await waiting.run_until_idle()
+    await bus.consumer(DependencyDown(patient), config=config, clock=lambda: later).run_until_idle()
     letters = await bus.dead.pending()
     if patient:
-        assert letters == [] and await pending_count(bus) == 1, "still waiting, attempts unspent"
+        assert letters == [] and await pending_count(bus) == 1, "still waiting"
+        assert await bus.client.hlen(f"bus:attempts:{bus.stream}:g") == 0, "no attempt spent"
     else:
         assert [letter.order_id for letter in letters] == ["o-wait"] and "deferred too long" in letters[0].reason

@@ -527,7 +527,8 @@ async def test_a_cancel_while_the_charge_is_in_flight_keeps_no_money(world: Worl
         await eventually(pending, within=10, what="the order to be stored while its charge is in flight")
         assert not placing.done(), "the charge is still in flight"
         await world.parts.lifecycle.cancel(stored[0], "changed my mind")
-        await world.settle()  # the compensator refunds (nothing charged yet: a void) and releases
+        await world.settle()  # the compensator refunds the stored charge and releases the stock
+        assert await world.payment_status(stored[0]) == payment_pb2.REFUNDED, "refunded by the compensator"
         answer = await placing
     # The charge landed before the cancel (payment answers late): the client may
     # have been told PAID, but the compensator refunded it.

@@ -443,6 +443,8 @@ async def test_a_cancel_racing_the_dispatcher_never_leaves_an_order_shipped_and_
     for n, order_id in enumerate(ids):
         racers = [lifecycle.ship_many([order_id]), lifecycle.cancel(order_id, "changed my mind")]
         results = await asyncio.gather(*(racers if n % 2 else reversed(racers)), return_exceptions=True)
+        unexpected = [r for r in results if isinstance(r, BaseException) and not isinstance(r, FailedPrecondition)]
+        assert unexpected == [], "a racer may only lose with FAILED_PRECONDITION"
         order = await pipeline.get(order_id)
         if order.status == common_pb2.CANCELLED:
             assert order_id not in shipping.shipped, "cancelled, yet shipped"
@@ -451,7 +453,7 @@ async def test_a_cancel_racing_the_dispatcher_never_leaves_an_order_shipped_and_
             assert order.status == common_pb2.SHIPPED and order_id in shipping.shipped
             assert any(isinstance(r, FailedPrecondition) for r in results), "the late cancel was refused"
             outcomes["shipped"] += 1
-    assert sum(outcomes.values()) == 100
+    assert outcomes["shipped"] and outcomes["cancelled"], f"the race went both ways: {outcomes}"
 
 
 class PaymentThatNeverCharged:
@@ -493,6 +495,5 @@ async def test_reconcile_backs_off_per_order_and_still_expires_each_on_time(pipe
         await lifecycle.reconcile(at)
     # Asked at about 11, 21, 41, 81, 161, 281 s and at the window's end (300 s): 7 times, not ~150.
     assert set(payment.asked.values()) <= {6, 7, 8}, Counter(payment.asked.values())
-    assert ticks >= 150
     for order_id in ids:
         assert (await pipeline.get(order_id)).status == common_pb2.CANCELLED

@@ -189,8 +189,16 @@ async def test_list_payments_pages_oldest_first_by_status_and_age(
     everything = await stub.ListPayments(payment_pb2.ListPaymentsRequest())
     assert [p.order_id for p in everything.payments] == [f"list-{n}" for n in range(7)]
     assert everything.next_page_token == ""
+    # The last page still says where to go on from: a later walk sees only what is new.
+    await stub.Charge(payment_pb2.ChargeRequest(order_id="list-7", amount=usd(17), credit_card=GOOD_CARD))
+    later = await stub.ListPayments(payment_pb2.ListPaymentsRequest(page_token=everything.resume_token))
+    assert [p.order_id for p in later.payments] == ["list-7"] and later.resume_token
+    empty = await stub.ListPayments(payment_pb2.ListPaymentsRequest(page_token=later.resume_token))
+    assert list(empty.payments) == [] and empty.resume_token == ""
     # created_before is exclusive (MariaDB keeps whole seconds: compare across seconds).
-    first, last = everything.payments[0].created_at, everything.payments[-1].created_at
+    first, last = everything.payments[0].created_at, later.payments[-1].created_at
     before, after = Timestamp(seconds=first.seconds - 1), Timestamp(seconds=last.seconds + 1)
     assert (await stub.ListPayments(payment_pb2.ListPaymentsRequest(created_before=before))).payments == []
-    assert len((await stub.ListPayments(payment_pb2.ListPaymentsRequest(created_before=after))).payments) == 7
+    at_first = await stub.ListPayments(payment_pb2.ListPaymentsRequest(created_before=first))
+    assert "list-0" not in [p.order_id for p in at_first.payments], "created_before is exclusive"
+    assert len((await stub.ListPayments(payment_pb2.ListPaymentsRequest(created_before=after))).payments) == 8

@@ -15,6 +15,7 @@ from mesh.clock import utc_now
 from mesh.lease import Lease
 from mesh.local.procs import RedisServer
 from mesh.periodic import LeaseLost, PeriodicJob
+from tests.support import eventually
 
 
 @pytest.fixture
@@ -46,7 +47,7 @@ async def test_a_tick_slower_than_its_lease_runs_on_one_replica_only(client: red
     job = SlowJob(1.0)  # more than three times the lease's 300 ms
     first, second = replica(client, name, job), replica(client, name, job)
     tick = asyncio.create_task(first.run_once())
-    await asyncio.sleep(0.05)
+    await eventually(lambda: job.started == 1, 5, "the first replica to take the lease and start")
     others = []
     while not tick.done():  # the other replica keeps trying, as its loop would
         others.append(await second.run_once())
@@ -61,7 +62,7 @@ async def test_a_replica_that_lost_its_lease_stops_its_tick(client: redis.Redis)
     job = SlowJob(2.0)
     first = replica(client, name, job)
     tick = asyncio.create_task(first.run_once())
-    await asyncio.sleep(0.05)
+    await eventually(lambda: job.started == 1, 5, "the tick to start under its lease")
     await client.set(f"lease:{name}", "somebody-else", px=5000)  # as after a pause: another replica took it
     with pytest.raises(LeaseLost):
         await asyncio.wait_for(tick, 2)

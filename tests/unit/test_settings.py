@@ -6,6 +6,7 @@ That the process itself exits naming it is tests/integration/test_settings_start
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from mesh.settings import SettingsError, load_settings
 from payment.settings import PaymentSettings
@@ -25,3 +26,10 @@ def test_defaults_are_the_local_ports(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
     settings = load_settings(PaymentSettings)
     assert (settings.grpc_port, settings.metrics_port) == (50054, 9104)
+
+
+def test_the_three_tls_files_go_together() -> None:
+    with pytest.raises(ValidationError, match="TLS_CERT_FILE, TLS_KEY_FILE and TLS_CA_FILE go together"):
+        PaymentSettings(tls_cert_file="mesh.pem")
+    assert not PaymentSettings().tls_enabled
+    assert PaymentSettings(tls_cert_file="c.pem", tls_key_file="k.pem", tls_ca_file="ca.pem").tls_enabled

@@ -16,7 +16,7 @@ from catalog.stock import Line, RedisDown
 from mesh.errors import Unavailable
 from mesh.money import Money
 from ordermesh.common.v1 import common_pb2
-from tests.unit.polling import until
+from tests.support import eventually
 from tests.unit.stock_fakes import Stock, product, stock_engine
 
 PEN = "sku-pen"
@@ -58,10 +58,12 @@ async def test_the_probe_brings_the_replica_back_to_redis(stock: Stock) -> None:
     stock.redis.failures = [RedisDown("timeout"), RedisDown("timeout")]
     stock.redis.answers = False
     await stock.engine.reserve("o-1", [Line(PEN, 1)], DRAFT)
-    await until(lambda: stock.redis.pings >= 3, "the probe to ping a down Redis")
+    await eventually(lambda: stock.redis.pings >= 3, within=5, what="the probe to ping a down Redis", every=0.001)
     assert stock.engine.path is Path.SQL, "a Redis that does not answer the probe is not trusted yet"
     stock.redis.answers = True
-    await until(lambda: stock.engine.path is Path.REDIS, "the probe to find Redis answering")
+    await eventually(
+        lambda: stock.engine.path is Path.REDIS, within=5, what="the probe to find Redis answering", every=0.001
+    )
     await stock.engine.reserve("o-2", [Line(PEN, 1)], DRAFT)
     assert stock.redis.calls[-1] == "reserve o-2" and stock.sql.calls == ["reserve o-1"]
 
@@ -69,7 +71,9 @@ async def test_the_probe_brings_the_replica_back_to_redis(stock: Stock) -> None:
 async def test_a_probe_that_fails_keeps_probing(stock: Stock) -> None:
     stock.redis.failures = [RedisDown("down"), RedisDown("down"), RuntimeError("probe blew up")]
     await stock.engine.reserve("o-1", [Line(PEN, 1)], DRAFT)
-    await until(lambda: stock.engine.path is Path.REDIS, "the probe to outlive its own failure")
+    await eventually(
+        lambda: stock.engine.path is Path.REDIS, within=5, what="the probe to outlive its own failure", every=0.001
+    )
     assert stock.redis.pings >= 2
 
 

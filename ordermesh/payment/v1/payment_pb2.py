@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from ordermesh.common.v1 import common_pb2 as ordermesh_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"ordermesh/payment/v1/payment.proto\x12\x14ordermesh.payment.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a ordermesh/common/v1/common.proto\"\xf0\x01\n\x07Payment\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x16\n\x0etransaction_id\x18\x02 \x01(\t\x12\x33\n\x06status\x18\x03 \x01(\x0e\x32#.ordermesh.payment.v1.PaymentStatus\x12*\n\x06\x61mount\x18\x04 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\x12\x16\n\x0e\x64\x65\x63line_reason\x18\x05 \x01(\t\x12\x12\n\ncard_last4\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x83\x01\n\rChargeRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12*\n\x06\x61mount\x18\x02 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\x12\x34\n\x0b\x63redit_card\x18\x03 \x01(\x0b\x32\x1f.ordermesh.common.v1.CreditCard\"1\n\rRefundRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"%\n\x11GetPaymentRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"\xa5\x01\n\x13ListPaymentsRequest\x12\x33\n\x06status\x18\x01 \x01(\x0e\x32#.ordermesh.payment.v1.PaymentStatus\x12\x32\n\x0e\x63reated_before\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"`\n\x14ListPaymentsResponse\x12/\n\x08payments\x18\x01 \x03(\x0b\x32\x1d.ordermesh.payment.v1.Payment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*Y\n\rPaymentStatus\x12\x1e\n\x1aPAYMENT_STATUS_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x43\x41PTURED\x10\x01\x12\x0c\n\x08\x44\x45\x43LINED\x10\x02\x12\x0c\n\x08REFUNDED\x10\x03\x32\xfd\x02\n\x0ePaymentService\x12Q\n\x06\x43harge\x12#.ordermesh.payment.v1.ChargeRequest\x1a\x1d.ordermesh.payment.v1.Payment\"\x03\x90\x02\x02\x12Q\n\x06Refund\x12#.ordermesh.payment.v1.RefundRequest\x1a\x1d.ordermesh.payment.v1.Payment\"\x03\x90\x02\x02\x12Y\n\nGetPayment\x12\'.ordermesh.payment.v1.GetPaymentRequest\x1a\x1d.ordermesh.payment.v1.Payment\"\x03\x90\x02\x01\x12j\n\x0cListPayments\x12).ordermesh.payment.v1.ListPaymentsRequest\x1a*.ordermesh.payment.v1.ListPaymentsResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"ordermesh/payment/v1/payment.proto\x12\x14ordermesh.payment.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a ordermesh/common/v1/common.proto\"\xf0\x01\n\x07Payment\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x16\n\x0etransaction_id\x18\x02 \x01(\t\x12\x33\n\x06status\x18\x03 \x01(\x0e\x32#.ordermesh.payment.v1.PaymentStatus\x12*\n\x06\x61mount\x18\x04 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\x12\x16\n\x0e\x64\x65\x63line_reason\x18\x05 \x01(\t\x12\x12\n\ncard_last4\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x83\x01\n\rChargeRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12*\n\x06\x61mount\x18\x02 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\x12\x34\n\x0b\x63redit_card\x18\x03 \x01(\x0b\x32\x1f.ordermesh.common.v1.CreditCard\"1\n\rRefundRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"%\n\x11GetPaymentRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"\xa5\x01\n\x13ListPaymentsRequest\x12\x33\n\x06status\x18\x01 \x01(\x0e\x32#.ordermesh.payment.v1.PaymentStatus\x12\x32\n\x0e\x63reated_before\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"v\n\x14ListPaymentsResponse\x12/\n\x08payments\x18\x01 \x03(\x0b\x32\x1d.ordermesh.payment.v1.Payment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x14\n\x0cresume_token\x18\x03 \x01(\t*Y\n\rPaymentStatus\x12\x1e\n\x1aPAYMENT_STATUS_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x43\x41PTURED\x10\x01\x12\x0c\n\x08\x44\x45\x43LINED\x10\x02\x12\x0c\n\x08REFUNDED\x10\x03\x32\xfd\x02\n\x0ePaymentService\x12Q\n\x06\x43harge\x12#.ordermesh.payment.v1.ChargeRequest\x1a\x1d.ordermesh.payment.v1.Payment\"\x03\x90\x02\x02\x12Q\n\x06Refund\x12#.ordermesh.payment.v1.RefundRequest\x1a\x1d.ordermesh.payment.v1.Payment\"\x03\x90\x02\x02\x12Y\n\nGetPayment\x12\'.ordermesh.payment.v1.GetPaymentRequest\x1a\x1d.ordermesh.payment.v1.Payment\"\x03\x90\x02\x01\x12j\n\x0cListPayments\x12).ordermesh.payment.v1.ListPaymentsRequest\x1a*.ordermesh.payment.v1.ListPaymentsResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,8 +41,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PAYMENTSERVICE'].methods_by_name['GetPayment']._serialized_options = b'\220\002\001'
   _globals['_PAYMENTSERVICE'].methods_by_name['ListPayments']._loaded_options = None
   _globals['_PAYMENTSERVICE'].methods_by_name['ListPayments']._serialized_options = b'\220\002\001'
-  _globals['_PAYMENTSTATUS']._serialized_start=860
-  _globals['_PAYMENTSTATUS']._serialized_end=949
+  _globals['_PAYMENTSTATUS']._serialized_start=882
+  _globals['_PAYMENTSTATUS']._serialized_end=971
   _globals['_PAYMENT']._serialized_start=128
   _globals['_PAYMENT']._serialized_end=368
   _globals['_CHARGEREQUEST']._serialized_start=371
@@ -54,7 +54,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTPAYMENTSREQUEST']._serialized_start=595
   _globals['_LISTPAYMENTSREQUEST']._serialized_end=760
   _globals['_LISTPAYMENTSRESPONSE']._serialized_start=762
-  _globals['_LISTPAYMENTSRESPONSE']._serialized_end=858
-  _globals['_PAYMENTSERVICE']._serialized_start=952
-  _globals['_PAYMENTSERVICE']._serialized_end=1333
+  _globals['_LISTPAYMENTSRESPONSE']._serialized_end=880
+  _globals['_PAYMENTSERVICE']._serialized_start=974
+  _globals['_PAYMENTSERVICE']._serialized_end=1355
 # @@protoc_insertion_point(module_scope)

@@ -187,8 +187,14 @@ class ListPaymentsResponse(_message.Message):
 
     PAYMENTS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    RESUME_TOKEN_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Empty on the last page."""
+    resume_token: _builtins.str
+    """After the last payment of this page, even on the last page (empty when the
+    page is): where a walk that comes back later goes on from, seeing only
+    payments it has not seen.
+    """
     @_builtins.property
     def payments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Payment]: ...
     def __init__(
@@ -196,10 +202,11 @@ class ListPaymentsResponse(_message.Message):
         *,
         payments: _abc.Iterable[Global___Payment] | None = ...,
         next_page_token: _builtins.str = ...,
+        resume_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "payments", b"payments"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "payments", b"payments", "resume_token", b"resume_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
