@@ -64,6 +64,9 @@ def make_channel(
         ("grpc.max_send_message_length", max_message_bytes),
         # Spread calls over every address a headless Service resolves to.
         ("grpc.lb_policy_name", "round_robin"),
+        # Resolve again soon after a peer goes away (a pod replaced in a rollout),
+        # not only after the default 30 s.
+        ("grpc.dns_min_time_between_resolutions_ms", 1_000),
         ("grpc.enable_retries", 1),
         # Reconnect quickly after a peer restarts (the default backoff grows to 2 minutes).
         ("grpc.initial_reconnect_backoff_ms", 100),

@@ -92,8 +92,14 @@ class Server:
         settings = app.settings
         # grpc-stubs predates the aio health servicer.
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        age_ms = int(settings.max_connection_age_seconds * 1000)
         self._server = grpc.aio.server(
             options=[
+                *(
+                    (("grpc.max_connection_age_ms", age_ms), ("grpc.max_connection_age_grace_ms", 30_000))
+                    if age_ms
+                    else ()
+                ),
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", settings.max_message_bytes),
                 ("grpc.so_reuseport", 0),

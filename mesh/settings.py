@@ -38,6 +38,10 @@ class ServiceSettings(BaseSettings):
     # instead of queueing without bound.
     max_concurrent_rpcs: int = Field(1000, ge=1)
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    # Clients balance over the addresses DNS gave them when they connected: a
+    # connection closed (gracefully) at this age makes them resolve again, so new
+    # pods behind a headless Service get calls too. 0 keeps connections forever.
+    max_connection_age_seconds: float = Field(120.0, ge=0)
     # In Kubernetes the endpoint must disappear from Services before the server
     # stops accepting: wait this long after flipping health to NOT_SERVING.
     shutdown_delay_seconds: float = Field(0.0, ge=0)

@@ -1,10 +1,12 @@
-"""A local Kubernetes control plane with kwok nodes: a real etcd and
-kube-apiserver (with its admission, Pod Security included), controller-manager
-and scheduler, and kwok playing the nodes (pods become Running and Ready
-without running). Built by ``scripts/cluster/build.sh`` into .tools/cluster.
+"""A local Kubernetes cluster: a real etcd and kube-apiserver (with its
+admission, Pod Security included), controller-manager and scheduler, and one
+node: a real one (containerd, kubelet, kube-proxy, CoreDNS: mesh.local.node)
+where the machine can run it, else kwok playing the node (pods become Running
+and Ready without running). Built by ``scripts/cluster/build.sh`` into
+.tools/cluster.
 
-    python -m mesh.local.cluster up     # `make cluster`: starts, writes var/cluster/kubeconfig
-    python -m mesh.local.cluster down   # `make cluster-down`: stops what up started, removes var/cluster
+    python -m mesh.local.cluster up [--kwok]  # `make cluster`: starts, writes var/cluster/kubeconfig
+    python -m mesh.local.cluster down         # `make cluster-down`: stops it, removes what it created
 
 Tests use :class:`LocalCluster` directly (started and stopped by a fixture).
 """
@@ -19,7 +21,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Literal
 
+from mesh.local.node import NODE_IP, SERVICE_CIDR, RealNode, drain, sweep, unsupported_reason
 from mesh.local.procs import ManagedProcess, free_port, require_binary, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,12 +42,19 @@ NODE = {
 }
 
 
+NodeKind = Literal["kwok", "real"]
+
+
 class LocalCluster:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, node: NodeKind = "kwok") -> None:
         self.workdir = workdir.absolute()
         self.kubeconfig = self.workdir / "kubeconfig"
         self.processes: list[ManagedProcess] = []
         self.api_port = 0
+        self.node = RealNode(self.workdir, BIN) if node == "real" else None
+        # The API server listens where the node and its pods reach it: the bridge
+        # address with a real node (never every interface), loopback otherwise.
+        self.api_host = NODE_IP if node == "real" else "127.0.0.1"
 
     def binary(self, name: str) -> str:
         path = BIN / name
@@ -69,6 +80,9 @@ class LocalCluster:
         (pki / "tokens.csv").write_text(f"{token},admin,admin,system:masters\n")
         etcd_port, peer_port, self.api_port = free_port(), free_port(), free_port()
         self._write_kubeconfig(token)
+        (self.workdir / "node").write_text("real" if self.node else "kwok")
+        if self.node is not None:
+            self.node.create_bridge()
 
         self._run(
             "etcd",
@@ -88,11 +102,12 @@ class LocalCluster:
             [
                 self.binary("kube-apiserver"),
                 "--etcd-servers", f"http://127.0.0.1:{etcd_port}",
-                "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
+                "--bind-address", self.api_host, "--advertise-address", self.api_host,
+                "--kubelet-preferred-address-types", "InternalIP,Hostname",
                 "--secure-port", str(self.api_port), "--cert-dir", str(pki),
                 "--token-auth-file", str(pki / "tokens.csv"),
                 "--authorization-mode", "RBAC",
-                "--service-cluster-ip-range", "10.96.0.0/16",
+                "--service-cluster-ip-range", SERVICE_CIDR,
                 "--service-account-issuer", "https://kubernetes.default.svc",
                 "--service-account-key-file", str(pki / "sa.pub"),
                 "--service-account-signing-key-file", str(pki / "sa.key"),
@@ -109,6 +124,9 @@ class LocalCluster:
                 "--service-account-private-key-file", str(pki / "sa.key"),
                 "--leader-elect=false", "--bind-address", "127.0.0.1", "--secure-port", str(controller_port),
                 "--controllers", "*,-nodeipam",
+                # The API server's self-signed CA, so kube-root-ca.crt lets in-cluster
+                # clients (CoreDNS) verify it.
+                "--root-ca-file", str(pki / "apiserver.crt"),
             ],
             logs,
         )  # fmt: skip
@@ -120,6 +138,10 @@ class LocalCluster:
             ],
             logs,
         )  # fmt: skip
+        if self.node is not None:
+            self.node.start(self.kubeconfig, self.kubectl, timeout)
+            self._wait_default_service_account(timeout)
+            return self
         stages = self.workdir / "kwok-stages.yaml"
         stages.write_text(_kwok_stages())
         self._run(
@@ -136,8 +158,11 @@ class LocalCluster:
         if created.returncode != 0:
             raise RuntimeError(f"cannot create the kwok node: {created.stderr}")
         wait_until(self._node_ready, timeout, "the kwok node to be Ready")
-        wait_until(lambda: self.kubectl("get", "serviceaccount", "default").returncode == 0, timeout, "the default SA")
+        self._wait_default_service_account(timeout)
         return self
+
+    def _wait_default_service_account(self, timeout: float) -> None:
+        wait_until(lambda: self.kubectl("get", "serviceaccount", "default").returncode == 0, timeout, "the default SA")
 
     def _node_ready(self) -> bool:
         """Ready, and untainted: the node lifecycle controller lifts the not-ready
@@ -156,7 +181,10 @@ class LocalCluster:
             "clusters": [
                 {
                     "name": "local",
-                    "cluster": {"server": f"https://127.0.0.1:{self.api_port}", "insecure-skip-tls-verify": True},
+                    "cluster": {
+                        "server": f"https://{self.api_host}:{self.api_port}",
+                        "insecure-skip-tls-verify": True,
+                    },
                 }
             ],
             "users": [{"name": "admin", "user": {"token": token}}],
@@ -172,12 +200,19 @@ class LocalCluster:
         self.processes.append(process)
 
     def pids(self) -> list[int]:
-        return [p.proc.pid for p in self.processes if p.proc is not None]
+        node = self.node.processes if self.node is not None else []
+        return [p.proc.pid for p in [*self.processes, *node] if p.proc is not None]
 
     def stop(self) -> None:
+        if self.node is not None:
+            if self.node.processes and self.processes:
+                drain(self.kubectl)
+            self.node.stop()
         for process in reversed(self.processes):
             process.stop(timeout=15)
         self.processes.clear()
+        if self.node is not None:
+            sweep(self.workdir, BIN)
 
 
 def _kwok_stages() -> str:
@@ -197,10 +232,13 @@ def main() -> None:
     workdir = ROOT / "var" / "cluster"
     pidfile = workdir / "pids"
     if command == "up":
+        reason = unsupported_reason()
+        if "--kwok" in sys.argv or reason is not None:
+            print(f"cluster: kwok node ({reason or 'asked for'})")
         if pidfile.exists() and any(_alive(int(p)) for p in pidfile.read_text().split()):
             print(f"a cluster is already running (pids in {pidfile}); `make cluster-down` stops it")
             raise SystemExit(1)
-        cluster = LocalCluster(workdir)
+        cluster = LocalCluster(workdir, "kwok" if "--kwok" in sys.argv or reason is not None else "real")
         try:
             cluster.start()
         except (RuntimeError, TimeoutError) as error:
@@ -212,6 +250,9 @@ def main() -> None:
         os._exit(0)  # leave the processes running (they are in sessions of their own)
     elif command == "down":
         pids = [int(p) for p in pidfile.read_text().split()] if pidfile.exists() else []
+        real = (workdir / "node").exists() and (workdir / "node").read_text() == "real"
+        if real and pids:
+            drain(LocalCluster(workdir).kubectl)
         for pid in pids:
             if _alive(pid):
                 os.kill(pid, signal.SIGTERM)
@@ -221,10 +262,13 @@ def main() -> None:
         for pid in pids:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+        removed = sweep(workdir, BIN) if real else []
         subprocess.run(["rm", "-rf", str(workdir)], check=False)
         print(f"cluster stopped ({len(pids)} processes), {workdir} removed")
+        for leftover in removed:
+            print(f"  removed {leftover}")
     else:
-        print("usage: python -m mesh.local.cluster [up | down]", file=sys.stderr)
+        print("usage: python -m mesh.local.cluster [up [--kwok] | down]", file=sys.stderr)
         raise SystemExit(2)
 
 

@@ -2,8 +2,10 @@
 # Build the local cluster's binaries from the Go module proxy into
 # .tools/cluster/bin, each skipped when its version stamp matches (the Go build
 # cache keeps a rebuild to seconds on one machine):
-#   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl  v1.35.4
+#   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl,
+#   kubelet, kube-proxy                                  v1.35.4
 #   etcd v3.6.16 (Debian's 3.4 is too old for kwok's watches), kwok v0.8.0
+#   CoreDNS v1.15.0 with only the plugins a cluster's DNS needs
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -13,6 +15,7 @@ K8S=v1.35.4
 STAGING=v0.35.4
 ETCD=v3.6.16
 KWOK=v0.8.0
+COREDNS=v1.15.0
 GO="$(command -v go || echo /usr/local/go/bin/go)"
 export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS="-trimpath"
 mkdir -p "$BIN"
@@ -20,7 +23,7 @@ mkdir -p "$BIN"
 stamped() { [ -x "$BIN/$1" ] && [ "$(cat "$BIN/.$1.version" 2>/dev/null)" = "$2" ]; }
 stamp() { echo "$2" > "$BIN/.$1.version"; }
 
-K8S_CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+K8S_CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
 need=0
 for cmd in "${K8S_CMDS[@]}"; do stamped "$cmd" "$K8S" || need=1; done
 if [ "$need" = 1 ]; then
@@ -70,5 +73,27 @@ if ! stamped kwok "$KWOK"; then
   echo "cluster: building kwok $KWOK"
   GOBIN="$BIN" "$GO" install "sigs.k8s.io/kwok/cmd/kwok@$KWOK"
   stamp kwok "$KWOK"
+fi
+if ! stamped coredns "$COREDNS"; then
+  echo "cluster: building CoreDNS $COREDNS"
+  mod="$OUT/corednsbuild"
+  mkdir -p "$mod"
+  # The stock build links about a hundred cloud modules this cluster never uses:
+  # this one links the plugins of the Corefile in mesh/local/cluster.py only.
+  printf 'module example.local/corednsbuild\n\ngo 1.26.0\n\nrequire github.com/coredns/coredns %s\n' "$COREDNS" > "$mod/go.mod"
+  {
+    echo "package main"
+    echo
+    echo "import ("
+    echo '	"github.com/coredns/coredns/coremain"'
+    for plugin in cache errors forward health kubernetes loadbalance log loop metrics ready reload; do
+      echo "	_ \"github.com/coredns/coredns/plugin/$plugin\""
+    done
+    echo ")"
+    echo
+    echo "func main() { coremain.Run() }"
+  } > "$mod/main.go"
+  (cd "$mod" && "$GO" mod tidy >/dev/null 2>&1 && "$GO" build -ldflags "-s -w" -o "$BIN/coredns" .)
+  stamp coredns "$COREDNS"
 fi
 echo "cluster: binaries ready in $BIN"

@@ -58,10 +58,11 @@ if [ "$(cat "$BUILD/deps.stamp" 2>/dev/null)" != "$stamp" ]; then
   echo "$stamp" > "$BUILD/deps.stamp"
 fi
 
-# The project layer: the runtime packages only (no tests, no launcher, no tools).
+# The project layer: the runtime packages only (no tests, no launcher, no tools;
+# loadgen drives load from a pod).
 rm -rf "$BUILD/app"
 mkdir -p "$BUILD/app"
-for package in mesh common catalog checkout order payment shipping auditor ordermesh; do
+for package in mesh common catalog checkout order payment shipping auditor loadgen ordermesh; do
   cp -r "$package" "$BUILD/app/"
 done
 find "$BUILD/app" -name __pycache__ -prune -exec rm -rf {} +

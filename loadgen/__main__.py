@@ -1,0 +1,5 @@
+import asyncio
+
+from loadgen.run import main
+
+asyncio.run(main())
