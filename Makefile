@@ -14,11 +14,13 @@ export PATH := $(TOOLS):$(CURDIR)/$(VENV)/bin:$(PATH)
 RUN_DEBS := redis-server
 # Building and running the image: podman with runc, and debootstrap for its base.
 IMAGE_DEBS := podman buildah debootstrap runc
-TEST_DEBS := redis-server mariadb-server prometheus $(IMAGE_DEBS)
+# A real Kubernetes node (make cluster, make k8s-e2e): the runtime and the pod network.
+NODE_DEBS := containerd conntrack containernetworking-plugins
+TEST_DEBS := redis-server mariadb-server prometheus $(IMAGE_DEBS) $(NODE_DEBS)
 PYTEST_ARGS ?=
 
 
-.PHONY: image debs-image k8s tools-helm cluster cluster-down cluster-bins
+.PHONY: image debs-image debs-node k8s k8s-e2e tools-helm cluster cluster-down cluster-bins cluster-images
 .PHONY: help setup venv debs-run debs-test tools-test rocketmq-jars rocketmq run test test-unit test-integration test-e2e lint protos clean audit bench bench-stock bench-pipeline bench-forwarder
 
 help:
@@ -31,9 +33,11 @@ help:
 	@echo "make test-e2e          e2e tests: the whole local mesh on both profiles"
 	@echo "make lint     ruff + mypy --strict (generated code excluded)"
 	@echo "make protos   regenerate ordermesh/ stubs from protos/"
-	@echo "make cluster  a local Kubernetes control plane with kwok nodes (var/cluster/kubeconfig); make cluster-down"
+	@echo "make cluster  a local single-node Kubernetes cluster, the images loaded (var/cluster/kubeconfig); make cluster-down"
+	@echo "make k8s-e2e  the whole mesh in real pods on that cluster: grpcurl, a pod deleted and a rollout under load, the auditor"
 	@echo "make k8s      regenerate k8s/ordermesh.yaml from the Helm chart (kubectl apply -k k8s/)"
-	@echo "make image    the one container image (every context) with podman: localhost/ordermesh:dev"
+	@echo "make image    the container images with podman: localhost/ordermesh:dev (every context) and"
+	@echo "              localhost/ordermesh-deps:bookworm-1 (dev Redis and MariaDB for the chart's devDependencies)"
 	@echo "make audit    the global auditor on the local mesh: stock, orders, reservations, money, shipments (ACKED=file)"
 	@echo "make bench    all benchmarks (bench-stock: Redis vs SQL path; bench-pipeline: inserts, PlaceOrder, lag;"
 	@echo "             bench-forwarder: Redis -> RocketMQ relay, RocketMQ -> SQL rows, broker memory)"
@@ -57,14 +61,26 @@ debs-test:
 debs-image:
 	@scripts/setup/debs.sh $(IMAGE_DEBS)
 
-# A local control plane (etcd, kube-apiserver, controller-manager, scheduler)
-# with kwok nodes, built from the Go module proxy into .tools/cluster (minutes
-# once per machine, seconds after: the Go build cache keeps the work).
+debs-node:
+	@scripts/setup/debs.sh $(IMAGE_DEBS) $(NODE_DEBS)
+
+# A local cluster: etcd, kube-apiserver, controller-manager, scheduler and a
+# real node (containerd, kubelet, kube-proxy, CoreDNS), or a kwok node where the
+# machine cannot run a kubelet; built from the Go module proxy into
+# .tools/cluster (minutes once per machine, seconds after: the Go build cache
+# keeps the work). `up` loads the mesh's images into the node.
 cluster-bins:
 	@scripts/cluster/build.sh
 
-cluster: venv cluster-bins tools-helm
+cluster-images: cluster-bins debs-node
+	@scripts/cluster/images.sh
+
+cluster: venv cluster-bins cluster-images image tools-helm
 	@$(PY) -m mesh.local.cluster up
+
+# The whole mesh in real pods (also part of make test where a kubelet can run).
+k8s-e2e: venv debs-test tools-test cluster-bins
+	$(PY) -m pytest tests/e2e/test_kubernetes.py $(PYTEST_ARGS)
 
 cluster-down: venv
 	@$(PY) -m mesh.local.cluster down
@@ -79,9 +95,11 @@ tools-helm:
 	@scripts/setup/go-tools.sh helm
 
 # The base (debootstrap) is made once per machine and kept under .tools/podman;
-# the dependency layer is rebuilt only when requirements.lock changes.
+# the dependency layer is rebuilt only when requirements.lock changes. The dev
+# Redis and MariaDB image (debootstrap too) is made once per machine.
 image: venv debs-image
 	@scripts/image/build.sh
+	@scripts/image/deps.sh
 
 tools-test:
 	@scripts/setup/go-tools.sh grpcurl helm

@@ -95,11 +95,23 @@ def _sqlite_engine(url: str, *, echo: bool) -> AsyncEngine:
     return engine
 
 
-async def create_schema(engine: AsyncEngine, metadata: MetaData) -> None:
+async def create_schema(engine: AsyncEngine, metadata: MetaData, attempts: int = 5) -> None:
     """Create missing tables (idempotent). Schema changes beyond additive ones
-    need a migration tool; none is needed yet."""
-    async with engine.begin() as connection:
-        await connection.run_sync(metadata.create_all)
+    need a migration tool; none is needed yet.
+
+    Replicas starting together race: each sees a table missing, one creates it
+    and the other's CREATE fails ("already exists"; MySQL's DDL is not
+    transactional). Looking again then finds it, so a failed pass is retried.
+    """
+    for attempt in range(attempts):
+        try:
+            async with engine.begin() as connection:
+                await connection.run_sync(metadata.create_all)
+            return
+        except OperationalError:
+            if attempt + 1 == attempts:
+                raise
+            await asyncio.sleep(0.05 * (attempt + 1))
 
 
 # One asyncio lock per SQLite engine (and event loop): see UnitOfWork.

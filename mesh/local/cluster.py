@@ -6,6 +6,7 @@ and Ready without running). Built by ``scripts/cluster/build.sh`` into
 .tools/cluster.
 
     python -m mesh.local.cluster up [--kwok]  # `make cluster`: starts, writes var/cluster/kubeconfig
+    python -m mesh.local.cluster load IMAGE   # copies a podman image into the real node
     python -m mesh.local.cluster down         # `make cluster-down`: stops it, removes what it created
 
 Tests use :class:`LocalCluster` directly (started and stopped by a fixture).
@@ -43,6 +44,8 @@ NODE = {
 
 
 NodeKind = Literal["kwok", "real"]
+# What `make cluster` loads into a real node: `make image` builds both.
+IMAGES = ["localhost/ordermesh:dev", "localhost/ordermesh-deps:bookworm-1"]
 
 
 class LocalCluster:
@@ -246,8 +249,15 @@ def main() -> None:
             print(f"cluster: {error}", file=sys.stderr)
             raise SystemExit(1) from None
         pidfile.write_text(" ".join(map(str, cluster.pids())))
+        if cluster.node is not None:
+            _load_images(cluster.node, IMAGES)
         print(f"cluster is up: export KUBECONFIG={cluster.kubeconfig}\n`make cluster-down` stops it.")
         os._exit(0)  # leave the processes running (they are in sessions of their own)
+    elif command == "load":  # python -m mesh.local.cluster load IMAGE...: podman images into the node
+        if not (workdir / "node").exists() or (workdir / "node").read_text() != "real":
+            print("no real-node cluster is running (make cluster starts one)", file=sys.stderr)
+            raise SystemExit(1)
+        _load_images(RealNode(workdir, BIN), sys.argv[2:])
     elif command == "down":
         pids = [int(p) for p in pidfile.read_text().split()] if pidfile.exists() else []
         real = (workdir / "node").exists() and (workdir / "node").read_text() == "real"
@@ -268,8 +278,18 @@ def main() -> None:
         for leftover in removed:
             print(f"  removed {leftover}")
     else:
-        print("usage: python -m mesh.local.cluster [up [--kwok] | down]", file=sys.stderr)
+        print("usage: python -m mesh.local.cluster [up [--kwok] | load IMAGE... | down]", file=sys.stderr)
         raise SystemExit(2)
+
+
+def _load_images(node: RealNode, images: list[str]) -> None:
+    for image in images:
+        try:
+            node.load_image(image)
+        except RuntimeError as error:
+            print(f"cluster: {image} not loaded: {error}", file=sys.stderr)
+            continue
+        print(f"cluster: {image} loaded into the node (imagePullPolicy Never or IfNotPresent)")
 
 
 def _alive(pid: int) -> bool:

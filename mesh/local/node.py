@@ -240,9 +240,11 @@ class KubectlRun(Protocol):
 
 def drain(kubectl: KubectlRun) -> None:
     """Delete every workload while the kubelet still runs: it stops the pods and
-    tears their networking down (what a sweep would otherwise have to undo)."""
-    kubectl("delete", "deploy,statefulset,daemonset,job,replicaset", "--all", "-A", "--wait=false", timeout=30)
-    kubectl("delete", "pods", "--all", "-A", "--grace-period=2", "--timeout=60s", timeout=90)
+    tears their networking down (what a sweep would otherwise have to undo).
+    An API server that no longer answers leaves it all to the sweep."""
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        kubectl("delete", "deploy,statefulset,daemonset,job,replicaset", "--all", "-A", "--wait=false", timeout=30)
+        kubectl("delete", "pods", "--all", "-A", "--grace-period=2", "--timeout=60s", timeout=90)
 
 
 def sweep(workdir: Path, bin_dir: Path) -> list[str]:

@@ -1,7 +1,8 @@
 """The Helm chart, rendered by the real helm: lint, the values schema, the
 restricted profile on every container, distinct probes, and a NetworkPolicy
-path for every call of the design. Every rendering is checked against the
-Kubernetes API schemas (kubernetes-validate --strict)."""
+path for every call of the design (and, with devDependencies, to the dev Redis
+and MariaDB from exactly the contexts that use them). Every rendering is
+checked against the Kubernetes API schemas (kubernetes-validate --strict)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -36,7 +38,10 @@ VALUE_SETS = {
     "autoscaling": ["--set", "autoscaling.enabled=true"],
     "no-network-policy-no-pdb": ["--set", "networkPolicy.enabled=false", "--set", "podDisruptionBudget.enabled=false"],
     "tls": ["--set", "tls.enabled=true", "--set", "tls.secretName=shop-tls"],
+    "dev-dependencies": ["--set", "devDependencies.enabled=true", "--set", "image.pullPolicy=Never"],
 }  # fmt: skip
+# The Deployments devDependencies adds, beside the contexts'.
+DEV_DEPENDENCIES = ("mariadb", "redis")
 
 
 def helm(*args: str) -> subprocess.CompletedProcess[str]:
@@ -82,22 +87,42 @@ def test_a_misspelled_value_is_refused_naming_it() -> None:
 
 @pytest.mark.parametrize("name", list(VALUE_SETS))
 def test_every_container_is_restricted_probed_and_bounded(name: str) -> None:
-    docs = render(*VALUE_SETS[name])
+    values = VALUE_SETS[name]
+    docs = render(*values)
     deployments = of_kind(docs, "Deployment")
-    assert sorted(d["metadata"]["name"] for d in deployments) == [f"om-{c}" for c in CONTEXTS]
+    dev = DEV_DEPENDENCIES if "devDependencies.enabled=true" in values else ()
+    assert sorted(d["metadata"]["name"] for d in deployments) == sorted(f"om-{c}" for c in CONTEXTS + dev)
+    pull = "Never" if "image.pullPolicy=Never" in values else "IfNotPresent"
+    [config] = [c["data"] for c in of_kind(docs, "ConfigMap") if c["metadata"]["name"] == "om-ordermesh"]
     for deployment in deployments:
         pod = deployment["spec"]["template"]["spec"]
         where = deployment["metadata"]["name"]
         assert pod["automountServiceAccountToken"] is False, where
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
-        for container in pod["containers"]:
+        for container in pod.get("initContainers", []) + pod["containers"]:
             security = container["securityContext"]
             assert security["allowPrivilegeEscalation"] is False, where
             assert security["readOnlyRootFilesystem"] is True, where
-            assert security["runAsNonRoot"] is True, where
+            assert security["runAsNonRoot"] is True and security["runAsUser"] == 10001, where
             assert security["capabilities"]["drop"] == ["ALL"], where
             assert security["seccompProfile"]["type"] == "RuntimeDefault", where
+            assert {"cpu", "memory"} <= set(container["resources"]["requests"]), where
+            assert {"cpu", "memory"} <= set(container["resources"]["limits"]), where
+            assert container["imagePullPolicy"] == pull, where
+            # Writes go only to emptyDir volumes (the root filesystem is read-only).
+            empty = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
+            writable = {m["name"] for m in container["volumeMounts"] if not m.get("readOnly")}
+            assert writable <= empty, (where, writable - empty)
+        for container in pod["containers"]:
+            assert container["livenessProbe"] != container["readinessProbe"], where
+            if container["name"] in dev:
+                # Liveness: the port is open; start-up and readiness: the server answers.
+                assert container["livenessProbe"]["tcpSocket"]["port"] in {p["name"] for p in container["ports"]}
+                for probe in ("startupProbe", "readinessProbe"):
+                    assert container[probe]["exec"]["command"], (where, probe)
+                assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
+                continue
             services = {}
             for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
                 if "grpc" in container[probe]:  # the kubelet's own gRPC probe
@@ -107,13 +132,9 @@ def test_every_container_is_restricted_probed_and_bounded(name: str) -> None:
                     command = container[probe]["exec"]["command"]
                     assert command[:3] == ["python3", "-m", "mesh.probe"], (where, probe)
                     services[probe] = command[3]
-            assert container["livenessProbe"] != container["readinessProbe"], where
             assert services == {"startupProbe": "", "livenessProbe": "", "readinessProbe": "readiness"}, where
-            assert {"cpu", "memory"} <= set(container["resources"]["requests"]), where
-            assert {"cpu", "memory"} <= set(container["resources"]["limits"]), where
             pause = container["lifecycle"]["preStop"]["sleep"]["seconds"]
-        config = of_kind(docs, "ConfigMap")[0]["data"]
-        assert pod["terminationGracePeriodSeconds"] > pause + int(config["SHUTDOWN_GRACE_SECONDS"]), where
+            assert pod["terminationGracePeriodSeconds"] > pause + int(config["SHUTDOWN_GRACE_SECONDS"]), where
 
 
 def test_with_tls_every_pod_gets_the_certificates_and_probes_over_tls() -> None:
@@ -152,8 +173,9 @@ def _matches(selector: dict[str, Any], context: str) -> bool:
     return bool(labels.get("app.kubernetes.io/name") == context)
 
 
-def test_every_call_of_the_design_has_a_network_path_and_nothing_else_does() -> None:
-    docs = render()
+@pytest.mark.parametrize("name", ["default", "dev-dependencies"])
+def test_every_call_of_the_design_has_a_network_path_and_nothing_else_does(name: str) -> None:
+    docs = render(*VALUE_SETS[name])
     policies = {p["metadata"]["name"]: p["spec"] for p in of_kind(docs, "NetworkPolicy")}
     deny = policies.pop("om-default-deny")
     assert deny["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in deny and "egress" not in deny
@@ -171,10 +193,77 @@ def test_every_call_of_the_design_has_a_network_path_and_nothing_else_does() -> 
                 }
     assert allowed == CALLS, "ingress on 50051 follows the design's calls"
     assert egress == CALLS, "egress on 50051 follows the design's calls"
-    services = {s["metadata"]["labels"]["app.kubernetes.io/name"] for s in of_kind(docs, "Service")}
-    for context in services:
-        ports = {p["port"] for rule in policies[f"om-{context}"]["ingress"] for p in rule["ports"]}
-        assert ports == {50051, 9464}, f"every Service port of {context} has a policy path"
+    for service in of_kind(docs, "Service"):
+        name = service["metadata"]["labels"]["app.kubernetes.io/name"]
+        ports = {p["port"] for rule in policies[f"om-{name}"]["ingress"] for p in rule["ports"]}
+        targets = {
+            next(c["containerPort"] for c in _container_ports(docs, name) if c["name"] == p["targetPort"])
+            for p in service["spec"]["ports"]
+        }
+        assert targets <= ports, f"every Service port of {name} has a policy path"
+        if name in CONTEXTS:
+            assert ports == {50051, 9464}, name
+
+
+def _container_ports(docs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    [deployment] = [d for d in of_kind(docs, "Deployment") if d["metadata"]["name"] == f"om-{name}"]
+    return [port for c in deployment["spec"]["template"]["spec"]["containers"] for port in c["ports"]]
+
+
+def test_the_dev_redis_and_mariadb_let_in_only_the_contexts_that_use_them() -> None:
+    """Who uses what is read from the contexts' own environment (REDIS_URL, DATABASE_URL[S]);
+    the dev servers make no call at all."""
+    docs = render(*VALUE_SETS["dev-dependencies"])
+    users: dict[str, set[str]] = {"redis": set(), "mariadb": set()}
+    for context in CONTEXTS:
+        [deployment] = [d for d in of_kind(docs, "Deployment") if d["metadata"]["name"] == f"om-{context}"]
+        env = {e["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+        if "REDIS_URL" in env:
+            users["redis"].add(context)
+        if env & {"DATABASE_URL", "DATABASE_URLS"}:
+            users["mariadb"].add(context)
+    assert users == {"redis": {"catalog", "checkout", "order"}, "mariadb": {"catalog", "order", "payment", "shipping"}}
+    policies = {p["metadata"]["name"]: p["spec"] for p in of_kind(docs, "NetworkPolicy")}
+    port = {"redis": 6379, "mariadb": 3306}
+    for dependency, contexts in users.items():
+        policy = policies[f"om-{dependency}"]
+        assert policy["policyTypes"] == ["Ingress", "Egress"] and "egress" not in policy, dependency
+        [rule] = policy["ingress"]
+        assert rule["ports"] == [{"port": port[dependency], "protocol": "TCP"}], dependency
+        peers = {c for c in CONTEXTS + DEV_DEPENDENCIES for peer in rule["from"] if _matches(peer, c)}
+        assert peers == contexts and len(rule["from"]) == len(contexts), dependency
+        # Every context that uses it may leave on that port.
+        for context in contexts:
+            out = {p["port"] for r in policies[f"om-{context}"]["egress"] for p in r["ports"] if "to" not in r}
+            assert port[dependency] in out, (context, dependency)
+
+
+def test_the_dev_dependencies_serve_the_default_connection_strings() -> None:
+    docs = render(*VALUE_SETS["dev-dependencies"])
+    services = {s["metadata"]["name"]: s["spec"] for s in of_kind(docs, "Service")}
+    secret = next(s for s in of_kind(docs, "Secret") if s["metadata"]["name"] == "om-ordermesh")["stringData"]
+    redis = urlsplit(secret["REDIS_URL"])
+    assert [p["port"] for p in services[str(redis.hostname)]["ports"]] == [redis.port]
+    init = next(s for s in of_kind(docs, "Secret") if s["metadata"]["name"] == "om-mariadb-init")["stringData"]
+    urls = [secret[k] for k in ("CATALOG_DATABASE_URL", "PAYMENT_DATABASE_URL", "SHIPPING_DATABASE_URL")]
+    urls += secret["ORDER_DATABASE_URLS"].split(",")
+    for url in map(urlsplit, urls):
+        assert [p["port"] for p in services[str(url.hostname)]["ports"]] == [url.port]
+        database = url.path.lstrip("/")
+        assert f"CREATE DATABASE IF NOT EXISTS `{database}`" in init["init.sql"]
+        assert f"GRANT ALL PRIVILEGES ON `{database}`.* TO '{url.username}'@'%'" in init["init.sql"]
+        assert f"CREATE USER IF NOT EXISTS '{url.username}'@'%' IDENTIFIED BY '{url.password}'" in init["init.sql"]
+    images = {
+        c["image"]
+        for d in of_kind(docs, "Deployment")
+        if d["metadata"]["name"] in {f"om-{n}" for n in DEV_DEPENDENCIES}
+        for c in d["spec"]["template"]["spec"].get("initContainers", []) + d["spec"]["template"]["spec"]["containers"]
+    }
+    assert images == {"localhost/ordermesh-deps:bookworm-1"}
+    # Off by default: none of it is rendered.
+    default = render()
+    assert not {"redis", "mariadb"} & {s["metadata"]["name"] for s in of_kind(default, "Service")}
+    assert not [d for d in default if d["metadata"]["name"].startswith(("om-redis", "om-mariadb"))]
 
 
 def test_the_kustomize_manifests_are_the_charts_rendering() -> None:
