@@ -37,6 +37,7 @@ async def bootstrap(settings: CheckoutSettings) -> App:
         tracer=app.tracer,
         default_timeout=settings.client_deadline_seconds,
         credentials=channel_credentials(settings),
+        health_check=settings.client_health_check,
     )
     catalog, shipping, payment = channels[CATALOG.full_name], channels[SHIPPING.full_name], channels[PAYMENT.full_name]
     breakers = breakers_for(

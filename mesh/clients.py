@@ -20,15 +20,23 @@ from mesh.telemetry import inject_context
 RETRYABLE_CODES = ("UNAVAILABLE", "RESOURCE_EXHAUSTED")
 
 
-def retry_service_config(service: str, idempotent_methods: Sequence[str]) -> str:
-    """A gRPC service config that retries the named methods with backoff.
+def service_config(service: str, idempotent_methods: Sequence[str], health_check: str = "") -> str:
+    """A gRPC service config: retries of the named methods with backoff, and
+    client-side health checking when ``health_check`` names a health service.
 
     Only methods that are safe to repeat are listed (reads, and writes keyed by
     an idempotency key such as order_id): a retry of anything else could apply
     twice.
+
+    With a health check, round_robin sends calls only to addresses whose health
+    service answers SERVING (it watches each one). In Kubernetes the headless
+    Services publish pods before they are ready, so clients learn a new pod's
+    address as soon as it has one, and this keeps calls off it until it is
+    ready, and off a pod that is shutting down.
     """
-    config = {
-        "methodConfig": [
+    config: dict[str, object] = {}
+    if service and idempotent_methods:
+        config["methodConfig"] = [
             {
                 "name": [{"service": service, "method": m} for m in idempotent_methods],
                 "retryPolicy": {
@@ -40,7 +48,8 @@ def retry_service_config(service: str, idempotent_methods: Sequence[str]) -> str
                 },
             }
         ]
-    }
+    if health_check:
+        config["healthCheckConfig"] = {"serviceName": health_check}
     return json.dumps(config)
 
 
@@ -53,8 +62,10 @@ def make_channel(
     idempotent_methods: Sequence[str] = (),
     max_message_bytes: int = 4 * 1024 * 1024,
     credentials: grpc.ChannelCredentials | None = None,
+    health_check: str = "",
 ) -> grpc.aio.Channel:
-    """An aio channel: plaintext, or mutual TLS with ``credentials`` (mesh.tls)."""
+    """An aio channel: plaintext, or mutual TLS with ``credentials`` (mesh.tls);
+    ``health_check``: see :func:`service_config`."""
     options: list[tuple[str, object]] = [
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_timeout_ms", 10_000),
@@ -73,8 +84,8 @@ def make_channel(
         ("grpc.min_reconnect_backoff_ms", 100),
         ("grpc.max_reconnect_backoff_ms", 5_000),
     ]
-    if service and idempotent_methods:
-        options.append(("grpc.service_config", retry_service_config(service, idempotent_methods)))
+    if (service and idempotent_methods) or health_check:
+        options.append(("grpc.service_config", service_config(service, idempotent_methods, health_check)))
     raw = (
         grpc.aio.insecure_channel(target, options=options)
         if credentials is None
@@ -172,6 +183,7 @@ def dependency_channels(
     tracer: trace.Tracer,
     default_timeout: float,
     credentials: grpc.ChannelCredentials | None = None,
+    health_check: str = "",
 ) -> dict[str, grpc.aio.Channel]:
     """One channel per dependency, keyed by its full service name, each with
     retries for the methods its proto marks safe to repeat."""
@@ -183,6 +195,7 @@ def dependency_channels(
             service=service.full_name,
             idempotent_methods=retry_safe_methods(service),
             credentials=credentials,
+            health_check=health_check,
         )
         for service, address in addresses.items()
     }

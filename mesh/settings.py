@@ -57,6 +57,10 @@ class ServiceSettings(BaseSettings):
 
     # Defaults for outgoing calls (see mesh.clients).
     client_deadline_seconds: float = Field(5.0, gt=0)
+    # The health service clients watch on every address of a dependency, sending
+    # calls only to those SERVING ("" = none). The chart sets "readiness": its
+    # headless Services list pods before they are ready (see mesh.clients).
+    client_health_check: str = ""
     breaker_fail_max: int = Field(5, ge=1)
     breaker_reset_seconds: float = Field(10.0, gt=0)
     # The event transport, the same for every process of a mesh.

@@ -90,6 +90,7 @@ async def build_components(
         tracer=tracer,
         default_timeout=settings.client_deadline_seconds,
         credentials=channel_credentials(settings),
+        health_check=settings.client_health_check,
     )
     catalog, payment, shipping = channels[CATALOG.full_name], channels[PAYMENT.full_name], channels[SHIPPING.full_name]
     breakers = breakers_for(

@@ -295,6 +295,18 @@ def sweep(workdir: Path, bin_dir: Path) -> list[str]:
     return removed
 
 
+def leftovers(workdir: Path) -> list[str]:
+    """What a stopped real node would have left behind (empty after a sweep)."""
+    found = [f"process {pid}" for pid, cmdline in _processes() if str(workdir) + "/" in cmdline]
+    found += [f"mount {mount}" for mount in _mounts_under(workdir)]
+    found += [f"chain {table}/{chain}" for table, chain in sorted(_chains() - _read_state(workdir))]
+    if Path(f"/sys/class/net/{BRIDGE}").exists():
+        found.append(f"bridge {BRIDGE}")
+    if CGROUP_ROOT.exists():
+        found += [f"cgroup {c / 'kubepods'}" for c in CGROUP_ROOT.iterdir() if (c / "kubepods").is_dir()]
+    return found
+
+
 def _node_ready(kubectl: KubectlRun) -> bool:
     found = kubectl("get", "node", NODE_NAME, "-o", "json", timeout=10)
     if found.returncode != 0:

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from mesh.local.cluster import LocalCluster
-from mesh.local.node import unsupported_reason
+from mesh.local.node import leftovers, unsupported_reason
 from mesh.local.procs import free_port, port_open, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -177,6 +177,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         yield Mesh(cluster, workdir)
     finally:
         cluster.stop()
+    # Stopping removed what the node made: processes, mounts, chains, bridge, cgroups.
+    assert leftovers(cluster.workdir) == []
 
 
 def grpcurl(port: int, method: str, body: dict[str, object]) -> dict[str, object]:
