@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
+import time
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,6 +24,8 @@ from sqlalchemy import Engine, MetaData, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+log = logging.getLogger(__name__)
 
 READONLY = "ordermesh_readonly"
 
@@ -95,23 +99,31 @@ def _sqlite_engine(url: str, *, echo: bool) -> AsyncEngine:
     return engine
 
 
-async def create_schema(engine: AsyncEngine, metadata: MetaData, attempts: int = 5) -> None:
+async def create_schema(engine: AsyncEngine, metadata: MetaData, wait_seconds: float = 60.0) -> None:
     """Create missing tables (idempotent). Schema changes beyond additive ones
     need a migration tool; none is needed yet.
 
-    Replicas starting together race: each sees a table missing, one creates it
-    and the other's CREATE fails ("already exists"; MySQL's DDL is not
-    transactional). Looking again then finds it, so a failed pass is retried.
+    Tried again (with backoff, for up to ``wait_seconds``) when it fails:
+    - the database is not answering yet: in a cluster it starts with the mesh,
+      and a process that exits instead is restarted only after a back-off;
+    - replicas starting together race: each sees a table missing, one creates
+      it and the other's CREATE fails ("already exists"; MySQL's DDL is not
+      transactional). Looking again finds it.
     """
-    for attempt in range(attempts):
+    deadline = time.monotonic() + wait_seconds
+    delay = 0.05
+    while True:
         try:
             async with engine.begin() as connection:
                 await connection.run_sync(metadata.create_all)
             return
-        except OperationalError:
-            if attempt + 1 == attempts:
+        except OperationalError as error:
+            if time.monotonic() + delay > deadline:
                 raise
-            await asyncio.sleep(0.05 * (attempt + 1))
+            reason = str(error.orig or error).splitlines()[0]
+            log.warning("database schema not created yet (%s): trying again in %.1f s", reason, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 # One asyncio lock per SQLite engine (and event loop): see UnitOfWork.

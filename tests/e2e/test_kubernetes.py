@@ -176,7 +176,9 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         print(f"helm install --wait with real pods: {time.monotonic() - started:.1f}s")
         yield Mesh(cluster, workdir)
     finally:
+        started = time.monotonic()
         cluster.stop()
+        print(f"\ncluster stopped and swept in {time.monotonic() - started:.1f}s")
     # Stopping removed what the node made: processes, mounts, chains, bridge, cgroups.
     assert leftovers(cluster.workdir) == []
 
@@ -191,6 +193,15 @@ def grpcurl(port: int, method: str, body: dict[str, object]) -> dict[str, object
     assert called.returncode == 0, called.stderr
     answer: dict[str, object] = json.loads(called.stdout)
     return answer
+
+
+def test_every_pod_started_once(mesh: Mesh) -> None:
+    """The contexts start with their database and Redis (they wait for them
+    rather than exiting), and two replicas create the schema together."""
+    pods = json.loads(mesh.kubectl("get", "pods", "-o", "json").stdout)["items"]
+    restarts = {p["metadata"]["name"]: s["restartCount"] for p in pods for s in p["status"]["containerStatuses"]}
+    assert len(restarts) == 9, restarts  # 7 context pods, Redis, MariaDB
+    assert set(restarts.values()) == {0}, restarts
 
 
 def test_place_order_through_port_forward_reaches_shipped(mesh: Mesh) -> None:
