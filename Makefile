@@ -20,6 +20,7 @@ TEST_DEBS := redis-server mariadb-server prometheus $(IMAGE_DEBS) $(NODE_DEBS)
 PYTEST_ARGS ?=
 
 
+.PHONY: tools-jaeger debs-monitoring trace
 .PHONY: image debs-image debs-node k8s k8s-e2e tools-helm cluster cluster-down cluster-bins cluster-images
 .PHONY: help setup venv debs-run debs-test tools-test rocketmq-jars rocketmq run test test-unit test-integration test-e2e lint protos clean audit bench bench-stock bench-pipeline bench-forwarder
 
@@ -27,6 +28,8 @@ help:
 	@echo "make run      start the whole mesh locally (installs what it needs first)"
 	@echo "              PROFILE=full: with MariaDB and a RocketMQ 5 broker (EVENT_TRANSPORT=rocketmq)"
 	@echo "              TLS=1: mutual TLS between the processes (a local CA under var/<profile>/tls)"
+	@echo "              TRACING=1: a local Jaeger (OTLP 4317, query API 16686); MONITORING=1: Prometheus on 9090"
+	@echo "make trace ORDER=id   an order's trace from the local Jaeger, as a tree"
 	@echo "make test     lint + unit, integration and e2e tests against real Redis, SQLite and MariaDB"
 	@echo "make test-unit         unit tests only: in-process, no servers, seconds (needs only the venv)"
 	@echo "make test-integration  integration tests against real Redis, SQLite, MariaDB, RocketMQ"
@@ -102,7 +105,7 @@ image: venv debs-image
 	@scripts/image/deps.sh
 
 tools-test:
-	@scripts/setup/go-tools.sh grpcurl helm
+	@scripts/setup/go-tools.sh grpcurl helm jaeger
 
 rocketmq-jars:
 	@scripts/setup/rocketmq.sh
@@ -118,8 +121,29 @@ else
 RUN_NEEDS := debs-run
 endif
 
+# TRACING=1: a local Jaeger (built once into .tools/bin); MONITORING=1: a local
+# Prometheus (Debian's) with monitoring/prometheus.yml and its alert rules.
+ifeq ($(TRACING),1)
+RUN_NEEDS += tools-jaeger
+endif
+ifeq ($(MONITORING),1)
+RUN_NEEDS += debs-monitoring
+endif
+
 run: venv $(RUN_NEEDS)
-	$(PY) -m launcher --profile $(PROFILE) $(if $(filter 1,$(TLS)),--tls)
+	$(PY) -m launcher --profile $(PROFILE) $(if $(filter 1,$(TLS)),--tls) \
+	  $(if $(filter 1,$(TRACING)),--tracing) $(if $(filter 1,$(MONITORING)),--monitoring)
+
+tools-jaeger:
+	@scripts/setup/go-tools.sh jaeger
+
+debs-monitoring:
+	@scripts/setup/debs.sh prometheus
+
+# An order's trace from the local Jaeger as a tree (make run TRACING=1 first).
+trace: venv
+	@test -n "$(ORDER)" || { echo "usage: make trace ORDER=order-id"; exit 2; }
+	@$(PY) -m order trace $(ORDER)
 
 test: venv debs-test tools-test rocketmq-jars cluster-bins lint
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -30,6 +30,7 @@ from urllib.parse import urlparse
 from grpc_health.v1 import health_pb2
 
 from launcher.topology import mesh_topology
+from mesh.local.jaeger import JaegerServer
 from mesh.local.procs import (
     ManagedProcess,
     MariaDBServer,
@@ -39,6 +40,7 @@ from mesh.local.procs import (
     port_open,
     port_owner,
 )
+from mesh.local.prometheus import PrometheusServer
 from mesh.local.rocketmq import RocketMQServer
 from mesh.local.tls import Certificates, make_certificates
 from mesh.probe import health_status
@@ -111,9 +113,15 @@ class LocalMesh:
         mariadb: MariaDBServer | None = None,
         rocketmq: RocketMQServer | None = None,
         tls: bool = False,
+        tracing: bool = False,
+        monitoring: bool = False,
+        jaeger: JaegerServer | None = None,
     ) -> None:
         """``mariadb`` and ``rocketmq``: servers already running (tests share them);
-        otherwise the profile's servers are started here, and stopped with the mesh."""
+        otherwise the profile's servers are started here, and stopped with the mesh.
+        ``tracing``: a local Jaeger every process exports to; ``monitoring``: a
+        local Prometheus scraping every process (monitoring/prometheus.yml);
+        ``jaeger``: one already running to export to instead (tests share one)."""
         self.var_dir = var_dir.resolve()
         self.offset = offset
         self.endpoints = endpoints(offset)
@@ -122,7 +130,20 @@ class LocalMesh:
         self.redis: RedisServer | None = None
         self.mariadb = mariadb
         self.rocketmq = rocketmq
-        self._started: list[MariaDBServer | RocketMQServer | RedisServer] = []
+        self._started: list[MariaDBServer | RocketMQServer | RedisServer | JaegerServer | PrometheusServer] = []
+        self._own_jaeger = jaeger is None and tracing
+        self.jaeger = jaeger or (
+            JaegerServer(
+                self.var_dir / "jaeger", otlp_port=4317 + offset, query_port=16686 + offset, die_with_parent=True
+            )
+            if tracing
+            else None
+        )
+        self.prometheus = (
+            PrometheusServer(self.var_dir / "prometheus", port=9090 + offset, port_offset=offset, die_with_parent=True)
+            if monitoring
+            else None
+        )
         self.services: dict[str, ManagedProcess] = {}
         # Mutual TLS between the processes (TLS=1): a private CA under var_dir/tls.
         self.certificates = make_certificates(self.var_dir / "tls") if tls else None
@@ -134,6 +155,10 @@ class LocalMesh:
         self._check_ports()
         self._ensure_redis()
         self._ensure_profile_servers()
+        for server in (self.jaeger if self._own_jaeger else None, self.prometheus):
+            if server is not None:
+                server.start()
+                self._started.append(server)
         for endpoint in self.endpoints:
             env = {
                 **os.environ,
@@ -151,6 +176,8 @@ class LocalMesh:
             }
             if self.rocketmq is not None:
                 env["ROCKETMQ_ENDPOINT"] = self.rocketmq.grpc_endpoint
+            if self.jaeger is not None:
+                env["OTEL_EXPORTER_OTLP_ENDPOINT"] = self.jaeger.otlp_endpoint
             if self.certificates is not None:
                 env.update(self.certificates.env())
             if endpoint.context in DATABASES:  # checkout has none
@@ -277,6 +304,19 @@ def banner(mesh: LocalMesh) -> str:
         f"  databases {f'MariaDB 127.0.0.1:{mesh.mariadb.port}' if mesh.mariadb else f'SQLite in {mesh.var_dir}'}",
         f"  logs      {mesh.var_dir / 'logs'}",
         f"  tls       {'mutual TLS, CA ' + str(certificates.ca) if certificates else 'off (TLS=1 turns it on)'}",
+        "  tracing   "
+        + (
+            f"Jaeger, query API {mesh.jaeger.query_url}/api/traces/TRACE_ID (its web UI is a placeholder here); "
+            "python -m order trace ORDER_ID prints an order's trace"
+            if mesh.jaeger
+            else "off (TRACING=1 starts a local Jaeger)"
+        ),
+        "  metrics   "
+        + (
+            f"Prometheus {mesh.prometheus.url} (alerts: {mesh.prometheus.url}/alerts)"
+            if mesh.prometheus
+            else "each process's /metrics (MONITORING=1 starts a local Prometheus)"
+        ),
         "",
         "Try:",
         f"  grpcurl {flags} localhost:{catalog} list",
@@ -296,6 +336,8 @@ def main() -> None:
     parser.add_argument("--redis-url", default=None)
     parser.add_argument("--profile", choices=sorted(PROFILES), default="embedded")
     parser.add_argument("--tls", action="store_true", help="mutual TLS between the processes (a local CA)")
+    parser.add_argument("--tracing", action="store_true", help="a local Jaeger every process sends its spans to")
+    parser.add_argument("--monitoring", action="store_true", help="a local Prometheus scraping every process")
     args = parser.parse_args()
 
     stop = False
@@ -311,7 +353,13 @@ def main() -> None:
     var_dir = args.var_dir or Path("var") / args.profile
     redis_url = args.redis_url or os.environ.get("REDIS_URL") or REDIS_URLS[args.profile]
     mesh = LocalMesh(
-        var_dir, offset=args.port_offset, redis_url=redis_url, profile=PROFILES[args.profile], tls=args.tls
+        var_dir,
+        offset=args.port_offset,
+        redis_url=redis_url,
+        profile=PROFILES[args.profile],
+        tls=args.tls,
+        tracing=args.tracing,
+        monitoring=args.monitoring,
     )
     try:
         mesh.start()

@@ -1,4 +1,4 @@
-"""python -m order [serve | dead-letters | replay [ID ...]]"""
+"""python -m order [serve | dead-letters | replay [ID ...] | trace ORDER_ID]"""
 
 from __future__ import annotations
 
@@ -46,10 +46,14 @@ def main() -> None:
         run_service("order", OrderSettings, bootstrap)
     elif command == "dead-letters":
         asyncio.run(_dead_letters(settings_or_exit("order", OrderSettings)))
+    elif command == "trace":
+        from order.trace import main as trace
+
+        raise SystemExit(trace(args))
     elif command == "replay" and all(a.isdigit() for a in args):
         asyncio.run(_replay(settings_or_exit("order", OrderSettings), {int(a) for a in args} or None))
     else:
-        print("usage: python -m order [serve | dead-letters | replay [ID ...]]", file=sys.stderr)
+        print("usage: python -m order [serve | dead-letters | replay [ID ...] | trace ORDER_ID]", file=sys.stderr)
         raise SystemExit(2)
 
 

@@ -9,8 +9,17 @@ import pytest
 
 from launcher.mesh import PROFILES, LocalMesh, free_offset
 from launcher.topology import mesh_topology
+from mesh.local.jaeger import JaegerServer
 from mesh.local.procs import RedisServer
 from mesh.local.rocketmq import RocketMQServer
+
+
+@pytest.fixture(scope="session")
+def jaeger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JaegerServer]:
+    """One Jaeger every e2e mesh sends its spans to (as `make run TRACING=1`)."""
+    server = JaegerServer(tmp_path_factory.mktemp("jaeger")).start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(
@@ -18,7 +27,10 @@ from mesh.local.rocketmq import RocketMQServer
     params=["embedded", pytest.param("full", marks=[pytest.mark.rocketmq, pytest.mark.mariadb])],
 )
 def local_mesh(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    redis_server: RedisServer,
+    jaeger: JaegerServer,
 ) -> Iterator[LocalMesh]:
     """The mesh on each profile in turn: every e2e test runs on Redis Streams +
     SQLite, then on RocketMQ + MariaDB (the broker started here, before the mesh)."""
@@ -36,7 +48,13 @@ def local_mesh(
         if rocketmq is not None:
             rocketmq.start()
         mesh = LocalMesh(
-            var_dir, offset=free_offset(), redis_url=redis_url, profile=profile, mariadb=mariadb, rocketmq=rocketmq
+            var_dir,
+            offset=free_offset(),
+            redis_url=redis_url,
+            profile=profile,
+            mariadb=mariadb,
+            rocketmq=rocketmq,
+            jaeger=jaeger,
         )
         try:
             mesh.start(timeout=180)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -17,6 +18,8 @@ import redis.asyncio as aioredis
 from checkout.idempotency import Claims, fingerprint
 from common.order_ids import mint
 from launcher.mesh import DATABASES, LocalMesh
+from mesh.local.jaeger import get_json
+from order.trace import linked_spans
 from ordermesh.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from ordermesh.checkout.v1 import checkout_pb2, checkout_pb2_grpc
 from ordermesh.common.v1 import common_pb2
@@ -115,6 +118,50 @@ async def test_a_normal_order_is_paid_persisted_and_shipped(clients: Clients) ->
     payment = await clients.payment.GetPayment(payment_pb2.GetPaymentRequest(order_id=placed.order_id))
     assert payment.status == payment_pb2.CAPTURED
     assert (payment.amount.units, payment.amount.nanos) == (placed.total.units, placed.total.nanos)
+
+
+async def test_an_order_s_trace_is_in_jaeger_and_make_trace_prints_it(clients: Clients, local_mesh: LocalMesh) -> None:
+    """`make run TRACING=1` as a user sees it: the order's trace by id in
+    Jaeger's query API, the batch and job spans that link to it, and the tree
+    `python -m order trace` prints."""
+    jaeger = local_mesh.jaeger
+    assert jaeger is not None
+    placed = await clients.place(("sku-1004", 1))
+    order = await clients.order_in(placed.order_id, common_pb2.SHIPPED)
+    want = {f"ordermesh-{c}" for c in ("checkout", "catalog", "payment", "shipping")}
+
+    async def exported() -> bool:  # spans leave each process in batches
+        traces = (await asyncio.to_thread(get_json, f"{jaeger.query_url}/api/traces/{order.trace_id}")).get("data")
+        services = {p["serviceName"] for p in traces[0]["processes"].values()} if traces else set()
+        return want <= services
+
+    await eventually(exported, 30, "the order's spans from checkout, catalog, payment and shipping in Jaeger")
+    created_us = order.created_at.seconds * 1_000_000 + order.created_at.nanos // 1000
+
+    async def linked() -> bool:
+        spans = await asyncio.to_thread(linked_spans, jaeger.query_url, order.trace_id, created_us)
+        return "ordermesh-order" in {s.service for s in spans}
+
+    await eventually(linked, 30, "the order context's consumer span linking to the order's trace")
+    printed = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "order", "trace", placed.order_id,
+        "--order", local_mesh.address("order"), "--jaeger", jaeger.query_url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await printed.communicate()
+    text = out.decode()
+    assert printed.returncode == 0, err.decode()
+    assert f"trace {order.trace_id}" in text and "linked" in text
+    rows = text.splitlines()
+    # Indented by depth: checkout's server span is the root, the calls it made
+    # below it, the callee's server span below each call.
+    assert any(re.match(r"checkout +ordermesh.checkout.v1.CheckoutService/PlaceOrder .* OK", r) for r in rows), text
+    for callee in ("catalog", "payment", "shipping"):
+        assert any(re.match(rf"    {callee} +ordermesh.{callee}.v1.", r) for r in rows), text
+    assert any(
+        re.match(r"  order +consume ", r)
+        for r in rows[rows.index("linked (work done later, in batches and periodic jobs):") :]
+    ), text
 
 
 async def test_declined_card_cancels_and_restores_stock(clients: Clients) -> None:
