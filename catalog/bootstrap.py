@@ -35,6 +35,7 @@ from mesh.lease import Lease
 from mesh.process import new_app
 from mesh.redis_pool import connect
 from mesh.server import App, Registration
+from mesh.storage_spans import trace_storage
 from ordermesh.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,7 @@ async def bootstrap(settings: CatalogSettings) -> App:
     app = new_app("catalog", settings)
     parts = await build_components(settings)
     app.components = parts
+    trace_storage(app, engines=[parts.engine], clients=[parts.client])
     metrics = StockMetrics(app.registry)
     cache = ProductCache(parts.store.all_products, settings.product_cache_ttl_seconds)
     quota = Quota(
@@ -136,14 +138,17 @@ async def bootstrap(settings: CatalogSettings) -> App:
         probe_interval=settings.stock_probe_interval_seconds,
         sql_only=settings.stock_path == "sql",
         metrics=metrics,
+        tracer=app.tracer,
+        events_stream=parts.keys.order_stream,
     )
     await engine.start()
-    metrics.watch(lambda: engine.on_sql, quota.stranded)
+    # A copy: the gauges are read by the metrics thread while the refiller updates the view.
+    metrics.watch(lambda: engine.on_sql, lambda: list(quota.levels.values()))
     limits = Limits(settings.max_lines_per_order, settings.max_units_per_line)
     app.services.append(
         Registration(
             catalog_pb2_grpc.add_CatalogServiceServicer_to_server,
-            CatalogService(Catalog(parts.store, cache.get_many), engine, limits),
+            CatalogService(Catalog(parts.store, cache.get_many), engine, limits, metrics),
             catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
         )
     )
@@ -152,7 +157,11 @@ async def bootstrap(settings: CatalogSettings) -> App:
     # Every replica relays the SQL path's OrderPlaced events, whatever path it is on.
     app.workers.append(
         StockOutboxRelay(
-            parts.sql_path, parts.redis_stock, Lease(parts.client, parts.keys.relay_lease, 5000), metrics=metrics
+            parts.sql_path,
+            parts.redis_stock,
+            Lease(parts.client, parts.keys.relay_lease, 5000),
+            metrics=metrics,
+            tracer=app.tracer,
         )
     )
     if settings.flusher_enabled:

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TypeVar
 
+from opentelemetry import trace
+
 from catalog.cache import ProductCache
 from catalog.events import order_placed
 from catalog.ledger import Ledger
@@ -31,6 +33,7 @@ from catalog.quota import Quota
 from catalog.redis_stock import RedisStock
 from catalog.sql_path import RELEASED, RESERVED, SqlPath
 from catalog.stock import Earlier, EpochChanged, InsufficientStock, Line, RedisDown, merge
+from mesh.bus.tracing import OPERATION, OPERATION_TYPE, ORDER_ID, REDIS, publish_attributes, publishing
 from mesh.clock import Clock
 from mesh.errors import FieldViolation, InvalidArgument, NotFound, Unavailable
 from mesh.money import Money
@@ -68,6 +71,8 @@ class StockEngine:
         probe_interval: float = 0.5,
         sql_only: bool = False,
         metrics: StockMetrics | None = None,
+        tracer: trace.Tracer | None = None,
+        events_stream: str = "",
     ) -> None:
         self._redis = redis_stock
         self._sql = sql_path
@@ -78,6 +83,10 @@ class StockEngine:
         self._probe_interval = probe_interval
         self._sql_only = sql_only
         self._metrics = metrics
+        # The PRODUCER span of each reservation's OrderPlaced, appended to ``events_stream``.
+        self._tracer = tracer or trace.NoOpTracer()
+        self._events_stream = events_stream
+        self._publish_attributes = publish_attributes(REDIS, events_stream)  # built once: per reservation
         self.path = Path.SQL if sql_only else Path.REDIS
         self._probe: asyncio.Task[None] | None = None
 
@@ -95,14 +104,25 @@ class StockEngine:
             )
             for line in lines
         ]
-        event = order_placed(order_id, draft, priced, total, self._clock()).SerializeToString()
+        # The PRODUCER span of OrderPlaced: the event carries its context (built in
+        # it), and on the Redis path the Lua call that appends the event runs in it.
+        # On the SQL path the event goes to the outbox and the relay appends it later.
+        with publishing(self._tracer, REDIS, self._events_stream, attributes=self._publish_attributes) as span:
+            event = order_placed(order_id, draft, priced, total, self._clock()).SerializeToString()
 
-        async def on_sql() -> Earlier | None:
-            earlier = await self._sql.reserve(order_id, lines, event, self._clock())
-            await self._look_again([line.product_id for line in lines])
-            return earlier
+            async def on_sql() -> Earlier | None:
+                earlier = await self._sql.reserve(order_id, lines, event, self._clock())
+                await self._look_again([line.product_id for line in lines])
+                return earlier
 
-        earlier, path = await self._either(lambda: self._reserve_on_redis(order_id, lines, event), on_sql)
+            earlier, path = await self._either(lambda: self._reserve_on_redis(order_id, lines, event), on_sql)
+            if span.is_recording():
+                span.set_attribute(ORDER_ID, order_id)
+                if path == Path.SQL:
+                    # Written to the outbox, not appended yet: the relay's span publishes it.
+                    span.set_attributes({OPERATION: "create", OPERATION_TYPE: "create"})
+                if earlier is not None:
+                    span.set_attribute("ordermesh.already_reserved", True)  # nothing was published
         if earlier is None:
             if self._metrics is not None:
                 self._metrics.reservations.labels(path).inc()

@@ -174,9 +174,6 @@ class Quota:
         level = self.levels.get(product_id)
         return level.unallocated if level is not None else 1  # unknown: worth a look
 
-    def stranded(self) -> int:
-        return sum(level.stranded for level in self.levels.values())
-
     # -- refills --------------------------------------------------------------------
 
     def sold(self, product_id: str, units: int) -> None:

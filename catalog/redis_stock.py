@@ -14,6 +14,7 @@ from importlib import resources
 from typing import Any
 
 import redis.asyncio as redis
+from opentelemetry import trace
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -30,6 +31,7 @@ from catalog.stock import (
     marker,
     parse_marker,
 )
+from mesh.bus.tracing import MESSAGE_ID
 from mesh.errors import Unavailable, redis_refused
 
 
@@ -81,6 +83,10 @@ class RedisStock:
         reply = await self.call(lambda: self._reserve(keys=keys, args=args))
         kind = _text(reply[0])
         if kind == "OK":
+            # The caller's PRODUCER span (StockEngine.reserve) names the entry it published.
+            span = trace.get_current_span()
+            if span.is_recording():
+                span.set_attribute(MESSAGE_ID, _text(reply[1]))
             return None
         if kind == "DUP":
             source, earlier = parse_marker(_text(reply[1]))

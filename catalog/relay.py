@@ -20,9 +20,12 @@ import asyncio
 import contextlib
 import logging
 
+from opentelemetry import trace
+
 from catalog.metrics import StockMetrics
 from catalog.redis_stock import RedisStock
 from catalog.sql_path import RELEASED, SqlPath
+from mesh.bus.tracing import REDIS, envelope_link, publishing
 from mesh.lease import Lease
 from mesh.worker import LoopWorker
 
@@ -39,6 +42,7 @@ class StockOutboxRelay(LoopWorker):
         idle_seconds: float = 0.2,
         batch_size: int = 200,
         metrics: StockMetrics | None = None,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         super().__init__("stock-outbox-relay")
         self._sql = sql_path
@@ -47,6 +51,7 @@ class StockOutboxRelay(LoopWorker):
         self._idle = idle_seconds
         self._batch_size = batch_size
         self._metrics = metrics
+        self._tracer = tracer or trace.NoOpTracer()
 
     async def stopped(self) -> None:
         with contextlib.suppress(Exception):
@@ -71,14 +76,20 @@ class StockOutboxRelay(LoopWorker):
         if not pending:
             return 0
         done = []
-        for row in pending:
-            outcome = await self._redis.relay(row.order_id, row.lines, row.event)
-            if outcome == "DUP":
-                await self._undo(row.order_id)
-                continue
-            done.append(row.id)
-            if outcome == "OK" and self._metrics is not None:
-                self._metrics.relayed.inc()
+        # One PRODUCER span for the batch, linked to each event's own (the reservation's).
+        with publishing(self._tracer, REDIS, self._redis.keys.order_stream, count=len(pending)) as span:
+            if span.is_recording():
+                for row in pending:
+                    if (link := envelope_link(row.event)) is not None:
+                        span.add_link(link.context)
+            for row in pending:
+                outcome = await self._redis.relay(row.order_id, row.lines, row.event)
+                if outcome == "DUP":
+                    await self._undo(row.order_id)
+                    continue
+                done.append(row.id)
+                if outcome == "OK" and self._metrics is not None:
+                    self._metrics.relayed.inc()
         if done:
             await self._sql.published(done)
         return len(pending)

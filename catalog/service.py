@@ -6,10 +6,12 @@ from typing import Any
 
 import grpc
 
-from catalog.engine import StockEngine
+from catalog.engine import Reserved, StockEngine
+from catalog.metrics import StockMetrics
 from catalog.products import Catalog, Product
-from catalog.stock import Limits, Line
+from catalog.stock import InsufficientStock, Limits, Line
 from common.checks import Checks
+from mesh.errors import InvalidArgument, NotFound
 from ordermesh.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from ordermesh.common.v1 import common_pb2
 
@@ -17,10 +19,13 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class CatalogService(catalog_pb2_grpc.CatalogServiceServicer):
-    def __init__(self, catalog: Catalog, stock: StockEngine, limits: Limits) -> None:
+    def __init__(
+        self, catalog: Catalog, stock: StockEngine, limits: Limits, metrics: StockMetrics | None = None
+    ) -> None:
         self._catalog = catalog
         self._stock = stock
         self._limits = limits
+        self._metrics = metrics
 
     async def ListProducts(
         self, request: catalog_pb2.ListProductsRequest, context: Context
@@ -41,15 +46,15 @@ class CatalogService(catalog_pb2_grpc.CatalogServiceServicer):
         return to_proto(product, levels.get(product.id, product.stock))
 
     async def ReserveStock(self, request: catalog_pb2.ReserveStockRequest, context: Context) -> catalog_pb2.Reservation:
-        check = Checks()
-        check.order_id(request.order_id)
-        check.line_items(request.items, max_lines=self._limits.max_lines, max_quantity=self._limits.max_quantity)
-        if check.require(request.HasField("draft"), "draft", "is required"):
-            check_draft(check, request.draft)
-        check.raise_if_any()
-        reserved = await self._stock.reserve(
-            request.order_id, [Line(i.product_id, i.quantity) for i in request.items], request.draft
-        )
+        try:
+            reserved = await self._reserve(request)
+        except InsufficientStock:
+            self._count("short")
+            raise
+        except (InvalidArgument, NotFound):  # a bad field, an unknown product, mixed currencies
+            self._count("invalid")
+            raise
+        self._count("reserved")
         return catalog_pb2.Reservation(
             order_id=reserved.order_id,
             items=[common_pb2.LineItem(product_id=line.product_id, quantity=line.quantity) for line in reserved.lines],
@@ -58,6 +63,21 @@ class CatalogService(catalog_pb2_grpc.CatalogServiceServicer):
             priced_items=reserved.priced,
             total=reserved.total.to_proto(),
         )
+
+    async def _reserve(self, request: catalog_pb2.ReserveStockRequest) -> Reserved:
+        check = Checks()
+        check.order_id(request.order_id)
+        check.line_items(request.items, max_lines=self._limits.max_lines, max_quantity=self._limits.max_quantity)
+        if check.require(request.HasField("draft"), "draft", "is required"):
+            check_draft(check, request.draft)
+        check.raise_if_any()
+        return await self._stock.reserve(
+            request.order_id, [Line(i.product_id, i.quantity) for i in request.items], request.draft
+        )
+
+    def _count(self, outcome: str) -> None:
+        if self._metrics is not None:
+            self._metrics.outcomes.labels(outcome).inc()
 
     async def ReleaseStock(
         self, request: catalog_pb2.ReleaseStockRequest, context: Context

@@ -5,6 +5,7 @@ from __future__ import annotations
 import redis.asyncio as redis
 
 from checkout.idempotency import Claims
+from checkout.metrics import CheckoutMetrics
 from checkout.remote import Remote
 from checkout.saga import PlaceOrder, SagaConfig
 from checkout.service import CheckoutService
@@ -17,6 +18,7 @@ from mesh.clients import dependency_channels
 from mesh.clock import utc_now
 from mesh.process import new_app
 from mesh.server import App, Registration
+from mesh.storage_spans import trace_storage
 from mesh.tls import channel_credentials
 from ordermesh.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from ordermesh.checkout.v1 import checkout_pb2, checkout_pb2_grpc
@@ -31,6 +33,7 @@ PAYMENT = payment_pb2.DESCRIPTOR.services_by_name["PaymentService"]
 async def bootstrap(settings: CheckoutSettings) -> App:
     app = new_app("checkout", settings)
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    trace_storage(app, clients=[client])
 
     channels = dependency_channels(
         {CATALOG: settings.catalog_address, SHIPPING: settings.shipping_address, PAYMENT: settings.payment_address},
@@ -62,7 +65,7 @@ async def bootstrap(settings: CheckoutSettings) -> App:
     saga = PlaceOrder(
         remote,
         claims,
-        RedisPublisher(client),
+        RedisPublisher(client, app.tracer),
         SagaConfig(settings.review_threshold_units, settings.order_shards, settings.order_updates_stream),
         utc_now,
     )
@@ -78,6 +81,7 @@ async def bootstrap(settings: CheckoutSettings) -> App:
                 lambda: utc_now().date(),
                 max_lines=settings.max_lines_per_order,
                 max_quantity=settings.max_units_per_line,
+                metrics=CheckoutMetrics(app.registry),
             ),
             checkout_pb2.DESCRIPTOR.services_by_name["CheckoutService"].full_name,
         )

@@ -44,6 +44,7 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
     return create_async_engine(
         url,
         echo=echo,
+        hide_parameters=True,  # see _sqlite_engine
         # Correctness here rests on row locks and unique keys, never on
         # repeatable reads; READ COMMITTED also drops InnoDB's gap locks, the
         # usual source of deadlocks between concurrent inserts.
@@ -62,6 +63,9 @@ def _sqlite_engine(url: str, *, echo: bool) -> AsyncEngine:
     engine = create_async_engine(
         url,
         echo=echo,
+        # An error's text leaves out the statement's values: they hold card
+        # digits, emails and addresses, and errors reach logs and spans.
+        hide_parameters=True,
         connect_args={"timeout": 30},
         # No rollback on return to the pool: every connection here ends its own
         # transaction (a UnitOfWork commits or rolls back, and closing a read

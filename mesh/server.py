@@ -28,7 +28,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 
 from mesh.metrics import BreakerMetrics, ServerMetrics, serve_metrics
 from mesh.middleware import Middleware, WrappingServer
@@ -78,6 +78,9 @@ class App:
 
     def __post_init__(self) -> None:
         self.breaker_metrics = BreakerMetrics(self.registry)
+        # CPU, memory and file descriptors of this process (process_*): the
+        # library registers them only in its global registry, not in ours.
+        ProcessCollector(registry=self.registry)
 
     @property
     def tracer(self) -> trace.Tracer:
@@ -195,6 +198,7 @@ class Server:
                 log.exception("closing %r failed", close)
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
+            self._metrics_server.server_close()  # shutdown() stops serving; this closes the port
         self.app.tracer_provider.shutdown()
         log.info("%s stopped", self.app.name)
 

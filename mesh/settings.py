@@ -53,6 +53,8 @@ class ServiceSettings(BaseSettings):
 
     otel_exporter_otlp_endpoint: str = ""
     otel_sampling_ratio: float = Field(1.0, ge=0, le=1)
+    # CLIENT spans for SQL statements and Redis commands (mesh.storage_spans).
+    otel_storage_spans: bool = True
     deployment_environment: str = "local"
 
     # Defaults for outgoing calls (see mesh.clients).

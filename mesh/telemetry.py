@@ -8,9 +8,14 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.propagate import extract, inject
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+# Links kept per span. A batch span has one link per message, and the SDK's
+# default (OTEL_SPAN_LINK_COUNT_LIMIT, 128) would silently drop the rest of a
+# batch; the largest batch any setting allows is FORWARDER_BATCH_SIZE (2000).
+MAX_LINKS = 2048
 
 
 def build_tracer_provider(
@@ -33,6 +38,7 @@ def build_tracer_provider(
         ),
         # Follow the caller's decision; sample roots by ratio.
         sampler=ParentBased(TraceIdRatioBased(sampling_ratio)),
+        span_limits=SpanLimits(max_links=MAX_LINKS),
     )
     if otlp_endpoint:
         # Imported only when used: the exporter pulls in a gRPC client stack.
@@ -60,6 +66,15 @@ def span_link(carrier: Mapping[str, str]) -> trace.Link | None:
     """A link to the producer span in ``carrier`` (for batch consumers)."""
     span_context = trace.get_current_span(extract_context(carrier)).get_span_context()
     return trace.Link(span_context) if span_context.is_valid else None
+
+
+def traceparent(carrier: Mapping[str, str]) -> str:
+    """The W3C ``traceparent`` of the span ``carrier`` describes, rewritten from
+    its parsed parts (so it is always 55 characters), or "" if it has none."""
+    context = trace.get_current_span(extract_context(carrier)).get_span_context()
+    if not context.is_valid:
+        return ""
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
 
 
 def current_trace_id() -> str:

@@ -2,32 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
 import grpc
 import redis.asyncio as redis
 from opentelemetry import trace
-from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mesh.breaker import breakers_for
 from mesh.bus.dead_letters import SqlDeadLetters
 from mesh.bus.redis_streams import ConsumerConfig, RedisPublisher, StreamConsumer
+from mesh.bus.tracing import REDIS, creating
 from mesh.bus.transport import EventTransport, Route, forwarder_breaker, rocket_client
 from mesh.clients import dependency_channels
 from mesh.clock import Clock, utc_now
 from mesh.db import create_engine, create_schema, ping
 from mesh.lease import Lease
 from mesh.metrics import BreakerMetrics
-from mesh.periodic import PeriodicJob
+from mesh.periodic import JobMetrics, PeriodicJob
 from mesh.process import new_app
 from mesh.server import App, Registration
+from mesh.storage_spans import trace_storage
 from mesh.tls import channel_credentials
 from order.events import status_changed
 from order.handlers import Compensator, Dispatcher, PlacedOrders, StatusEvents
 from order.lifecycle import Lifecycle, LifecycleConfig
+from order.metrics import OrderMetrics, StatusCounts
 from order.models import dead_letters, metadata
 from order.queries import OrderQueries
 from order.relay import OutboxRelay
@@ -58,6 +59,8 @@ class Components:
     lifecycle: Lifecycle
     remote: Remote
     clock: Clock
+    # The process's business metrics (None for operator commands, which count nothing).
+    metrics: OrderMetrics | None = None
 
     def dead_letters(self) -> SqlDeadLetters:
         # Dead letters are kept in the first shard's database.
@@ -76,14 +79,15 @@ async def build_components(
     tracer: trace.Tracer,
     breaker_metrics: BreakerMetrics | None = None,
     clock: Clock = utc_now,
-    skipped: Callable[[str], None] | None = None,
-    refunded: Callable[[], None] | None = None,
+    metrics: OrderMetrics | None = None,
 ) -> Components:
     engines = [create_engine(url) for url in settings.shard_urls]
     for engine in engines:
         await create_schema(engine, metadata)
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
-    shards = Shards([OrderStore(engine, status_changed) for engine in engines])
+    # Each OrderStatusChanged is made in a PRODUCER span of its own, the span its consumers link to.
+    status_event = creating(status_changed, tracer, REDIS, settings.order_status_stream)
+    shards = Shards([OrderStore(engine, status_event, metrics) for engine in engines])
 
     channels = dependency_channels(
         {CATALOG: settings.catalog_address, PAYMENT: settings.payment_address, SHIPPING: settings.shipping_address},
@@ -119,9 +123,18 @@ async def build_components(
         orphan_after=timedelta(seconds=settings.order_timeout_seconds + settings.money_settle_after_seconds),
         ship_concurrency=settings.ship_concurrency,
     )
-    lifecycle = Lifecycle(shards, remote, clock, config, on_skip=skipped, on_refund=refunded)
+    lifecycle = Lifecycle(
+        shards,
+        remote,
+        clock,
+        config,
+        on_skip=metrics.skip if metrics is not None else None,
+        on_money=metrics.money if metrics is not None else None,
+        tracer=tracer,
+    )
+    publisher = RedisPublisher(client, tracer)
     return Components(
-        engines, shards, client, RedisPublisher(client), [catalog, payment, shipping], lifecycle, remote, clock
+        engines, shards, client, publisher, [catalog, payment, shipping], lifecycle, remote, clock, metrics
     )
 
 
@@ -132,7 +145,11 @@ def routes(parts: Components, settings: OrderSettings) -> list[Route]:
         Route(settings.order_placed_stream, settings.consumer_group, PlacedOrders(parts.shards, parts.clock)),
         Route(settings.order_updates_stream, settings.consumer_group, StatusEvents(parts.shards, parts.clock)),
         Route(settings.order_status_stream, "dispatcher", Dispatcher(parts.lifecycle)),
-        Route(settings.order_status_stream, "compensator", Compensator(parts.remote)),
+        Route(
+            settings.order_status_stream,
+            "compensator",
+            Compensator(parts.remote, parts.metrics.money if parts.metrics is not None else None),
+        ),
     ]
 
 
@@ -155,7 +172,7 @@ def build_consumers(parts: Components, settings: OrderSettings, tracer: trace.Tr
     ]  # fmt: skip
 
 
-def build_jobs(parts: Components, settings: OrderSettings) -> list[PeriodicJob]:
+def build_jobs(parts: Components, settings: OrderSettings, metrics: JobMetrics | None = None) -> list[PeriodicJob]:
     jobs = {
         "reconcile": parts.lifecycle.reconcile,
         "expire": parts.lifecycle.expire,
@@ -171,6 +188,7 @@ def build_jobs(parts: Components, settings: OrderSettings) -> list[PeriodicJob]:
             interval=settings.worker_interval_seconds,
             lease=Lease(parts.client, f"order-{name}", lease_ms),
             clock=utc_now,
+            metrics=metrics,
         )
         for name, job in jobs.items()
     ]
@@ -182,26 +200,11 @@ async def bootstrap(settings: OrderSettings, *, clock: Clock = utc_now, workers:
     consumers, forwarder, outbox relay and periodic jobs. ``app.components``
     holds the object graph."""
     app = new_app("order", settings)
-    skips = Counter(
-        "ordermesh_order_job_skipped_orders",
-        "Orders a periodic job skipped this round because their step failed (logged with the reason).",
-        ["job"],
-        registry=app.registry,
-    )
-    refunds = Counter(
-        "ordermesh_order_money_refunds",
-        "Captured payments the money sweep found and refunded: of CANCELLED orders, or of no order at all.",
-        registry=app.registry,
-    )
-    parts = await build_components(
-        settings,
-        app.tracer,
-        app.breaker_metrics,
-        clock=clock,
-        skipped=lambda job: skips.labels(job).inc(),
-        refunded=refunds.inc,
-    )
+    metrics = OrderMetrics(app.registry)
+    job_metrics = JobMetrics(app.registry)  # each job adds its series when it is built
+    parts = await build_components(settings, app.tracer, app.breaker_metrics, clock=clock, metrics=metrics)
     app.components = parts
+    trace_storage(app, engines=parts.engines, clients=[parts.client])
     app.services.append(
         Registration(
             order_pb2_grpc.add_OrderServiceServicer_to_server,
@@ -232,7 +235,8 @@ async def bootstrap(settings: OrderSettings, *, clock: Clock = utc_now, workers:
             parts.shards, parts.publisher, settings.order_status_stream, Lease(parts.client, "order-outbox", 5000)
         )
     )
-    app.workers += build_jobs(parts, settings)
+    app.workers += build_jobs(parts, settings, job_metrics)
+    app.workers.append(StatusCounts(parts.shards, metrics, settings.status_count_interval_seconds))
     return app
 
 

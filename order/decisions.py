@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from order.orders import Applied, Transition
+from order.orders import Applied, CancelReason, Transition
 from order.state import Status, allowed
 
 
@@ -32,6 +32,7 @@ class StatusChange:
     after: Status
     reason: str
     tracking_id: str
+    cancel_reason: CancelReason | None = None
 
 
 @dataclass
@@ -82,7 +83,7 @@ def decide(transitions: Sequence[Transition], seen: Iterable[str], orders: dict[
             attempts[t.order_id] += 1
             values["ship_attempts"] = attempts[t.order_id]
         status[t.order_id] = t.target
-        out.changes.append(StatusChange(t.order_id, current, t.target, t.reason[:500], t.tracking_id))
+        out.changes.append(StatusChange(t.order_id, current, t.target, t.reason[:500], t.tracking_id, t.cancel_reason))
         out.judged.append((t.event_id, t.order_id, "applied", f"{current} -> {t.target}"))
         out.results.append((Applied.APPLIED, current))
     return out

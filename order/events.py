@@ -9,8 +9,8 @@ from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from mesh.money import Money
-from mesh.telemetry import inject_context
-from order.orders import Address, Item, MalformedEvent, Order, Transition
+from mesh.telemetry import inject_context, traceparent
+from order.orders import Address, CancelReason, Item, MalformedEvent, Order, Transition, cancel_reason_of_actor
 from order.state import INITIAL, Status
 from ordermesh.common.v1 import common_pb2
 from ordermesh.events.v1 import events_pb2
@@ -57,6 +57,7 @@ def placed_order(envelope: events_pb2.Envelope) -> Order:
         trace_id=_trace_id(envelope),
         created_at=created,
         updated_at=created,
+        trace_parent=traceparent(envelope.trace_context),
     )
 
 
@@ -69,11 +70,25 @@ def transition(envelope: events_pb2.Envelope) -> Transition:
     if kind == "payment_declined":
         reason = envelope.payment_declined.reason or "payment declined"
         return Transition(
-            order_id, event_id, Status.CANCELLED, reason, failure_reason=reason, only_from=PAYABLE | REVIEWABLE
+            order_id,
+            event_id,
+            Status.CANCELLED,
+            reason,
+            failure_reason=reason,
+            only_from=PAYABLE | REVIEWABLE,
+            cancel_reason=CancelReason.DECLINED,
         )
     if kind == "order_cancelled":
-        reason = envelope.order_cancelled.reason or "cancelled"
-        return Transition(order_id, event_id, Status.CANCELLED, reason, failure_reason=reason)
+        cancelled = envelope.order_cancelled
+        reason = cancelled.reason or "cancelled"
+        return Transition(
+            order_id,
+            event_id,
+            Status.CANCELLED,
+            reason,
+            failure_reason=reason,
+            cancel_reason=cancel_reason_of_actor(cancelled.actor),
+        )
     if kind == "order_reviewed":
         review = envelope.order_reviewed
         if review.approved:
@@ -81,7 +96,15 @@ def transition(envelope: events_pb2.Envelope) -> Transition:
                 order_id, event_id, Status.PENDING, f"approved by {review.reviewer}", only_from=REVIEWABLE
             )
         reason = f"rejected by {review.reviewer}" + (f": {review.note}" if review.note else "")
-        return Transition(order_id, event_id, Status.CANCELLED, reason, failure_reason=reason, only_from=REVIEWABLE)
+        return Transition(
+            order_id,
+            event_id,
+            Status.CANCELLED,
+            reason,
+            failure_reason=reason,
+            only_from=REVIEWABLE,
+            cancel_reason=CancelReason.REVIEW_REJECTED,
+        )
     raise MalformedEvent(f"no status change for a {kind} event")
 
 

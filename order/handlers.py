@@ -10,12 +10,14 @@ A batch of status events is applied per shard in one transaction.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from mesh.bus import BatchOutcome, Message
+from mesh.bus.tracing import message_span
 from mesh.clock import Clock
 from mesh.errors import DomainError, Unavailable
 from order.events import parse, placed_order, transition
-from order.lifecycle import Lifecycle
+from order.lifecycle import Lifecycle, MoneyAction
 from order.orders import Applied, MalformedEvent, Order, Transition
 from order.ports import Gateway
 from order.shards import Shards
@@ -118,8 +120,9 @@ class Compensator:
     for an outage). Any other failure is retried by the bus and, in the end,
     dead-lettered for a person."""
 
-    def __init__(self, remote: Gateway) -> None:
+    def __init__(self, remote: Gateway, on_money: Callable[[MoneyAction], None] | None = None) -> None:
         self._remote = remote
+        self._on_money = on_money
 
     async def __call__(self, batch: list[Message]) -> BatchOutcome:
         outcome = BatchOutcome()
@@ -127,8 +130,11 @@ class Compensator:
             try:
                 if not _changed_to(message, Status.CANCELLED):
                     continue
-                await self._remote.refund(message.order_id, "order cancelled")
-                await self._remote.release(message.order_id)
+                with message_span(message, "compensate"):  # this order's RPCs, under a span of its own
+                    await self._remote.refund(message.order_id, "order cancelled")
+                    await self._remote.release(message.order_id)
+                if self._on_money is not None:
+                    self._on_money(MoneyAction.COMPENSATE)
             except MalformedEvent as error:
                 outcome.fail(message, str(error))
             except Unavailable as error:

@@ -15,13 +15,19 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
+
+from opentelemetry import trace
+from opentelemetry.trace import Status as SpanStatus
+from opentelemetry.trace import StatusCode
 
 from mesh.clock import Clock
 from mesh.errors import FailedPrecondition, NotFound, Unavailable
 from mesh.paging import decode_position, encode_position
-from order.orders import Applied, Order, Transition
+from order.orders import Applied, CancelReason, Order, Transition
 from order.ports import Gateway
 from order.shards import Shards
+from order.spans import OrderSpans
 from order.state import Status, allowed
 from order.store import OrderStore
 
@@ -29,6 +35,20 @@ log = logging.getLogger(__name__)
 # The money sweeps' marks (OrderStore.mark).
 CANCELLED_SWEEP = "cancelled"
 CAPTURES_SWEEP = "captures"
+
+
+class MoneyAction(StrEnum):
+    """What the money paths did, as a bounded class (a metric label)."""
+
+    # The compensator refunded whatever was captured and released the stock of a
+    # CANCELLED order (a redelivered status event compensates, and counts, again).
+    COMPENSATE = "compensate"
+    # The money sweep found a CANCELLED order still captured (the compensator missed it): refunded.
+    REFUND_CANCELLED = "refund_cancelled"
+    # The orphan sweep found a capture whose order was never stored: refunded.
+    REFUND_ORPHAN = "refund_orphan"
+    # A money sweep stopped its walk because payment could not answer (it goes on from there next tick).
+    SWEEP_STALLED = "sweep_stalled"
 
 
 @dataclass(frozen=True)
@@ -64,7 +84,8 @@ class Lifecycle:
         config: LifecycleConfig = LifecycleConfig(),
         *,
         on_skip: Callable[[str], None] | None = None,
-        on_refund: Callable[[], None] | None = None,
+        on_money: Callable[[MoneyAction], None] | None = None,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self._shards = shards
         self._remote = remote
@@ -72,9 +93,11 @@ class Lifecycle:
         self._config = config
         # Called with the job's name each time a periodic job skips an order that failed.
         self._on_skip = on_skip
-        # Called for each captured payment the money sweep refunded.
-        self._on_refund = on_refund
+        # Called with what a money sweep did: each refund, each walk stopped by payment.
+        self._on_money = on_money
         self._ship_slots = asyncio.Semaphore(config.ship_concurrency)
+        # A span per order a job or the dispatcher acts on, linked to the order's trace.
+        self._spans = OrderSpans(tracer or trace.NoOpTracer(), shards)
 
     async def _load(self, order_id: str) -> tuple[OrderStore, Order]:
         store = self._shards.for_order(order_id)
@@ -109,6 +132,7 @@ class Lifecycle:
             reason,
             failure_reason=reason,
             only_from=frozenset({order.status}),
+            cancel_reason=CancelReason.CUSTOMER,
         )
         if await self._apply(store, change) is Applied.ILLEGAL:
             raise FailedPrecondition(f"order {order_id} changed meanwhile and can no longer be cancelled")
@@ -120,7 +144,14 @@ class Lifecycle:
             raise FailedPrecondition(f"order {order_id} is {order.status}, not AWAITING_REVIEW")
         if not approve:
             reason = f"rejected by {reviewer}" + (f": {note}" if note else "")
-            change = Transition(order_id, f"{order_id}:review", Status.CANCELLED, reason, failure_reason=reason)
+            change = Transition(
+                order_id,
+                f"{order_id}:review",
+                Status.CANCELLED,
+                reason,
+                failure_reason=reason,
+                cancel_reason=CancelReason.REVIEW_REJECTED,
+            )
             await self._apply(store, change)
             return (await self._load(order_id))[1]
         await self._apply(store, Transition(order_id, f"{order_id}:review", Status.PENDING, f"approved by {reviewer}"))
@@ -142,7 +173,12 @@ class Lifecycle:
         if state.status == "DECLINED":
             reason = state.decline_reason or "payment declined"
             declined = Transition(
-                order_id, f"{order_id}:payment{suffix}", Status.CANCELLED, reason, failure_reason=reason
+                order_id,
+                f"{order_id}:payment{suffix}",
+                Status.CANCELLED,
+                reason,
+                failure_reason=reason,
+                cancel_reason=CancelReason.DECLINED,
             )
             return await self._apply(store, declined) is Applied.APPLIED
         return False
@@ -150,14 +186,16 @@ class Lifecycle:
     # -- periodic workers -------------------------------------------------------------
 
     async def _each(self, job: str, order_id: str, work: Awaitable[bool]) -> bool:
-        """One order's step of a periodic job. A failure is logged, counted and
-        skipped: one bad order never stops the job for the others."""
-        try:
-            return await work
-        except Unavailable as error:
-            log.warning("%s %s: %s", job, order_id, error)
-        except Exception:
-            log.exception("%s %s: unexpected error; skipped this round", job, order_id)
+        """One order's step of a periodic job, in its span. A failure is logged,
+        counted and skipped: one bad order never stops the job for the others."""
+        async with self._spans.around(job, order_id) as span:
+            try:
+                return await work
+            except Unavailable as error:
+                log.warning("%s %s: %s", job, order_id, error)
+            except Exception:
+                log.exception("%s %s: unexpected error; skipped this round", job, order_id)
+            span.set_status(SpanStatus(StatusCode.ERROR, "skipped"))
         if self._on_skip is not None:
             self._on_skip(job)
         return False
@@ -186,7 +224,9 @@ class Lifecycle:
             return False
         # Its own event id: "expired" is the review timeout's, and an order
         # approved after review must still be able to expire here.
-        cancel = _cancellation(order.order_id, "payment-expired", "payment not received in time")
+        cancel = _cancellation(
+            order.order_id, "payment-expired", "payment not received in time", CancelReason.PAYMENT_TIMEOUT
+        )
         return await self._apply(store, cancel) is Applied.APPLIED
 
     async def settle_money(self, now: datetime) -> int:
@@ -199,12 +239,15 @@ class Lifecycle:
             mark = decode_position(await store.mark(CANCELLED_SWEEP))
             for order in await store.cancelled_after(mark, now - self._config.money_settle_after, self._config.batch):
                 try:
-                    if (await self._remote.payment(order.order_id)).status == "CAPTURED":
-                        log.warning("money sweep: %s is CANCELLED and still captured: refunding", order.order_id)
-                        await self._refund(order.order_id, "order cancelled (money reconciliation)")
-                        refunded += 1
+                    async with self._spans.around("money", order.order_id):
+                        if (await self._remote.payment(order.order_id)).status == "CAPTURED":
+                            log.warning("money sweep: %s is CANCELLED and still captured: refunding", order.order_id)
+                            await self._remote.refund(order.order_id, "order cancelled (money reconciliation)")
+                            self._money(MoneyAction.REFUND_CANCELLED)
+                            refunded += 1
                 except Unavailable as error:
                     log.warning("money sweep stops at %s until payment answers: %s", order.order_id, error)
+                    self._money(MoneyAction.SWEEP_STALLED)
                     break
                 await store.set_mark(CANCELLED_SWEEP, encode_position(order.updated_at, order.order_id))
         return refunded
@@ -222,6 +265,7 @@ class Lifecycle:
             )
         except Unavailable as error:
             log.warning("money sweep: payment cannot list captures now: %s", error)
+            self._money(MoneyAction.SWEEP_STALLED)
             return 0
         refunded = 0
         for order_id in order_ids:
@@ -229,20 +273,23 @@ class Lifecycle:
                 store = self._shards.for_order(order_id)
                 if store is not None and await store.get(order_id) is not None:
                     continue
-                log.warning("money sweep: %s was captured and no order was ever stored: refunding", order_id)
-                await self._refund(order_id, "no order was stored for this payment (money reconciliation)")
+                # No order was stored, so no trace to link to.
+                async with self._spans.around("money-orphans", order_id, parent=""):
+                    log.warning("money sweep: %s was captured and no order was ever stored: refunding", order_id)
+                    await self._remote.refund(order_id, "no order was stored for this payment (money reconciliation)")
+                    self._money(MoneyAction.REFUND_ORPHAN)
             except Unavailable as error:
                 log.warning("money sweep stops at %s until payment answers: %s", order_id, error)
+                self._money(MoneyAction.SWEEP_STALLED)
                 return refunded
             refunded += 1
         if resume:
             await marks.set_mark(CAPTURES_SWEEP, resume)
         return refunded
 
-    async def _refund(self, order_id: str, reason: str) -> None:
-        await self._remote.refund(order_id, reason)
-        if self._on_refund is not None:
-            self._on_refund()
+    def _money(self, action: MoneyAction) -> None:
+        if self._on_money is not None:
+            self._on_money(action)
 
     async def expire(self, now: datetime) -> int:
         """AWAITING_REVIEW orders nobody reviewed in time are cancelled."""
@@ -255,7 +302,12 @@ class Lifecycle:
         return done
 
     async def _expire_one(self, store: OrderStore, order: Order) -> bool:
-        return await self._apply(store, _cancellation(order.order_id, "expired", "review expired")) is Applied.APPLIED
+        return (
+            await self._apply(
+                store, _cancellation(order.order_id, "expired", "review expired", CancelReason.REVIEW_EXPIRED)
+            )
+            is Applied.APPLIED
+        )
 
     async def ship_many(self, order_ids: Sequence[str]) -> dict[str, Exception]:
         """Ship PAID orders. Per shard: the orders are read together; fulfilment is
@@ -271,7 +323,11 @@ class Lifecycle:
             failures.update({i: NotFound("order", i) for i in ids if i not in found})
             paid = [found[i] for i in ids if i in found and found[i].status is Status.PAID]
             claimed = await self._claim(store, paid)
-            shipped = await asyncio.gather(*(self._ship(order) for order in claimed), return_exceptions=True)
+            parents = await self._spans.parents(store, [order.order_id for order in claimed])
+            shipped = await asyncio.gather(
+                *(self._ship_in_span(order, parents.get(order.order_id, "")) for order in claimed),
+                return_exceptions=True,
+            )
             transitions = []
             for order, outcome in zip(claimed, shipped, strict=True):
                 if isinstance(outcome, Transition):
@@ -302,6 +358,10 @@ class Lifecycle:
         ]
         results = await store.apply_many(claims, self._clock()) if claims else []
         return [o for o, (result, _) in zip(orders, results, strict=True) if result is Applied.APPLIED]
+
+    async def _ship_in_span(self, order: Order, parent: str) -> Transition:
+        async with self._spans.around("ship", order.order_id, parent):
+            return await self._ship(order)
 
     async def _ship(self, order: Order) -> Transition:
         """ShipOrder for a claimed (SHIPPING) order: SHIPPED, or SHIP_FAILED (attempt n+1)."""
@@ -338,7 +398,9 @@ class Lifecycle:
         if order.ship_attempts >= self._config.ship_max_attempts:
             if await self._remote.shipment(order.order_id) is None:
                 reason = f"shipping failed {order.ship_attempts} times"
-                await self._apply(store, _cancellation(order.order_id, "ship-gave-up", reason))
+                await self._apply(
+                    store, _cancellation(order.order_id, "ship-gave-up", reason, CancelReason.SHIP_FAILED)
+                )
                 return True
         else:
             wait = min(self._config.ship_backoff * 2 ** (order.ship_attempts - 1), self._config.ship_backoff_max)
@@ -354,6 +416,8 @@ class Lifecycle:
         return await self._apply(store, outcome) is Applied.APPLIED and outcome.target is Status.SHIPPED
 
 
-def _cancellation(order_id: str, cause: str, reason: str) -> Transition:
+def _cancellation(order_id: str, cause: str, reason: str, cancel_reason: CancelReason) -> Transition:
     """A periodic job's CANCELLED, identified by its cause: applied once per order."""
-    return Transition(order_id, f"{order_id}:{cause}", Status.CANCELLED, reason, failure_reason=reason)
+    return Transition(
+        order_id, f"{order_id}:{cause}", Status.CANCELLED, reason, failure_reason=reason, cancel_reason=cancel_reason
+    )

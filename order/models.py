@@ -100,6 +100,19 @@ reconcile_checks = Table(
     Column("next_at", DateTime(timezone=True), nullable=False),
 )
 
+# The W3C traceparent of the span that produced each order's OrderPlaced (the
+# catalog's PRODUCER span in the PlaceOrder trace): periodic jobs and the
+# dispatcher link their spans to it. A table of its own because
+# ``orders.trace_id`` holds only the trace id (32 characters) and create_all
+# adds tables but never columns; an order stored before it has no row, and
+# its spans no link.
+order_traces = Table(
+    "order_traces",
+    metadata,
+    Column("order_id", String(64), primary_key=True),
+    Column("traceparent", String(55), nullable=False),
+)
+
 # OrderStatusChanged events, written in the same transaction as the change and
 # relayed to the bus (transactional outbox).
 order_outbox = outbox_table("order_outbox", metadata)

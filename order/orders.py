@@ -51,6 +51,38 @@ class Order:
     failure_reason: str = ""
     ship_attempts: int = 0
     history: tuple[Change, ...] = field(default_factory=tuple)
+    # The traceparent its OrderPlaced carried (set on the way in, stored in
+    # order_traces; not read back with the order).
+    trace_parent: str = field(default="", compare=False)
+
+
+class CancelReason(StrEnum):
+    """Why an order was cancelled, as a bounded class (a metric label). The
+    free text (a customer's words, a reviewer's note, a processor's decline
+    reason) stays in ``reason``: it is unbounded, so the class is named where
+    the cancellation is decided, never guessed from the text."""
+
+    DECLINED = "declined"  # the card was declined
+    PAYMENT_TIMEOUT = "payment_timeout"  # nothing was captured within the payment window
+    REVIEW_REJECTED = "review_rejected"
+    REVIEW_EXPIRED = "review_expired"  # nobody reviewed it in time
+    SHIP_FAILED = "ship_failed"  # shipping failed every attempt and made no shipment
+    CUSTOMER = "customer"  # CancelOrder
+    OTHER = "other"  # an OrderCancelled event from an actor not listed above
+
+
+def cancel_reason_of_actor(actor: str) -> CancelReason:
+    """The class of an OrderCancelled event, from its free-text ``actor``
+    ("user", "expiry", "reconcile", "reviewer", ...: see events.proto)."""
+    # "expiry" is left OTHER: it may be the payment window's or the review's.
+    words = {
+        "user": CancelReason.CUSTOMER,
+        "customer": CancelReason.CUSTOMER,
+        "reviewer": CancelReason.REVIEW_REJECTED,
+        "reconcile": CancelReason.PAYMENT_TIMEOUT,  # reconcile cancels only when the payment window ended
+        "payment": CancelReason.DECLINED,
+    }
+    return words.get(actor.strip().lower(), CancelReason.OTHER)
 
 
 @dataclass(frozen=True)
@@ -66,6 +98,8 @@ class Transition:
     # The event only makes sense from these states (a PaymentDeclined must not
     # cancel a PAID order even though PAID -> CANCELLED is a legal transition).
     only_from: frozenset[Status] | None = None
+    # For a cancellation: its class (counted by reason in the metrics); None is OTHER.
+    cancel_reason: CancelReason | None = None
 
 
 class Applied(StrEnum):

@@ -42,6 +42,9 @@ class OrderSettings(ServiceSettings):
     money_settle_after_seconds: float = Field(60.0, ge=0)
     ship_concurrency: int = Field(16, ge=1)
     worker_interval_seconds: float = Field(1.0, gt=0)
+    # How often every replica counts the orders waiting in PENDING, AWAITING_REVIEW
+    # and SHIP_FAILED (the ordermesh_orders_in_status gauge): one GROUP BY per shard.
+    status_count_interval_seconds: float = Field(5.0, gt=0)
 
     @property
     def shard_urls(self) -> list[str]:

@@ -7,21 +7,22 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Table, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mesh.db import UnitOfWork, as_utc, reading
 from mesh.money import Money
 from mesh.paging import after_position
-from order.decisions import Current, decide
+from order.decisions import Current, Decisions, StatusChange, decide
 from order.models import (
     applied_events,
     order_history,
     order_items,
     order_outbox,
+    order_traces,
     orders,
     reconcile_checks,
     sweep_marks,
@@ -35,11 +36,24 @@ ATTEMPTS = 6
 OutboxEvent = Callable[[str, Status | None, Status, str, str], bytes]
 
 
+class StoreObserver(Protocol):
+    """Told what a transaction stored once it committed (the metrics count it):
+    never of an attempt rolled back and run again, nor of a duplicate."""
+
+    def placed(self, orders: Sequence[Order]) -> None:
+        """Orders stored for the first time."""
+
+    def changed(self, changes: Sequence[StatusChange]) -> None:
+        """Status changes applied."""
+
+
 class OrderStore:
-    def __init__(self, engine: AsyncEngine, status_event: OutboxEvent) -> None:
+    def __init__(self, engine: AsyncEngine, status_event: OutboxEvent, observer: StoreObserver | None = None) -> None:
         self.engine = engine
         # Builds the OrderStatusChanged envelope (order id, from, to, reason, tracking id).
+        # It runs inside the transaction, which may run again: it must not count anything.
         self._status_event = status_event
+        self._observer = observer
 
     async def _transaction(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         for attempt in range(ATTEMPTS):
@@ -67,17 +81,23 @@ class OrderStore:
             return {}
         try:
             await self._transaction(lambda c: self._insert(c, new, now))
+            if self._observer is not None:
+                self._observer.placed(new)
             return {}
         except (IntegrityError, DataError):
             pass
         refused: dict[str, str] = {}
+        stored: list[Order] = []
         for order in new:
             try:
                 await self._transaction(lambda c, o=order: self._insert(c, [o], now))  # type: ignore[misc]
+                stored.append(order)
             except IntegrityError:
                 continue  # already there
             except DataError as error:
                 refused[order.order_id] = f"order {order.order_id} cannot be stored: {error.orig}"
+        if stored and self._observer is not None:
+            self._observer.placed(stored)
         return refused
 
     async def _insert(self, connection: AsyncConnection, new: Sequence[Order], now: datetime) -> None:
@@ -85,6 +105,9 @@ class OrderStore:
         items = [item_row(o.order_id, n, item) for o in new for n, item in enumerate(o.items)]
         if items:
             await connection.execute(insert(order_items), items)
+        traced = [{"order_id": o.order_id, "traceparent": o.trace_parent} for o in new if o.trace_parent]
+        if traced:
+            await connection.execute(insert(order_traces), traced)
         await connection.execute(
             insert(order_history),
             [{"order_id": o.order_id, "status": o.status.value, "at": o.created_at, "reason": "placed"} for o in new],
@@ -114,15 +137,18 @@ class OrderStore:
         if not transitions:
             return []
         try:
-            return await self._transaction(lambda c: self._apply_in(c, transitions, now))
+            decisions = await self._transaction(lambda c: self._apply_in(c, transitions, now))
         except IntegrityError:
             if len(transitions) == 1:
                 return [(Applied.DUPLICATE, None)]  # a concurrent twin of this event won
-        return [await self.apply(t, now) for t in transitions]
+            return [await self.apply(t, now) for t in transitions]
+        if decisions.changes and self._observer is not None:
+            self._observer.changed(decisions.changes)
+        return decisions.results
 
     async def _apply_in(
         self, connection: AsyncConnection, transitions: Sequence[Transition], now: datetime
-    ) -> list[tuple[Applied, Status | None]]:
+    ) -> Decisions:
         """The whole batch in a fixed number of statements, whatever its size: every
         statement costs a round trip to the driver, and a batch is up to 100 events."""
         seen = set(
@@ -168,7 +194,7 @@ class OrderStore:
         for table, added in ((order_history, history), (order_outbox, outbox), (applied_events, recorded)):
             if added:
                 await connection.execute(insert(table), added)
-        return decisions.results
+        return decisions
 
     @staticmethod
     async def _update_rows(connection: AsyncConnection, changed: dict[str, dict[str, Any]]) -> None:
@@ -235,6 +261,20 @@ class OrderStore:
             rows = (await connection.execute(query)).all()
             return await self._complete(connection, rows)
 
+    async def count_in(self, statuses: Sequence[Status]) -> dict[Status, int]:
+        """How many orders are in each of ``statuses`` now: one GROUP BY that the
+        (status, updated_at) index answers without reading the rows."""
+        query = (
+            select(orders.c.status, func.count())
+            .where(orders.c.status.in_([s.value for s in statuses]))
+            .group_by(orders.c.status)
+        )
+        async with reading(self.engine) as connection:
+            rows = (await connection.execute(query)).all()
+        counts = dict.fromkeys(statuses, 0)
+        counts.update({Status(status): int(count) for status, count in rows})
+        return counts
+
     async def reconcile_due(self, updated_before: datetime, now: datetime, limit: int) -> list[tuple[Order, int]]:
         """PENDING orders not changed since ``updated_before`` whose next check is
         due, with how many checks they had: the oldest first. Orders backing off
@@ -282,6 +322,15 @@ class OrderStore:
             ).all():
                 history[r.order_id].append(Change(Status(r.status), as_utc(r.at), r.reason))
         return [order_from(r, tuple(items[r.order_id]), tuple(history[r.order_id])) for r in rows]
+
+    async def trace_parents(self, order_ids: Sequence[str]) -> dict[str, str]:
+        """The traceparent each order's OrderPlaced carried, for those that have one."""
+        if not order_ids:
+            return {}
+        query = select(order_traces).where(order_traces.c.order_id.in_(order_ids))
+        async with reading(self.engine) as connection:
+            rows = (await connection.execute(query)).all()
+        return {r.order_id: r.traceparent for r in rows}
 
     # -- outbox relay ---------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from mesh.db import create_engine, create_schema, ping
 from mesh.faults import FaultInjection
 from mesh.process import new_app
 from mesh.server import App, Registration
+from mesh.storage_spans import trace_storage
 from ordermesh.payment.v1 import payment_pb2, payment_pb2_grpc
 from payment.charges import Payments
 from payment.models import metadata
@@ -19,6 +20,7 @@ async def bootstrap(settings: PaymentSettings) -> App:
     app = new_app("payment", settings)
     engine = create_engine(settings.database_url)
     await create_schema(engine, metadata)
+    trace_storage(app, engines=[engine])
     payments = Payments(
         SqlPaymentStore(engine),
         clock=utc_now,

@@ -7,6 +7,7 @@ from mesh.db import create_engine, create_schema, ping
 from mesh.faults import FaultInjection
 from mesh.process import new_app
 from mesh.server import App, Registration
+from mesh.storage_spans import trace_storage
 from ordermesh.shipping.v1 import shipping_pb2, shipping_pb2_grpc
 from shipping.models import metadata
 from shipping.service import ShippingService
@@ -19,6 +20,7 @@ async def bootstrap(settings: ShippingSettings) -> App:
     app = new_app("shipping", settings)
     engine = create_engine(settings.database_url)
     await create_schema(engine, metadata)
+    trace_storage(app, engines=[engine])
     shipping = Shipping(
         SqlShipmentStore(engine),
         clock=utc_now,

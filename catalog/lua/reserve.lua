@@ -8,7 +8,7 @@
 -- ARGV[4]   OrderPlaced envelope (serialized protobuf)
 -- ARGV[3+2i], ARGV[4+2i]             product id and quantity of line i
 --
--- Replies: {'OK'} | {'DUP', marker, released '1' or '0'} | {'EPOCH'} |
+-- Replies: {'OK', OrderPlaced's entry id} | {'DUP', marker, released '1' or '0'} | {'EPOCH'} |
 --          {'SHORT', pid, requested, available, ...}
 -- A counter holds only units SQL allocated to Redis; an absent one holds none.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
@@ -53,6 +53,6 @@ for _, key in ipairs(keys) do
              'reason', 'reserve', 'order_id', ARGV[2], 'after', after)
   lines[#lines + 1] = pids[key] .. '=' .. totals[key]
 end
-redis.call('XADD', KEYS[5], '*', 'type', 'OrderPlaced', 'order_id', ARGV[2], 'event', ARGV[4])
+local entry = redis.call('XADD', KEYS[5], '*', 'type', 'OrderPlaced', 'order_id', ARGV[2], 'event', ARGV[4])
 redis.call('SET', KEYS[2], ARGV[1] .. '|' .. table.concat(lines, ','), 'EX', ARGV[3])
-return {'OK'}
+return {'OK', entry}

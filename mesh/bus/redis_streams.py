@@ -31,9 +31,12 @@ from redis.exceptions import ResponseError
 
 from mesh.bus.dead_letters import DeadLetter, DeadLetterSink
 from mesh.bus.messages import BatchOutcome, Handler, Message, decode_envelope
+from mesh.bus.metrics import BusMetrics, dead_letter_class
+from mesh.bus.tracing import MESSAGE_ID, REDIS, consuming, envelope_link, publishing
 from mesh.clock import Clock, utc_now
-from mesh.telemetry import span_link
+from mesh.telemetry import inject_context, span_link
 from mesh.worker import LoopWorker
+from ordermesh.events.v1 import events_pb2
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +51,38 @@ async def ensure_group(client: redis.Redis, stream: str, group: str) -> None:
 
 
 class RedisPublisher:
-    """Append events to a stream (the outbox of the producing context)."""
+    """Append events to a stream (the outbox of the producing context).
 
-    def __init__(self, client: redis.Redis) -> None:
+    With a tracer, each call is a PRODUCER span (mesh.bus.tracing). An event
+    built under the current span (or carrying no context) is stamped again inside
+    the publish span, so it carries that span's context, a child of the one it was
+    built under. An event that carries a context from elsewhere (a replayed dead
+    letter, an event relayed for another process) keeps it, so its order keeps its
+    trace; the publish span links to it. A batch (an outbox relay) keeps each
+    event's own context and links to it."""
+
+    def __init__(self, client: redis.Redis, tracer: trace.Tracer | None = None) -> None:
         self._client = client
+        self._tracer = tracer
 
     async def publish(self, stream: str, fields: dict[str, str | bytes]) -> str:
+        if self._tracer is None:
+            return await self._xadd(stream, fields)
+        envelope = _envelope_of(fields)
+        carried = span_link(envelope.trace_context) if envelope is not None else None
+        current = trace.get_current_span().get_span_context()
+        built_here = carried is None or carried.context.span_id == current.span_id
+        with publishing(self._tracer, REDIS, stream, links=[] if built_here or carried is None else [carried]) as span:
+            if envelope is not None and built_here:
+                envelope.trace_context.clear()
+                envelope.trace_context.update(inject_context())
+                fields = {**fields, "event": envelope.SerializeToString()}
+            entry_id = await self._xadd(stream, fields)
+            if span.is_recording():
+                span.set_attribute(MESSAGE_ID, entry_id)
+            return entry_id
+
+    async def _xadd(self, stream: str, fields: dict[str, str | bytes]) -> str:
         entry_id = await self._client.xadd(stream, cast(Any, fields))
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
@@ -61,6 +90,17 @@ class RedisPublisher:
         """Append several events in one round trip, in order (a pipeline, not a
         transaction: a failure part-way leaves a prefix, and the caller retries the
         rest, as with one-by-one publishing)."""
+        if self._tracer is None:
+            return await self._pipeline(stream, entries)
+        with publishing(self._tracer, REDIS, stream, count=len(entries)) as span:
+            if span.is_recording():
+                for fields in entries:
+                    event = fields.get("event")
+                    if isinstance(event, bytes) and (link := envelope_link(event)) is not None:
+                        span.add_link(link.context)
+            await self._pipeline(stream, entries)
+
+    async def _pipeline(self, stream: str, entries: Sequence[dict[str, str | bytes]]) -> None:
         async with self._client.pipeline(transaction=False) as pipe:
             for fields in entries:
                 pipe.xadd(stream, cast(Any, fields))
@@ -97,6 +137,7 @@ class StreamConsumer(LoopWorker):
         config: ConsumerConfig = ConsumerConfig(),
         consumer: str | None = None,
         clock: Clock = utc_now,
+        metrics: BusMetrics | None = None,
     ) -> None:
         super().__init__(f"consume:{stream}:{group}")
         self._client = client
@@ -110,6 +151,10 @@ class StreamConsumer(LoopWorker):
         self._clock = clock
         self._attempts_key = f"bus:attempts:{stream}:{group}"
         self._pending_due = 0.0  # loop time when this consumer's pending list is due again
+        self._batch_sizes = metrics.batch_size.labels(group) if metrics is not None else None
+        self._dead_letters_counted = metrics.dead_letters if metrics is not None else None
+        if metrics is not None:
+            metrics.source(stream)
 
     async def run_until_idle(self) -> int:
         """Consume until a pass makes no progress (tests): everything is
@@ -221,13 +266,9 @@ class StreamConsumer(LoopWorker):
             )
             for entry_id, fields in entries
         ]
-        links = [link for m in messages if (link := _producer_link(m)) is not None]
-        with self._tracer.start_as_current_span(
-            f"consume {self.stream}",
-            kind=trace.SpanKind.CONSUMER,
-            links=links,
-            attributes={"messaging.system": "redis", "messaging.batch.message_count": len(messages)},
-        ):
+        if self._batch_sizes is not None:
+            self._batch_sizes.observe(len(messages))
+        with consuming(self._tracer, REDIS, self.stream, self.group, messages):
             outcome = await self._handler(messages)
         return await self._settle(messages, outcome)
 
@@ -241,7 +282,7 @@ class StreamConsumer(LoopWorker):
                 continue
             too_long = now_ms - _parse_id(message.id)[0] > self._config.max_defer_seconds * 1000
             if too_long and message.id not in outcome.patient:
-                await self._dead_letter(message, f"deferred too long: {waiting}")
+                await self._dead_letter(message, f"deferred too long: {waiting}", deferred=True)
                 done.append(message.id)
             else:
                 retry_later = True
@@ -251,7 +292,7 @@ class StreamConsumer(LoopWorker):
             if reason is None:
                 continue
             if message.attempt >= self._config.max_attempts:
-                await self._dead_letter(message, reason)
+                await self._dead_letter(message, reason, deferred=False)
                 done.append(message.id)
             else:
                 await self._client.hincrby(self._attempts_key, message.id, 1)
@@ -266,7 +307,7 @@ class StreamConsumer(LoopWorker):
             self._pending_due = asyncio.get_running_loop().time() + delay
         return len(done) + counted
 
-    async def _dead_letter(self, message: Message, reason: str) -> None:
+    async def _dead_letter(self, message: Message, reason: str, *, deferred: bool) -> None:
         letter = DeadLetter(
             0, self.stream, message.id, message.type, message.order_id, reason, message.attempt, message.payload
         )
@@ -280,6 +321,8 @@ class StreamConsumer(LoopWorker):
             "message_id": message.id,
         }
         await self._client.xadd(f"{self.stream}:dead", dead_fields)
+        if self._dead_letters_counted is not None:
+            self._dead_letters_counted.labels(self.stream, dead_letter_class(message, deferred=deferred)).inc()
         log.error(
             "consumer %s: dead-lettered %s after %d attempts: %s", self.stream, message.id, message.attempt, reason
         )
@@ -339,9 +382,11 @@ def _parse_id(value: Any) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-def _producer_link(message: Message) -> trace.Link | None:
-    try:
-        envelope = decode_envelope(message.payload)
-    except Exception:  # noqa: BLE001 - an unreadable payload has no link; the handler will reject it
+def _envelope_of(fields: dict[str, str | bytes]) -> events_pb2.Envelope | None:
+    event = fields.get("event")
+    if not isinstance(event, bytes):
         return None
-    return span_link(envelope.trace_context)
+    try:
+        return decode_envelope(event)
+    except Exception:  # noqa: BLE001 - not an envelope: published as it is, with no context to stamp
+        return None

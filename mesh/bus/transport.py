@@ -22,10 +22,12 @@ from dataclasses import dataclass, replace
 import redis.asyncio as redis
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry, Gauge
+from redis.exceptions import ResponseError
 
 from mesh.breaker import Breaker
 from mesh.bus.dead_letters import DeadLetterSink, Republisher
 from mesh.bus.messages import Handler
+from mesh.bus.metrics import BusMetrics
 from mesh.bus.redis_streams import ConsumerConfig, RedisPublisher, StreamConsumer, oldest_unacknowledged_ms
 from mesh.bus.rocketmq import PERMANENT, Forwarder, RocketClient, RocketConsumer, RocketConsumerConfig
 from mesh.bus.rocketmq.dead_letters import DeadLetterIntake, RedisReasons, TopicRepublisher
@@ -92,6 +94,7 @@ class EventTransport:
         self._breaker = breaker
         self._config = consumer_config or ConsumerConfig()
         self._registry = registry
+        self._metrics = BusMetrics.of(registry) if registry is not None else None
         self._closeables: list[object] = []
 
     @property
@@ -101,7 +104,10 @@ class EventTransport:
 
     async def consumers(self, routes: list[Route]) -> list[Worker]:
         if self.kind == "embedded":
-            return [self._stream_consumer(r.stream, r.group, r.handler) for r in routes]
+            consumers: list[Worker] = [self._stream_consumer(r.stream, r.group, r.handler) for r in routes]
+            if self._metrics is not None:
+                consumers.append(ConsumerLag(self._client, [(r.stream, r.group) for r in routes], self._metrics))
+            return consumers
         by_group: dict[str, dict[str, Handler]] = {}
         for route in routes:
             by_group.setdefault(group_for(route.group), {})[topic_for(route.stream)] = route.handler
@@ -111,12 +117,21 @@ class EventTransport:
         )
         reasons = RedisReasons(self._client)
         workers: list[Worker] = [
-            RocketConsumer(self.rocket, group, handlers, config, self._tracer, reasons)
+            RocketConsumer(self.rocket, group, handlers, config, self._tracer, reasons, self._metrics)
             for group, handlers in by_group.items()
         ]
-        intake = DeadLetterIntake(self._dead_letters, reasons, utc_now, self._config.max_attempts)
+        if self._metrics is not None:
+            for route in routes:
+                self._metrics.source(topic_for(route.stream))  # the intake counts by original topic
+        intake = DeadLetterIntake(
+            self._dead_letters, reasons, utc_now, self._config.max_attempts, metrics=self._metrics
+        )
         dead_letter_topics = {dlq_topic(group): intake for group in by_group}
-        workers.append(RocketConsumer(self.rocket, DEAD_LETTER_GROUP, dead_letter_topics, config, self._tracer))
+        workers.append(
+            RocketConsumer(
+                self.rocket, DEAD_LETTER_GROUP, dead_letter_topics, config, self._tracer, None, self._metrics
+            )
+        )
         return workers
 
     async def forwarders(self, streams: list[str]) -> list[Worker]:
@@ -133,7 +148,14 @@ class EventTransport:
             self._stream_consumer(
                 stream,
                 FORWARDER_GROUP,
-                Forwarder(self.rocket, producer, topic, breaker=self._breaker),
+                Forwarder(
+                    self.rocket,
+                    producer,
+                    topic,
+                    breaker=self._breaker,
+                    tracer=self._tracer,
+                    relayed=self._metrics.relayed.labels(stream) if self._metrics is not None else None,
+                ),
                 config,
             )
             for stream, topic in topics.items()
@@ -152,7 +174,14 @@ class EventTransport:
         self, stream: str, group: str, handler: Handler, config: ConsumerConfig | None = None
     ) -> StreamConsumer:
         return StreamConsumer(
-            self._client, stream, group, handler, self._dead_letters, tracer=self._tracer, config=config or self._config
+            self._client,
+            stream,
+            group,
+            handler,
+            self._dead_letters,
+            tracer=self._tracer,
+            config=config or self._config,
+            metrics=self._metrics,
         )
 
     async def close(self) -> None:
@@ -205,3 +234,43 @@ class ForwarderLag(LoopWorker):
         for stream in self._streams:
             oldest = await oldest_unacknowledged_ms(self._client, stream, FORWARDER_GROUP)
             self.gauge.labels(stream).set(0.0 if oldest is None else max(0.0, (now_ms - oldest) / 1000))
+
+
+class ConsumerLag(LoopWorker):
+    """``ordermesh_consumer_lag_seconds{group}`` on the embedded transport: now minus
+    the entry time of the oldest entry the group has not acknowledged (pending
+    with some consumer, or not read yet), the oldest over the streams the group
+    reads; 0 when it is caught up. Group-wide (every replica reports the same
+    value), and it keeps growing while the group's consumers are stuck or gone."""
+
+    def __init__(
+        self, client: redis.Redis, subscriptions: list[tuple[str, str]], metrics: BusMetrics, interval: float = 1.0
+    ) -> None:
+        super().__init__("consumer-lag")
+        self._client = client
+        self._subscriptions = subscriptions
+        self._gauge = metrics.lag
+        self._interval = interval
+        for _, group in subscriptions:
+            self._gauge.labels(group)  # at 0 from the first scrape
+
+    async def run(self) -> None:
+        while self.running:
+            try:
+                await self.measure()
+            except Exception as error:  # noqa: BLE001 - a metric must not stop the process; logged
+                log.debug("consumer lag: %s", error)
+            await asyncio.sleep(self._interval)
+
+    async def measure(self) -> None:
+        now_ms = time.time() * 1000
+        oldest: dict[str, float] = {}
+        for stream, group in self._subscriptions:
+            try:
+                entry_ms = await oldest_unacknowledged_ms(self._client, stream, group)
+            except ResponseError:  # the stream is not made yet (its consumer makes it): nothing to measure
+                continue
+            age = 0.0 if entry_ms is None else max(0.0, (now_ms - entry_ms) / 1000)
+            oldest[group] = max(oldest.get(group, 0.0), age)
+        for group, age in oldest.items():
+            self._gauge.labels(group).set(age)

@@ -128,14 +128,15 @@ async def test_an_order_s_trace_is_in_jaeger_and_make_trace_prints_it(clients: C
     assert jaeger is not None
     placed = await clients.place(("sku-1004", 1))
     order = await clients.order_in(placed.order_id, common_pb2.SHIPPED)
-    want = {f"ordermesh-{c}" for c in ("checkout", "catalog", "payment", "shipping")}
+    # All five: the order context's consumers add a `process` span to the trace of each event they handle.
+    want = {f"ordermesh-{c}" for c in ("checkout", "catalog", "payment", "shipping", "order")}
 
     async def exported() -> bool:  # spans leave each process in batches
         traces = (await asyncio.to_thread(get_json, f"{jaeger.query_url}/api/traces/{order.trace_id}")).get("data")
         services = {p["serviceName"] for p in traces[0]["processes"].values()} if traces else set()
         return want <= services
 
-    await eventually(exported, 30, "the order's spans from checkout, catalog, payment and shipping in Jaeger")
+    await eventually(exported, 30, "the order's spans from all five services in Jaeger")
     created_us = order.created_at.seconds * 1_000_000 + order.created_at.nanos // 1000
 
     async def linked() -> bool:

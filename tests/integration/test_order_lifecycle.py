@@ -30,7 +30,7 @@ from mesh.local.procs import RedisServer, free_port
 from mesh.server import Server
 from order.bootstrap import Components, bootstrap, build_consumers, components
 from order.handlers import Dispatcher
-from order.lifecycle import Lifecycle, LifecycleConfig
+from order.lifecycle import Lifecycle, LifecycleConfig, MoneyAction
 from order.relay import OutboxRelay
 from order.settings import OrderSettings
 from order.state import Status
@@ -553,15 +553,13 @@ async def test_the_money_sweep_refunds_captures_whose_order_never_arrived(world:
         amount = common_pb2.Money(currency_code="USD", units=54)
         await world.payment.Charge(payment_pb2.ChargeRequest(order_id=order_id, amount=amount, credit_card=CARD))
     config = LifecycleConfig(orphan_after=timedelta(minutes=31), batch=2)
-    refunds: list[None] = []
-    sweep = Lifecycle(
-        world.parts.shards, world.parts.remote, world.clock, config, on_refund=lambda: refunds.append(None)
-    )
+    refunds: list[MoneyAction] = []
+    sweep = Lifecycle(world.parts.shards, world.parts.remote, world.clock, config, on_money=refunds.append)
     assert await sweep.refund_orphans(world.clock()) == 0, "too soon: their orders may still arrive"
     world.clock.advance(minutes=32)
     for _ in range(4):  # five captures, two per page: three runs walk them, a fourth finds nothing new
         await sweep.refund_orphans(world.clock())
-    assert len(refunds) == 4
+    assert refunds == [MoneyAction.REFUND_ORPHAN] * 4
     for order_id in [*lost, "by-hand-1"]:
         assert await world.payment_status(order_id) == payment_pb2.REFUNDED
     assert await world.payment_status(shipped) == payment_pb2.CAPTURED

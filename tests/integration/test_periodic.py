@@ -4,17 +4,19 @@ runs on one replica only, and a replica that loses the lease stops its tick."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
 
 import pytest
 import redis.asyncio as redis
+from prometheus_client import CollectorRegistry
 
 from mesh.clock import utc_now
 from mesh.lease import Lease
 from mesh.local.procs import RedisServer
-from mesh.periodic import LeaseLost, PeriodicJob
+from mesh.periodic import OUTCOMES, JobMetrics, LeaseLost, PeriodicJob
 from tests.support import eventually
 
 
@@ -67,3 +69,54 @@ async def test_a_replica_that_lost_its_lease_stops_its_tick(client: redis.Redis)
     with pytest.raises(LeaseLost):
         await asyncio.wait_for(tick, 2)
     assert (job.started, job.finished) == (1, 0), "stopped, not finished twice"
+
+
+class Flaky:
+    """A job that raises when told to."""
+
+    def __init__(self) -> None:
+        self.fail = False
+
+    async def __call__(self, now: datetime) -> int:
+        if self.fail:
+            raise RuntimeError("payment is having a bad day")
+        return 2
+
+
+async def test_ticks_are_counted_by_outcome_and_a_success_is_stamped(client: redis.Redis) -> None:
+    name = f"counted-{uuid.uuid4().hex[:8]}"
+    registry = CollectorRegistry()
+    metrics = JobMetrics(registry)
+
+    def runs(outcome: str) -> float | None:
+        return registry.get_sample_value("ordermesh_job_runs_total", {"job": "sweep", "outcome": outcome})
+
+    def last_success() -> float | None:
+        return registry.get_sample_value("ordermesh_job_last_success_timestamp_seconds", {"job": "sweep"})
+
+    flaky = Flaky()
+    leader = PeriodicJob("sweep", flaky, interval=0.05, lease=Lease(client, name, 5000), clock=utc_now, metrics=metrics)
+    assert [runs(o) for o in OUTCOMES] == [0, 0, 0, 0] and last_success() == 0, "every series from the start"
+    before = time.time()
+    assert await leader.run_once() == 2
+    stamped = last_success()
+    assert stamped is not None and before <= stamped <= time.time()
+    flaky.fail = True
+    with pytest.raises(RuntimeError):
+        await leader.run_once()
+    assert last_success() == stamped, "a failed tick stamps nothing"
+    # Another replica, same job: the lease is the leader's.
+    other = PeriodicJob("sweep", flaky, interval=0.05, lease=Lease(client, name, 5000), clock=utc_now, metrics=metrics)
+    assert await other.run_once() == 0
+    assert {o: runs(o) for o in OUTCOMES} == {"ok": 1, "failed": 1, "not_leader": 1, "lease_lost": 0}
+
+    slow = SlowJob(2.0)
+    lost = PeriodicJob(
+        "sweep", slow, interval=0.05, lease=Lease(client, f"{name}-2", 300), clock=utc_now, metrics=metrics
+    )
+    tick = asyncio.create_task(lost.run_once())
+    await eventually(lambda: slow.started == 1, 5, "the slow tick to start under its lease")
+    await client.set(f"lease:{name}-2", "somebody-else", px=5000)
+    with pytest.raises(LeaseLost):
+        await asyncio.wait_for(tick, 2)
+    assert runs("lease_lost") == 1 and runs("ok") == 1

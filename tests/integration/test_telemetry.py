@@ -42,13 +42,19 @@ async def test_client_span_is_parent_of_server_span(tmp_path: Path) -> None:
                 except grpc.aio.AioRpcError as error:
                     assert error.code() == grpc.StatusCode.NOT_FOUND
     spans = exporter.get_finished_spans()
-    client = next(s for s in spans if s.kind == SpanKind.CLIENT)
+    client = next(s for s in spans if s.kind == SpanKind.CLIENT and (s.attributes or {}).get("rpc.system") == "grpc")
     server_span = next(s for s in spans if s.kind == SpanKind.SERVER)
     trace_id = caller.get_span_context().trace_id
     assert client.context.trace_id == server_span.context.trace_id == trace_id
     assert server_span.parent is not None and server_span.parent.span_id == client.context.span_id
     assert server_span.name == "ordermesh.shipping.v1.ShippingService/GetShipment"
     assert server_span.attributes is not None and server_span.attributes["rpc.grpc.status_code"] == 5
+    # The shipment was looked up in SQL: a CLIENT span under the server span, its
+    # statement with a placeholder where the order id went.
+    sql = next(s for s in spans if (s.attributes or {}).get("db.system") == "sqlite")
+    assert sql.parent is not None and sql.parent.span_id == server_span.context.span_id
+    statement = str((sql.attributes or {}).get("db.statement"))
+    assert statement.startswith("SELECT") and "?" in statement and "o-traced" not in statement
 
 
 async def test_unexpected_error_is_internal_with_trace_id_and_no_traceback(caplog: pytest.LogCaptureFixture) -> None:

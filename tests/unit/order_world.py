@@ -22,6 +22,7 @@ from mesh.errors import Unavailable
 from mesh.money import Money
 from order.events import status_changed
 from order.lifecycle import Lifecycle, LifecycleConfig
+from order.metrics import OrderMetrics
 from order.models import metadata
 from order.orders import Address, Applied, Item, Order, Transition
 from order.remote import PaymentState, Remote
@@ -143,13 +144,17 @@ class OrderWorld:
 
 
 @asynccontextmanager
-async def order_world(directory: Path, config: LifecycleConfig) -> AsyncIterator[OrderWorld]:
+async def order_world(
+    directory: Path, config: LifecycleConfig, metrics: OrderMetrics | None = None
+) -> AsyncIterator[OrderWorld]:
+    """``metrics``, if given, counts what the store commits and what the money sweeps do."""
     engine = create_engine(f"sqlite+aiosqlite:///{directory / 'order-0.db'}")
     try:
         await create_schema(engine, metadata)
-        clock, store, remote = FakeClock(), RacingStore(engine, status_changed), FakeRemote()
+        clock, store, remote = FakeClock(), RacingStore(engine, status_changed, metrics), FakeRemote()
         skipped: list[str] = []  # the periodic jobs that skipped an order, once per skip
-        lifecycle = Lifecycle(Shards([store]), remote, clock, config, on_skip=skipped.append)
+        on_money = metrics.money if metrics is not None else None
+        lifecycle = Lifecycle(Shards([store]), remote, clock, config, on_skip=skipped.append, on_money=on_money)
         yield OrderWorld(clock, store, remote, lifecycle, skipped)
     finally:
         await engine.dispose()

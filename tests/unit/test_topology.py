@@ -40,5 +40,5 @@ def test_the_order_contexts_topology() -> None:
 
 def test_the_order_contexts_routes_are_the_subscriptions_its_broker_topology_is_made_from() -> None:
     settings = OrderSettings()
-    parts = cast(Components, SimpleNamespace(shards=None, clock=utc_now, lifecycle=None, remote=None))
+    parts = cast(Components, SimpleNamespace(shards=None, clock=utc_now, lifecycle=None, remote=None, metrics=None))
     assert [(r.stream, r.group) for r in routes(parts, settings)] == settings.subscriptions()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -20,9 +21,11 @@ from rocketmq.grpc_protocol.definition_pb2 import Code
 from rocketmq.v5.util import MessagingResultChecker
 
 from mesh.bus.messages import BatchOutcome, Handler, Message
+from mesh.bus.metrics import BusMetrics
 from mesh.bus.rocketmq.client import RocketClient
-from mesh.bus.rocketmq.wire import from_rocket
-from mesh.telemetry import span_link
+from mesh.bus.rocketmq.wire import from_rocket, origin_ms
+from mesh.bus.topology import PREFIX
+from mesh.bus.tracing import ROCKETMQ, consuming
 from mesh.worker import LoopWorker
 
 log = logging.getLogger(__name__)
@@ -67,6 +70,7 @@ class RocketConsumer(LoopWorker):
         config: RocketConsumerConfig,
         tracer: trace.Tracer,
         reasons: FailureReasons | None = None,
+        metrics: BusMetrics | None = None,
     ) -> None:
         super().__init__(f"rocketmq:{group}")
         self._tracer = tracer
@@ -77,6 +81,11 @@ class RocketConsumer(LoopWorker):
         self._reasons = reasons
         self._consumer: SimpleConsumer | None = None
         self._held: dict[str, _Held] = {}
+        # Labelled by the bus group ("order", not "ordermesh-order"): the same
+        # series as on the embedded transport.
+        label = group.removeprefix(PREFIX)
+        self._lag = metrics.lag.labels(label) if metrics is not None else None
+        self._batch_sizes = metrics.batch_size.labels(label) if metrics is not None else None
 
     async def open(self) -> None:
         """Connect the SimpleConsumer (``start`` also runs the loop; tests poll instead)."""
@@ -128,6 +137,7 @@ class RocketConsumer(LoopWorker):
             self._consumer.receive_async, self._config.batch_size, self._config.invisible_seconds
         )
         received: list[RocketMessage] = await asyncio.wrap_future(future)
+        self._measure_lag(received)
         now = self._now()
         due = [h for h in self._held.values() if h.due <= now]
         if not received and not due:
@@ -153,17 +163,24 @@ class RocketConsumer(LoopWorker):
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
 
+    def _measure_lag(self, received: list[RocketMessage]) -> None:
+        """The consumer lag as this consumer can know it without asking the broker's
+        admin API: the age of the oldest message it just received or holds (from
+        the time it entered its stream, when forwarded), 0 when it has none."""
+        if self._lag is None:
+            return
+        times = [origin_ms(r) for r in received] + [origin_ms(h.rocket) for h in self._held.values()]
+        known = [t for t in times if t]
+        self._lag.set(max(0.0, time.time() - min(known) / 1000) if known else 0.0)
+
     async def _handle(self, topic: str, batch: list[Message], received: list[RocketMessage]) -> BatchOutcome:
         handler = self._handlers.get(topic)
         if handler is None:  # the proxy delivered a topic nobody here handles: leave it to expire
             raise RuntimeError(f"no handler for topic {topic!r} in group {self.group!r}")
-        links = [link for r in received if (link := span_link(r.properties)) is not None]
-        with self._tracer.start_as_current_span(
-            f"consume {topic}",
-            kind=trace.SpanKind.CONSUMER,
-            links=links,
-            attributes={"messaging.system": "rocketmq", "messaging.batch.message_count": len(batch)},
-        ):
+        if self._batch_sizes is not None:
+            self._batch_sizes.observe(len(batch))
+        # Links from each message's properties (Message.headers), where the forwarder put its producer's context.
+        with consuming(self._tracer, ROCKETMQ, topic, self.group, batch):
             return await self._handle_until_done(handler, batch, received)
 
     async def _handle_until_done(

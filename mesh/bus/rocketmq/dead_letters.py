@@ -20,6 +20,7 @@ from rocketmq import Producer
 
 from mesh.bus.dead_letters import DeadLetter, DeadLetterSink
 from mesh.bus.messages import BatchOutcome, Message
+from mesh.bus.metrics import BusMetrics, dead_letter_class
 from mesh.bus.rocketmq.client import RocketClient
 from mesh.bus.rocketmq.wire import to_rocket
 from mesh.clock import Clock
@@ -55,11 +56,20 @@ class DeadLetterIntake:
     """Handler of the dead-letter group: each ``%DLQ%<group>`` message becomes a
     ``dead_letters`` row (its original topic in ``stream``), then is acknowledged."""
 
-    def __init__(self, sink: DeadLetterSink, reasons: RedisReasons, clock: Clock, max_attempts: int) -> None:
+    def __init__(
+        self,
+        sink: DeadLetterSink,
+        reasons: RedisReasons,
+        clock: Clock,
+        max_attempts: int,
+        *,
+        metrics: BusMetrics | None = None,
+    ) -> None:
         self._sink = sink
         self._reasons = reasons
         self._clock = clock
         self._max_attempts = max_attempts
+        self._counted = metrics.dead_letters if metrics is not None else None
 
     async def __call__(self, batch: list[Message]) -> BatchOutcome:
         for message in batch:
@@ -81,6 +91,10 @@ class DeadLetterIntake:
             # A failure here raises: the message is not acknowledged and comes back.
             await self._sink.store(letter, self._clock())
             await self._reasons.forget(group, [message.id])
+            if self._counted is not None:
+                # The consumer noted a deferral that ran out as "deferred too long: ...".
+                deferred = (noted or "").startswith("deferred too long")
+                self._counted.labels(letter.stream, dead_letter_class(message, deferred=deferred)).inc()
             log.error("dead letter from %s: %s %s: %s", message.stream, message.type, message.order_id, reason)
         return BatchOutcome()
 

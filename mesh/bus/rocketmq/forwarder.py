@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from opentelemetry import trace
+from prometheus_client import Counter
 from rocketmq import Producer
 from rocketmq.v5.client.connection import RpcClient
 
@@ -11,6 +13,7 @@ from mesh.breaker import Breaker
 from mesh.bus.messages import BatchOutcome, Message
 from mesh.bus.rocketmq.client import PERMANENT, RocketClient
 from mesh.bus.rocketmq.wire import build_calls, send_all, to_rocket
+from mesh.bus.tracing import ROCKETMQ, producer_link, publishing
 
 
 class Forwarder:
@@ -22,6 +25,11 @@ class Forwarder:
     SDK's retries; a permanent rejection fails that message (dead-lettered
     after the maximum); anything transient propagates, so nothing of the batch
     is acknowledged and the stream consumer retries it after a backoff.
+
+    Each batch is a PRODUCER span linked to every message's own producer; the
+    messages keep that producer's context in their properties (wire.to_rocket),
+    so RocketMQ consumers link to the same spans as stream consumers do.
+    ``relayed`` counts the messages the broker stored.
     """
 
     def __init__(
@@ -30,11 +38,16 @@ class Forwarder:
         producer: Producer,
         topic: str,
         breaker: Breaker | None = None,
+        *,
+        tracer: trace.Tracer | None = None,
+        relayed: Counter | None = None,
     ) -> None:
         self._client = client
         self._producer = producer
         self._topic = topic
         self._breaker = breaker
+        self._tracer = tracer or trace.NoOpTracer()
+        self._relayed = relayed
 
     async def _send(self, message: Message) -> str:
         future = await self._client.blocking(self._producer.send_async, to_rocket(self._topic, message))
@@ -42,12 +55,21 @@ class Forwarder:
         return str(receipt.message_id)
 
     async def __call__(self, batch: list[Message]) -> BatchOutcome:
-        if self._breaker is None:
-            return await self._relay(batch)
-        # Open: Unavailable at once, and the stream consumer backs off
-        # (doubling to its maximum) instead of spinning on a dead broker.
-        with self._breaker.calling():
-            return await self._relay(batch)
+        with publishing(self._tracer, ROCKETMQ, self._topic, count=len(batch)) as span:
+            if span.is_recording():
+                for message in batch:
+                    if (link := producer_link(message)) is not None:
+                        span.add_link(link.context)
+            if self._breaker is None:
+                outcome = await self._relay(batch)
+            else:
+                # Open: Unavailable at once, and the stream consumer backs off
+                # (doubling to its maximum) instead of spinning on a dead broker.
+                with self._breaker.calling():
+                    outcome = await self._relay(batch)
+        if self._relayed is not None:
+            self._relayed.inc(len(batch) - len(outcome.failed))
+        return outcome
 
     async def _relay(self, batch: list[Message]) -> BatchOutcome:
         outcome = BatchOutcome()

@@ -60,6 +60,16 @@ def from_rocket(rocket: RocketMessage) -> Message:
     )
 
 
+def origin_ms(rocket: RocketMessage) -> int:
+    """When the message's event entered its stream (the forwarder keeps the entry
+    id, whose first part is milliseconds), else when it was sent; 0 if unknown."""
+    stream_id = str(rocket.properties.get("stream_id", ""))
+    head = stream_id.partition("-")[0]
+    if head.isdigit():
+        return int(head)
+    return int(rocket.born_timestamp or 0)
+
+
 def build_calls(producer: Producer, topic: str, batch: list[Message]) -> tuple[Any, list[Call]]:
     """The endpoints to send to, and per message its request and signed metadata
     (or why it could not be built: it fails again, alone, with the same error)."""
