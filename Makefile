@@ -20,7 +20,7 @@ TEST_DEBS := redis-server mariadb-server prometheus $(IMAGE_DEBS) $(NODE_DEBS)
 PYTEST_ARGS ?=
 
 
-.PHONY: tools-jaeger debs-monitoring trace
+.PHONY: tools-jaeger debs-monitoring trace bench-tracing
 .PHONY: image debs-image debs-node k8s k8s-e2e tools-helm cluster cluster-down cluster-bins cluster-images
 .PHONY: help setup venv debs-run debs-test tools-test rocketmq-jars rocketmq run test test-unit test-integration test-e2e lint protos clean audit bench bench-stock bench-pipeline bench-forwarder
 
@@ -175,7 +175,7 @@ audit: venv
 	@set -a; if [ -f var/$(PROFILE)/audit.env ]; then . var/$(PROFILE)/audit.env; fi; set +a; \
 	$(PY) -m auditor $(if $(ACKED),--acknowledged $(ACKED))
 
-bench: bench-stock bench-pipeline bench-forwarder
+bench: bench-stock bench-pipeline bench-forwarder bench-tracing
 
 bench-stock: venv debs-test
 	@scripts/setup/go-tools.sh ghz
@@ -187,6 +187,11 @@ bench-pipeline: venv debs-test
 
 bench-forwarder: venv debs-test rocketmq-jars
 	$(PY) scripts/bench_forwarder.py
+
+# What tracing costs ReserveStock: CPU per call, storage spans off/on, sampled 1% and 100%.
+bench-tracing: venv debs-test
+	@scripts/setup/go-tools.sh ghz
+	$(PY) scripts/bench_tracing.py
 
 protos: venv
 	$(PY) scripts/gen_protos.py
