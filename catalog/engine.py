@@ -56,6 +56,7 @@ class Reserved:
     total: Money
     already_reserved: bool
     released: bool  # reserved before and released since: the order is over
+    initial_status: common_pb2.OrderStatus.ValueType = common_pb2.PENDING
 
 
 class StockEngine:
@@ -96,6 +97,7 @@ class StockEngine:
         lines = merge(lines)
         products = await self._products([line.product_id for line in lines])
         total = _total(lines, products, draft.shipping_cost)
+        draft = _with_initial_status(draft, total)
         priced = [
             common_pb2.OrderItem(
                 product_id=line.product_id,
@@ -126,11 +128,22 @@ class StockEngine:
         if earlier is None:
             if self._metrics is not None:
                 self._metrics.reservations.labels(path).inc()
-            return Reserved(order_id, lines, priced, total, already_reserved=False, released=False)
+            return Reserved(
+                order_id,
+                lines,
+                priced,
+                total,
+                already_reserved=False,
+                released=False,
+                initial_status=draft.initial_status,
+            )
         released = earlier.released
         if released is None:  # taken on the SQL path: its record there says
             released = await self._sql.state(order_id) == RELEASED
-        return Reserved(order_id, earlier.lines, priced, total, already_reserved=True, released=released)
+        return Reserved(
+            order_id, earlier.lines, priced, total, already_reserved=True, released=released,
+            initial_status=draft.initial_status,
+        )  # fmt: skip
 
     async def release(self, order_id: str) -> bool:
         """Give back what the order reserved, where it was taken, once."""
@@ -301,3 +314,22 @@ def _total(lines: list[Line], products: dict[str, Product], shipping: common_pb2
     for line in lines:
         total = total + products[line.product_id].price.times(line.quantity)
     return total
+
+
+def _with_initial_status(draft: common_pb2.OrderDraft, total: Money) -> common_pb2.OrderDraft:
+    """The draft with the status the order starts in: AWAITING_REVIEW when its
+    total reaches ``review_at``, else PENDING; without ``review_at``, the draft's
+    own (UNSPECIFIED meaning PENDING). The catalog prices the order here anyway,
+    so the caller (checkout) asks no prices of its own to decide."""
+    decided = common_pb2.OrderDraft()
+    decided.CopyFrom(draft)
+    if draft.HasField("review_at"):
+        if draft.review_at.currency_code != total.currency:
+            raise InvalidArgument.one(
+                "draft.review_at.currency_code", f"must be {total.currency}, the order's currency"
+            )
+        review = total.nanos_total >= Money.from_proto(draft.review_at).nanos_total
+        decided.initial_status = common_pb2.AWAITING_REVIEW if review else common_pb2.PENDING
+    elif not draft.initial_status:
+        decided.initial_status = common_pb2.PENDING
+    return decided

@@ -62,6 +62,7 @@ class CatalogService(catalog_pb2_grpc.CatalogServiceServicer):
             released=reserved.released,
             priced_items=reserved.priced,
             total=reserved.total.to_proto(),
+            initial_status=reserved.initial_status,
         )
 
     async def _reserve(self, request: catalog_pb2.ReserveStockRequest) -> Reserved:
@@ -110,6 +111,8 @@ def check_draft(check: Checks, draft: common_pb2.OrderDraft) -> None:
     check.address(draft.address, "draft.address")
     if draft.HasField("shipping_cost"):
         check.money(draft.shipping_cost, "draft.shipping_cost", positive=False)
+    if draft.HasField("review_at"):
+        check.money(draft.review_at, "draft.review_at", positive=False)
     check.require(
         draft.initial_status in INITIAL_STATUSES,
         "draft.initial_status",

@@ -16,6 +16,7 @@ from mesh.bus.redis_streams import RedisPublisher
 from mesh.bus.transport import EventTransport, forwarder_breaker, rocket_client
 from mesh.clients import dependency_channels
 from mesh.clock import utc_now
+from mesh.money import Money
 from mesh.process import new_app
 from mesh.server import App, Registration
 from mesh.storage_spans import trace_storage
@@ -66,7 +67,11 @@ async def bootstrap(settings: CheckoutSettings) -> App:
         remote,
         claims,
         RedisPublisher(client, app.tracer),
-        SagaConfig(settings.review_threshold_units, settings.order_shards, settings.order_updates_stream),
+        SagaConfig(
+            Money.of(settings.review_threshold_currency, settings.review_threshold_units),
+            settings.order_shards,
+            settings.order_updates_stream,
+        ),
         utc_now,
     )
 

@@ -18,8 +18,6 @@ if TYPE_CHECKING:
 class Gateway(Protocol):
     """Catalog, shipping and payment, in the saga's terms."""
 
-    async def prices(self, product_ids: list[str]) -> dict[str, Money]: ...
-
     async def quote(self, address: common_pb2.Address, items: list[common_pb2.LineItem]) -> Money: ...
 
     async def reserve(

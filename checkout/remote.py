@@ -6,7 +6,6 @@ dependency that is down or behind an open breaker is UNAVAILABLE.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TypeVar
@@ -49,15 +48,6 @@ class Remote(Gateway):
         self._shipping = shipping
         self._payment = payment
         self._payment_deadline = payment_deadline
-
-    async def prices(self, product_ids: list[str]) -> dict[str, Money]:
-        products = await asyncio.gather(
-            *(
-                self._call("catalog", lambda pid=pid: self._catalog.GetProduct(catalog_pb2.GetProductRequest(id=pid)))  # type: ignore[misc]
-                for pid in product_ids
-            )
-        )
-        return {p.id: Money.from_proto(p.price) for p in products}
 
     async def quote(self, address: common_pb2.Address, items: list[common_pb2.LineItem]) -> Money:
         reply = await self._call(

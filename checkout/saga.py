@@ -1,4 +1,5 @@
-"""PlaceOrder: price, quote, reserve, then review or charge.
+"""PlaceOrder: quote, reserve (the catalog prices the order and decides
+whether it waits for review), then charge.
 
 Every step is idempotent by the order id minted into the request's claim, so
 a retry or a takeover re-runs the saga without doing anything twice.
@@ -25,6 +26,7 @@ from mesh.bus import encode_fields
 from mesh.clock import Clock
 from mesh.errors import InvalidArgument, Relayed
 from mesh.money import Money
+from ordermesh.catalog.v1 import catalog_pb2
 from ordermesh.checkout.v1 import checkout_pb2
 from ordermesh.common.v1 import common_pb2
 from ordermesh.events.v1 import events_pb2
@@ -34,7 +36,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SagaConfig:
-    review_threshold_units: int
+    review_at: Money
     order_shards: int
     updates_stream: str
 
@@ -64,21 +66,17 @@ class PlaceOrder:
 
     async def _run(self, order_id: str, request: checkout_pb2.PlaceOrderRequest) -> checkout_pb2.PlaceOrderResponse:
         items = list(request.items)
-        prices = await self._prices(items)
         shipping = await self._remote.quote(request.address, items)
-        estimate = shipping
-        for item in items:
-            estimate = estimate + prices[item.product_id].times(item.quantity)
-        review = estimate.nanos_total >= self._config.review_threshold_units * 1_000_000_000
         draft = common_pb2.OrderDraft(
             request_id=request.request_id,
             user_id=request.user_id,
             address=request.address,
             email=request.email,
             shipping_cost=shipping.to_proto(),
-            initial_status=common_pb2.AWAITING_REVIEW if review else common_pb2.PENDING,
+            review_at=self._config.review_at.to_proto(),
         )
-        reservation = await self._remote.reserve(order_id, items, draft)
+        reservation = await self._reserve(order_id, items, draft)
+        review = reservation.initial_status == common_pb2.AWAITING_REVIEW
         total = Money.from_proto(reservation.total)
         answer = checkout_pb2.PlaceOrderResponse(
             order_id=order_id, total=total.to_proto(), shipping_cost=shipping.to_proto()
@@ -105,10 +103,12 @@ class PlaceOrder:
             answer.status = common_pb2.AWAITING_REVIEW if review else common_pb2.PENDING
         return answer
 
-    async def _prices(self, items: list[common_pb2.LineItem]) -> dict[str, Money]:
-        """Current prices; an unknown product is bad input of this request, named by field."""
+    async def _reserve(
+        self, order_id: str, items: list[common_pb2.LineItem], draft: common_pb2.OrderDraft
+    ) -> catalog_pb2.Reservation:
+        """The reservation; an unknown product is bad input of this request, named by field."""
         try:
-            return await self._remote.prices(sorted({i.product_id for i in items}))
+            return await self._remote.reserve(order_id, items, draft)
         except Relayed as error:
             if error.code is not grpc.StatusCode.NOT_FOUND:
                 raise

@@ -17,8 +17,10 @@ class CheckoutSettings(ServiceSettings):
     catalog_address: str = "127.0.0.1:50051"
     payment_address: str = "127.0.0.1:50054"
     shipping_address: str = "127.0.0.1:50055"
-    # Orders with a total at or above this (in the order's currency) wait for review.
+    # Orders with a total at or above this wait for review (the catalog decides
+    # when it reserves: it prices the order; its currency must be the order's).
     review_threshold_units: int = Field(10_000, ge=0)
+    review_threshold_currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
     # The charge gets this long; past it the outcome is unknown and the order stays PENDING.
     payment_deadline_seconds: float = Field(3.0, gt=0)
     # Must equal the order context's number of databases: the shard is in the order id.

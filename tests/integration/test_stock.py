@@ -14,6 +14,7 @@ from grpc_status import rpc_status
 
 from catalog.ledger import Level
 from catalog.models import dead_letters, journal_applied
+from mesh.bus import decode_envelope
 from mesh.local.procs import RedisServer
 from ordermesh.catalog.v1 import catalog_pb2
 from ordermesh.common.v1 import common_pb2
@@ -68,6 +69,45 @@ async def test_reserve_and_release_are_all_or_nothing_and_idempotent(catalog: Ca
     assert await catalog.journal_length() == 0
     assert (await catalog.sql_stock(TYPEWRITER), await catalog.sql_stock(CAMERA)) == (10, 4)
     await catalog.assert_clean()
+
+
+async def test_the_reservation_decides_review_from_its_total(catalog: CatalogUnderTest) -> None:
+    """The catalog prices the order when it reserves, so it decides whether the
+    order waits for review (checkout asks no price of its own): the answer and
+    the OrderPlaced event both carry the status."""
+    await catalog.set_stock(TYPEWRITER, 10)
+    shipping = common_pb2.Money(currency_code="USD", units=5)
+    threshold = common_pb2.Money(currency_code="USD", units=2 * 67 + 5, nanos=980_000_000)  # exactly 2 + shipping
+    statuses = {}
+    for order_id, quantity in (("o-small", 1), ("o-at", 2), ("o-big", 3)):
+        reservation = await catalog.stub.ReserveStock(
+            catalog_pb2.ReserveStockRequest(
+                order_id=order_id,
+                items=[common_pb2.LineItem(product_id=TYPEWRITER, quantity=quantity)],
+                draft=common_pb2.OrderDraft(user_id="u1", shipping_cost=shipping, review_at=threshold),
+            )
+        )
+        statuses[order_id] = reservation.initial_status
+    assert statuses == {
+        "o-small": common_pb2.PENDING,
+        "o-at": common_pb2.AWAITING_REVIEW,
+        "o-big": common_pb2.AWAITING_REVIEW,
+    }
+    events = [decode_envelope(f[b"event"]) for f in await catalog.stream(catalog.parts.keys.order_stream)]
+    carried = {e.order_id: e.order_placed.draft.initial_status for e in events}
+    assert carried == statuses
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await catalog.stub.ReserveStock(
+            catalog_pb2.ReserveStockRequest(
+                order_id="o-eur",
+                items=[common_pb2.LineItem(product_id=TYPEWRITER, quantity=1)],
+                draft=common_pb2.OrderDraft(user_id="u1", review_at=common_pb2.Money(currency_code="EUR", units=1)),
+            )
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "draft.review_at.currency_code:" in (caught.value.details() or "")
+    assert await catalog.stock(TYPEWRITER) == 10 - 6
 
 
 async def test_scripts_reload_after_script_flush(catalog: CatalogUnderTest) -> None:

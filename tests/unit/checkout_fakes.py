@@ -44,7 +44,9 @@ class Reservation:
 
 
 class FakeCatalog:
-    """GetProduct, ReserveStock (idempotent by order id) and ReleaseStock, as catalog answers them."""
+    """ReserveStock (idempotent by order id; it prices the order and decides
+    review from the draft's review_at) and ReleaseStock, as catalog answers them.
+    No GetProduct: checkout must not need one."""
 
     def __init__(self, prices: dict[str, Money], stock: dict[str, int]) -> None:
         self.prices = prices
@@ -52,13 +54,6 @@ class FakeCatalog:
         self.reservations: dict[str, Reservation] = {}
         self.reserve_calls: list[str] = []
         self.release_calls: list[str] = []
-
-    async def GetProduct(self, request: catalog_pb2.GetProductRequest, **_: object) -> catalog_pb2.Product:
-        if request.id not in self.prices:
-            raise rpc_error_of(NotFound("product", request.id))
-        return catalog_pb2.Product(
-            id=request.id, price=self.prices[request.id].to_proto(), stock=self.stock[request.id]
-        )
 
     async def ReserveStock(self, request: catalog_pb2.ReserveStockRequest, **_: object) -> catalog_pb2.Reservation:
         self.reserve_calls.append(request.order_id)
@@ -70,10 +65,13 @@ class FakeCatalog:
                 already_reserved=True,
                 released=earlier.released,
                 total=earlier.total.to_proto(),
+                initial_status=earlier.draft.initial_status,
             )
         wanted: dict[str, int] = {}
         for item in request.items:
             wanted[item.product_id] = wanted.get(item.product_id, 0) + item.quantity
+        if unknown := sorted(p for p in wanted if p not in self.prices):
+            raise rpc_error_of(NotFound("product", unknown[0]))
         short = [Shortage(p, q, self.stock[p]) for p, q in sorted(wanted.items()) if self.stock[p] < q]
         if short:
             raise rpc_error_of(InsufficientStock(short))
@@ -81,8 +79,14 @@ class FakeCatalog:
         for product_id, quantity in wanted.items():
             self.stock[product_id] -= quantity
             total = total + self.prices[product_id].times(quantity)
-        self.reservations[request.order_id] = Reservation(list(request.items), request.draft, total)
-        return catalog_pb2.Reservation(order_id=request.order_id, items=request.items, total=total.to_proto())
+        draft = common_pb2.OrderDraft()
+        draft.CopyFrom(request.draft)
+        review = draft.HasField("review_at") and total.nanos_total >= Money.from_proto(draft.review_at).nanos_total
+        draft.initial_status = common_pb2.AWAITING_REVIEW if review else common_pb2.PENDING
+        self.reservations[request.order_id] = Reservation(list(request.items), draft, total)
+        return catalog_pb2.Reservation(
+            order_id=request.order_id, items=request.items, total=total.to_proto(), initial_status=draft.initial_status
+        )
 
     async def ReleaseStock(
         self, request: catalog_pb2.ReleaseStockRequest, **_: object
@@ -176,6 +180,6 @@ def checkout(
         payment_deadline,
     )
     claims = Claims(fake_redis.client(), ttl_seconds=3600, wait_seconds=0.05, takeover_after=30)
-    config = SagaConfig(review_threshold_units=review_threshold_units, order_shards=1, updates_stream=UPDATES)
+    config = SagaConfig(review_at=Money.of("USD", review_threshold_units), order_shards=1, updates_stream=UPDATES)
     saga = PlaceOrder(remote, claims, publisher, config, lambda: NOW)
     return Checkout(catalog, payment, publisher, fake_redis, saga)

@@ -64,7 +64,9 @@ async def test_bad_input_names_the_field_and_creates_nothing(field: str, change:
     # The interceptor sends the message as the status details: "field: description".
     assert f"{field}:" in caught.value.message
     assert field in [v.field for v in caught.value.violations]
-    assert world.catalog.reserve_calls == [] and world.catalog.stock == STOCK
+    # An unknown product is found by the reservation itself (the catalog refuses
+    # it, NOT_FOUND): nothing was reserved either way.
+    assert world.catalog.reservations == {} and world.catalog.stock == STOCK
     assert world.payment.deadlines == [] and world.publisher.published == []
 
 

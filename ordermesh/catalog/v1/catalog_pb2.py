@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from ordermesh.common.v1 import common_pb2 as ordermesh_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"ordermesh/catalog/v1/catalog.proto\x12\x14ordermesh.catalog.v1\x1a ordermesh/common/v1/common.proto\"\x86\x01\n\x07Product\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12)\n\x05price\x18\x04 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\x12\r\n\x05stock\x18\x05 \x01(\x03\x12\x12\n\ncategories\x18\x06 \x03(\t\"<\n\x13ListProductsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"`\n\x14ListProductsResponse\x12/\n\x08products\x18\x01 \x03(\x0b\x32\x1d.ordermesh.catalog.v1.Product\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1f\n\x11GetProductRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x85\x01\n\x13ReserveStockRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12,\n\x05items\x18\x02 \x03(\x0b\x32\x1d.ordermesh.common.v1.LineItem\x12.\n\x05\x64raft\x18\x03 \x01(\x0b\x32\x1f.ordermesh.common.v1.OrderDraft\"\xda\x01\n\x0bReservation\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12,\n\x05items\x18\x02 \x03(\x0b\x32\x1d.ordermesh.common.v1.LineItem\x12\x18\n\x10\x61lready_reserved\x18\x03 \x01(\x08\x12\x34\n\x0cpriced_items\x18\x04 \x03(\x0b\x32\x1e.ordermesh.common.v1.OrderItem\x12)\n\x05total\x18\x05 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\x12\x10\n\x08released\x18\x06 \x01(\x08\"\'\n\x13ReleaseStockRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"(\n\x14ReleaseStockResponse\x12\x10\n\x08released\x18\x01 \x01(\x08\"4\n\x0fSetStockRequest\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\r\n\x05stock\x18\x02 \x01(\x03\x32\xfd\x03\n\x0e\x43\x61talogService\x12j\n\x0cListProducts\x12).ordermesh.catalog.v1.ListProductsRequest\x1a*.ordermesh.catalog.v1.ListProductsResponse\"\x03\x90\x02\x01\x12Y\n\nGetProduct\x12\'.ordermesh.catalog.v1.GetProductRequest\x1a\x1d.ordermesh.catalog.v1.Product\"\x03\x90\x02\x01\x12\x61\n\x0cReserveStock\x12).ordermesh.catalog.v1.ReserveStockRequest\x1a!.ordermesh.catalog.v1.Reservation\"\x03\x90\x02\x02\x12j\n\x0cReleaseStock\x12).ordermesh.catalog.v1.ReleaseStockRequest\x1a*.ordermesh.catalog.v1.ReleaseStockResponse\"\x03\x90\x02\x02\x12U\n\x08SetStock\x12%.ordermesh.catalog.v1.SetStockRequest\x1a\x1d.ordermesh.catalog.v1.Product\"\x03\x90\x02\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"ordermesh/catalog/v1/catalog.proto\x12\x14ordermesh.catalog.v1\x1a ordermesh/common/v1/common.proto\"\x86\x01\n\x07Product\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12)\n\x05price\x18\x04 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\x12\r\n\x05stock\x18\x05 \x01(\x03\x12\x12\n\ncategories\x18\x06 \x03(\t\"<\n\x13ListProductsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"`\n\x14ListProductsResponse\x12/\n\x08products\x18\x01 \x03(\x0b\x32\x1d.ordermesh.catalog.v1.Product\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1f\n\x11GetProductRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x85\x01\n\x13ReserveStockRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12,\n\x05items\x18\x02 \x03(\x0b\x32\x1d.ordermesh.common.v1.LineItem\x12.\n\x05\x64raft\x18\x03 \x01(\x0b\x32\x1f.ordermesh.common.v1.OrderDraft\"\x94\x02\n\x0bReservation\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12,\n\x05items\x18\x02 \x03(\x0b\x32\x1d.ordermesh.common.v1.LineItem\x12\x18\n\x10\x61lready_reserved\x18\x03 \x01(\x08\x12\x34\n\x0cpriced_items\x18\x04 \x03(\x0b\x32\x1e.ordermesh.common.v1.OrderItem\x12)\n\x05total\x18\x05 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\x12\x10\n\x08released\x18\x06 \x01(\x08\x12\x38\n\x0einitial_status\x18\x07 \x01(\x0e\x32 .ordermesh.common.v1.OrderStatus\"\'\n\x13ReleaseStockRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"(\n\x14ReleaseStockResponse\x12\x10\n\x08released\x18\x01 \x01(\x08\"4\n\x0fSetStockRequest\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\r\n\x05stock\x18\x02 \x01(\x03\x32\xfd\x03\n\x0e\x43\x61talogService\x12j\n\x0cListProducts\x12).ordermesh.catalog.v1.ListProductsRequest\x1a*.ordermesh.catalog.v1.ListProductsResponse\"\x03\x90\x02\x01\x12Y\n\nGetProduct\x12\'.ordermesh.catalog.v1.GetProductRequest\x1a\x1d.ordermesh.catalog.v1.Product\"\x03\x90\x02\x01\x12\x61\n\x0cReserveStock\x12).ordermesh.catalog.v1.ReserveStockRequest\x1a!.ordermesh.catalog.v1.Reservation\"\x03\x90\x02\x02\x12j\n\x0cReleaseStock\x12).ordermesh.catalog.v1.ReleaseStockRequest\x1a*.ordermesh.catalog.v1.ReleaseStockResponse\"\x03\x90\x02\x02\x12U\n\x08SetStock\x12%.ordermesh.catalog.v1.SetStockRequest\x1a\x1d.ordermesh.catalog.v1.Product\"\x03\x90\x02\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -53,13 +53,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESERVESTOCKREQUEST']._serialized_start=425
   _globals['_RESERVESTOCKREQUEST']._serialized_end=558
   _globals['_RESERVATION']._serialized_start=561
-  _globals['_RESERVATION']._serialized_end=779
-  _globals['_RELEASESTOCKREQUEST']._serialized_start=781
-  _globals['_RELEASESTOCKREQUEST']._serialized_end=820
-  _globals['_RELEASESTOCKRESPONSE']._serialized_start=822
-  _globals['_RELEASESTOCKRESPONSE']._serialized_end=862
-  _globals['_SETSTOCKREQUEST']._serialized_start=864
-  _globals['_SETSTOCKREQUEST']._serialized_end=916
-  _globals['_CATALOGSERVICE']._serialized_start=919
-  _globals['_CATALOGSERVICE']._serialized_end=1428
+  _globals['_RESERVATION']._serialized_end=837
+  _globals['_RELEASESTOCKREQUEST']._serialized_start=839
+  _globals['_RELEASESTOCKREQUEST']._serialized_end=878
+  _globals['_RELEASESTOCKRESPONSE']._serialized_start=880
+  _globals['_RELEASESTOCKRESPONSE']._serialized_end=920
+  _globals['_SETSTOCKREQUEST']._serialized_start=922
+  _globals['_SETSTOCKREQUEST']._serialized_end=974
+  _globals['_CATALOGSERVICE']._serialized_start=977
+  _globals['_CATALOGSERVICE']._serialized_end=1486
 # @@protoc_insertion_point(module_scope)

@@ -159,6 +159,7 @@ class Reservation(_message.Message):
     PRICED_ITEMS_FIELD_NUMBER: _builtins.int
     TOTAL_FIELD_NUMBER: _builtins.int
     RELEASED_FIELD_NUMBER: _builtins.int
+    INITIAL_STATUS_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     already_reserved: _builtins.bool
     """True when this order id had already reserved: nothing was deducted again."""
@@ -166,6 +167,8 @@ class Reservation(_message.Message):
     """With already_reserved: the reservation was released since (the order was
     cancelled or expired). Nothing may be charged for it.
     """
+    initial_status: _common_pb2.OrderStatus.ValueType
+    """The status the order starts in: the draft's, or decided from its review_at."""
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.LineItem]: ...
     @_builtins.property
@@ -185,10 +188,11 @@ class Reservation(_message.Message):
         priced_items: _abc.Iterable[_common_pb2.OrderItem] | None = ...,
         total: _common_pb2.Money | None = ...,
         released: _builtins.bool = ...,
+        initial_status: _common_pb2.OrderStatus.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["total", b"total"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["already_reserved", b"already_reserved", "items", b"items", "order_id", b"order_id", "priced_items", b"priced_items", "released", b"released", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["already_reserved", b"already_reserved", "initial_status", b"initial_status", "items", b"items", "order_id", b"order_id", "priced_items", b"priced_items", "released", b"released", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

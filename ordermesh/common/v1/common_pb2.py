@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n ordermesh/common/v1/common.proto\x12\x13ordermesh.common.v1\"<\n\x05Money\x12\x15\n\rcurrency_code\x18\x01 \x01(\t\x12\r\n\x05units\x18\x02 \x01(\x03\x12\r\n\x05nanos\x18\x03 \x01(\x05\"a\n\x07\x41\x64\x64ress\x12\x16\n\x0estreet_address\x18\x01 \x01(\t\x12\x0c\n\x04\x63ity\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0f\n\x07\x63ountry\x18\x04 \x01(\t\x12\x10\n\x08zip_code\x18\x05 \x01(\t\"0\n\x08LineItem\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\"a\n\tOrderItem\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\x12.\n\nunit_price\x18\x03 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\"\\\n\nCreditCard\x12\x0e\n\x06number\x18\x01 \x01(\t\x12\x0b\n\x03\x63vv\x18\x02 \x01(\x05\x12\x17\n\x0f\x65xpiration_year\x18\x03 \x01(\x05\x12\x18\n\x10\x65xpiration_month\x18\x04 \x01(\x05\"\xdc\x01\n\nOrderDraft\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12-\n\x07\x61\x64\x64ress\x18\x03 \x01(\x0b\x32\x1c.ordermesh.common.v1.Address\x12\r\n\x05\x65mail\x18\x04 \x01(\t\x12\x31\n\rshipping_cost\x18\x05 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\x12\x38\n\x0einitial_status\x18\x06 \x01(\x0e\x32 .ordermesh.common.v1.OrderStatus*\x92\x01\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x0b\n\x07PENDING\x10\x01\x12\x13\n\x0f\x41WAITING_REVIEW\x10\x02\x12\x08\n\x04PAID\x10\x03\x12\x0b\n\x07SHIPPED\x10\x04\x12\x0f\n\x0bSHIP_FAILED\x10\x05\x12\r\n\tCANCELLED\x10\x06\x12\x0c\n\x08SHIPPING\x10\x07\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n ordermesh/common/v1/common.proto\x12\x13ordermesh.common.v1\"<\n\x05Money\x12\x15\n\rcurrency_code\x18\x01 \x01(\t\x12\r\n\x05units\x18\x02 \x01(\x03\x12\r\n\x05nanos\x18\x03 \x01(\x05\"a\n\x07\x41\x64\x64ress\x12\x16\n\x0estreet_address\x18\x01 \x01(\t\x12\x0c\n\x04\x63ity\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0f\n\x07\x63ountry\x18\x04 \x01(\t\x12\x10\n\x08zip_code\x18\x05 \x01(\t\"0\n\x08LineItem\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\"a\n\tOrderItem\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\x12.\n\nunit_price\x18\x03 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\"\\\n\nCreditCard\x12\x0e\n\x06number\x18\x01 \x01(\t\x12\x0b\n\x03\x63vv\x18\x02 \x01(\x05\x12\x17\n\x0f\x65xpiration_year\x18\x03 \x01(\x05\x12\x18\n\x10\x65xpiration_month\x18\x04 \x01(\x05\"\x8b\x02\n\nOrderDraft\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12-\n\x07\x61\x64\x64ress\x18\x03 \x01(\x0b\x32\x1c.ordermesh.common.v1.Address\x12\r\n\x05\x65mail\x18\x04 \x01(\t\x12\x31\n\rshipping_cost\x18\x05 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money\x12\x38\n\x0einitial_status\x18\x06 \x01(\x0e\x32 .ordermesh.common.v1.OrderStatus\x12-\n\treview_at\x18\x07 \x01(\x0b\x32\x1a.ordermesh.common.v1.Money*\x92\x01\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x0b\n\x07PENDING\x10\x01\x12\x13\n\x0f\x41WAITING_REVIEW\x10\x02\x12\x08\n\x04PAID\x10\x03\x12\x0b\n\x07SHIPPED\x10\x04\x12\x0f\n\x0bSHIP_FAILED\x10\x05\x12\r\n\tCANCELLED\x10\x06\x12\x0c\n\x08SHIPPING\x10\x07\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ordermesh.common.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ORDERSTATUS']._serialized_start=685
-  _globals['_ORDERSTATUS']._serialized_end=831
+  _globals['_ORDERSTATUS']._serialized_start=732
+  _globals['_ORDERSTATUS']._serialized_end=878
   _globals['_MONEY']._serialized_start=57
   _globals['_MONEY']._serialized_end=117
   _globals['_ADDRESS']._serialized_start=119
@@ -44,5 +44,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREDITCARD']._serialized_start=367
   _globals['_CREDITCARD']._serialized_end=459
   _globals['_ORDERDRAFT']._serialized_start=462
-  _globals['_ORDERDRAFT']._serialized_end=682
+  _globals['_ORDERDRAFT']._serialized_end=729
 # @@protoc_insertion_point(module_scope)

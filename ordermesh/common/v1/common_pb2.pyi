@@ -203,17 +203,25 @@ class OrderDraft(_message.Message):
     EMAIL_FIELD_NUMBER: _builtins.int
     SHIPPING_COST_FIELD_NUMBER: _builtins.int
     INITIAL_STATUS_FIELD_NUMBER: _builtins.int
+    REVIEW_AT_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     user_id: _builtins.str
     email: _builtins.str
     initial_status: Global___OrderStatus.ValueType
-    """The status the order starts in (PENDING, or AWAITING_REVIEW at or above
-    the review threshold): decided by checkout, carried by OrderPlaced.
+    """The status the order starts in (PENDING, or AWAITING_REVIEW): carried by
+    OrderPlaced. With review_at, the catalog decides it when it reserves.
     """
     @_builtins.property
     def address(self) -> Global___Address: ...
     @_builtins.property
     def shipping_cost(self) -> Global___Money: ...
+    @_builtins.property
+    def review_at(self) -> Global___Money:
+        """Orders whose total (shipping included) reaches this amount start in
+        AWAITING_REVIEW, the others in PENDING: the catalog prices the order when
+        it reserves, so the caller needs no price lookup of its own to decide.
+        """
+
     def __init__(
         self,
         *,
@@ -223,10 +231,11 @@ class OrderDraft(_message.Message):
         email: _builtins.str = ...,
         shipping_cost: Global___Money | None = ...,
         initial_status: Global___OrderStatus.ValueType = ...,
+        review_at: Global___Money | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "shipping_cost", b"shipping_cost"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "review_at", b"review_at", "shipping_cost", b"shipping_cost"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "email", b"email", "initial_status", b"initial_status", "request_id", b"request_id", "shipping_cost", b"shipping_cost", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "email", b"email", "initial_status", b"initial_status", "request_id", b"request_id", "review_at", b"review_at", "shipping_cost", b"shipping_cost", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
