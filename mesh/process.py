@@ -15,6 +15,7 @@ from mesh.logs import configure_logging
 from mesh.server import App, serve
 from mesh.settings import ServiceSettings, SettingsError, load_settings
 from mesh.telemetry import build_tracer_provider
+from mesh.workers import is_worker, supervise
 
 S = TypeVar("S", bound=ServiceSettings)
 
@@ -43,6 +44,8 @@ def settings_or_exit(name: str, settings_cls: type[S]) -> S:
 def run_service(name: str, settings_cls: type[S], bootstrap: Callable[[S], Awaitable[App]]) -> None:
     """Load settings, then serve until signalled."""
     settings = settings_or_exit(name, settings_cls)
+    if isinstance(settings, ServiceSettings) and settings.workers > 1 and not is_worker():
+        raise SystemExit(supervise(settings.workers))
     configure_logging(f"ordermesh-{name}", settings.log_level, settings.log_format)
 
     async def main() -> None:

@@ -105,7 +105,9 @@ class Server:
                 ),
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", settings.max_message_bytes),
-                ("grpc.so_reuseport", 0),
+                # Several workers share the port (WORKERS); one worker never
+                # shares it by accident with a leftover process.
+                ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
                 # C-core queues calls the Python server has not picked up yet and
                 # cancels them beyond a pending limit (default 1000), below our own
                 # in-flight cap: raise it to the cap, so bursts queue instead.
@@ -143,7 +145,8 @@ class Server:
         if self.port == 0:
             raise RuntimeError(f"cannot bind gRPC port {settings.grpc_host}:{settings.grpc_port}")
         if settings.metrics_port:
-            self._metrics_server = serve_metrics(app.registry, settings.metrics_port, settings.grpc_host)
+            port = settings.metrics_port + settings.worker_index  # one /metrics per worker
+            self._metrics_server = serve_metrics(app.registry, port, settings.grpc_host)
         await self._server.start()
         await self.health.set("", SERVING)
         await self._refresh_readiness()

@@ -34,6 +34,12 @@ class ServiceSettings(BaseSettings):
     grpc_host: str = "0.0.0.0"
     grpc_port: int = Field(50051, ge=0, le=65535)
     metrics_port: int = Field(9464, ge=0, le=65535, description="0 disables /metrics")
+    # Worker processes serving the one gRPC port together (SO_REUSEPORT: the
+    # kernel spreads connections over them), so one machine or pod uses all its
+    # cores. A supervisor starts them (mesh.workers); worker i serves /metrics on
+    # METRICS_PORT + i. WORKER_INDEX is set by the supervisor, not by hand.
+    workers: int = Field(1, ge=1, le=64)
+    worker_index: int = Field(0, ge=0, le=63)
     # Above this many RPCs in flight the server answers RESOURCE_EXHAUSTED at once
     # instead of queueing without bound.
     max_concurrent_rpcs: int = Field(1000, ge=1)
@@ -79,6 +85,12 @@ class ServiceSettings(BaseSettings):
     tls_cert_file: str = ""
     tls_key_file: str = ""
     tls_ca_file: str = ""
+
+    @model_validator(mode="after")
+    def _workers_share_a_fixed_port(self) -> ServiceSettings:
+        if self.workers > 1 and self.grpc_port == 0:
+            raise ValueError("WORKERS above 1 needs a fixed GRPC_PORT (the workers share it), not 0")
+        return self
 
     @model_validator(mode="after")
     def _tls_files_together(self) -> ServiceSettings:
