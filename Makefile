@@ -20,7 +20,7 @@ TEST_DEBS := redis-server mariadb-server prometheus $(IMAGE_DEBS) $(NODE_DEBS)
 PYTEST_ARGS ?=
 
 
-.PHONY: tools-jaeger debs-monitoring trace bench-tracing
+.PHONY: tools-jaeger debs-monitoring trace bench-tracing load tools-k6
 .PHONY: image debs-image debs-node k8s k8s-e2e tools-helm cluster cluster-down cluster-bins cluster-images
 .PHONY: help setup venv debs-run debs-test tools-test rocketmq-jars rocketmq run test test-unit test-integration test-e2e lint protos clean audit bench bench-stock bench-pipeline bench-forwarder
 
@@ -42,6 +42,8 @@ help:
 	@echo "make image    the container images with podman: localhost/ordermesh:dev (every context) and"
 	@echo "              localhost/ordermesh-deps:bookworm-1 (dev Redis and MariaDB for the chart's devDependencies)"
 	@echo "make audit    the global auditor on the local mesh: stock, orders, reservations, money, shipments (ACKED=file)"
+	@echo "make load     a k6 scenario against the mesh (SCENARIO=smoke|load|spike|hot-product|browse; RATE=, DURATION=, ...)"
+	@echo "              starts the local mesh if none answers; HTML report under var/reports/"
 	@echo "make bench    all benchmarks (bench-stock: Redis vs SQL path; bench-pipeline: inserts, PlaceOrder, lag;"
 	@echo "             bench-forwarder: Redis -> RocketMQ relay, RocketMQ -> SQL rows, broker memory)"
 	@echo "make setup    install everything: Debian packages, .venv, Go-built tools, RocketMQ jars"
@@ -105,7 +107,10 @@ image: venv debs-image
 	@scripts/image/deps.sh
 
 tools-test:
-	@scripts/setup/go-tools.sh grpcurl helm jaeger
+	@scripts/setup/go-tools.sh grpcurl helm jaeger k6
+
+tools-k6:
+	@scripts/setup/go-tools.sh k6
 
 rocketmq-jars:
 	@scripts/setup/rocketmq.sh
@@ -174,6 +179,15 @@ rocketmq: venv rocketmq-jars
 audit: venv
 	@set -a; if [ -f var/$(PROFILE)/audit.env ]; then . var/$(PROFILE)/audit.env; fi; set +a; \
 	$(PY) -m auditor $(if $(ACKED),--acknowledged $(ACKED))
+
+# A k6 scenario (loadtest/<SCENARIO>.js) against the mesh at CHECKOUT/CATALOG/ORDER
+# (the local ports by default; the embedded mesh is started if none answers, and
+# stopped after). RATE, DURATION, VUS ... reach the script from the environment
+# (make exports command-line variables); ACKED=file: the order ids answered, for
+# `make audit ACKED=file`. The exit status is k6's: non-zero when a threshold failed.
+SCENARIO ?= smoke
+load: venv debs-run tools-k6
+	$(PY) -m loadtest $(SCENARIO) $(if $(ACKED),--order-ids $(ACKED))
 
 bench: bench-stock bench-pipeline bench-forwarder bench-tracing
 

@@ -242,6 +242,30 @@ def test_place_order_through_port_forward_reaches_shipped(mesh: Mesh) -> None:
             process.wait(10)
 
 
+def test_the_k6_smoke_scenario_passes_through_port_forward(mesh: Mesh) -> None:
+    """As a user loads the cluster from a laptop: k6 (loadtest/smoke.js) through
+    `kubectl port-forward` to checkout, catalog and order; k6 exits 0 only when
+    its thresholds hold (no error, latency bounds)."""
+    forwards = {name: mesh.port_forward(f"svc/ordermesh-{name}", 50051) for name in ("checkout", "catalog", "order")}
+    try:
+        order_ids = mesh.workdir / "k6-orders.txt"
+        env = {**os.environ, **{name.upper(): f"127.0.0.1:{port}" for name, (_, port) in forwards.items()}}
+        ran = subprocess.run(
+            [sys.executable, "-m", "loadtest", "smoke", "--reports", str(mesh.workdir / "reports"),
+             "--order-ids", str(order_ids)],
+            capture_output=True, text=True, timeout=180, env=env, cwd=ROOT,
+        )  # fmt: skip
+        assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-2000:]
+        answered = order_ids.read_text().split()
+        assert answered, "the smoke placed orders"
+        ANSWERED.extend(answered)
+        print(f"\nk6 smoke through port-forward: {len(answered)} orders, k6 exited 0")
+    finally:
+        for process, _ in forwards.values():
+            process.terminate()
+            process.wait(10)
+
+
 def test_a_catalog_pod_deleted_mid_load_loses_no_order(mesh: Mesh) -> None:
     catalogs = mesh.pods("catalog")
     assert len(catalogs) == 2, catalogs
