@@ -217,8 +217,12 @@ async def test_batch_span_links_to_every_producer_span(bus: Bus) -> None:
     await bus.consumer(Recorder()).run_until_idle()
     spans = bus.exporter.get_finished_spans()
     producers = {s.context.span_id for s in spans if s.name.startswith("produce")}
-    [batch] = [s for s in spans if s.kind == SpanKind.CONSUMER]
+    [batch] = [s for s in spans if s.kind == SpanKind.CONSUMER and s.name.startswith("consume")]
     assert {link.context.span_id for link in batch.links} == producers
+    # And each message is processed in its producer's own trace, linked back to the batch.
+    processed = [s for s in spans if s.name.startswith("process")]
+    assert {s.parent.span_id for s in processed if s.parent} == producers
+    assert all([link.context.span_id for link in s.links] == [batch.context.span_id] for s in processed)
 
 
 @dataclass
