@@ -18,6 +18,10 @@ LogFormat = Literal["json", "text"]
 # process forwards its outbox streams to RocketMQ 5 topics and the order
 # context consumes the topics (see mesh.bus.transport).
 EventTransport = Literal["embedded", "rocketmq"]
+# The most messages a forwarder puts in one SendMessage call (FORWARDER_SEND_BATCH):
+# bench-forwarder measured no gain past 32 to 128, and a larger call only makes
+# a fallback (its messages sent again one per call) larger.
+SEND_BATCH_MAX = 256
 
 
 class SettingsError(Exception):
@@ -75,8 +79,12 @@ class ServiceSettings(BaseSettings):
     event_transport: EventTransport = "embedded"
     # The RocketMQ 5 proxy's gRPC endpoint (host:port).
     rocketmq_endpoint: str = "127.0.0.1:8081"
-    # Forwarder: stream entries read (and sent concurrently) per batch.
+    # Forwarder: stream entries read per batch, and messages per SendMessage call
+    # (a batch's calls go out concurrently). 1 sends one message per call: for a
+    # proxy older than RocketMQ 5.5.0, which stores every message of a call of
+    # several with the first one's id and properties (apache/rocketmq#9416).
     forwarder_batch_size: int = Field(200, ge=1, le=2000)
+    forwarder_send_batch: int = Field(32, ge=1, le=SEND_BATCH_MAX)
     # Consumers: messages per receive, and how long a received message stays
     # invisible to others (the longest a batch may take before redelivery).
     rocketmq_batch_size: int = Field(32, ge=1, le=32)

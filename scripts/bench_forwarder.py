@@ -1,10 +1,15 @@
 """make bench-forwarder: the RocketMQ transport's speed, measured side by side in one run.
 
 1. Redis outbox stream -> RocketMQ topic through one Forwarder (the handler of a
-   StreamConsumer), in batches vs one by one. Only the relay is timed: from the
-   first read until the group has nothing pending or undelivered. The broker's
-   JIT is warmed first, on a topic of its own: a long-running broker is warm,
-   and the first ~10,000 sends of a fresh one cost it several times as much CPU.
+   StreamConsumer), three ways: one by one (a stream read and a SendMessage per
+   event); batches of BENCH_BATCH with one message per SendMessage call, all of
+   a batch's calls at once (FORWARDER_SEND_BATCH=1, the way before RocketMQ
+   5.5.0); and batches with several messages per call (FORWARDER_SEND_BATCH,
+   each value of BENCH_SEND_BATCHES). Only the relay is timed: from the first
+   read until the group has nothing pending or undelivered. The broker's JIT is
+   warmed first, on a topic of its own, both ways: a long-running broker is
+   warm, and the first ~10,000 sends of a fresh one cost it several times as
+   much CPU.
 2. RocketMQ -> SQL: a RocketConsumer feeding the order context's PlacedOrders into
    SQLite. Every OrderPlaced relayed in 1 must end up as exactly one order row.
 3. The broker's memory: RSS of the RocketMQ JVMs, sampled in a thread throughout.
@@ -31,6 +36,7 @@ from typing import Any, cast
 import redis.asyncio as redis
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry
 from sqlalchemy import Table, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -38,6 +44,7 @@ from catalog.events import order_placed
 from common.order_ids import mint
 from mesh.bus import encode_fields
 from mesh.bus.dead_letters import SqlDeadLetters
+from mesh.bus.metrics import BusMetrics
 from mesh.bus.redis_streams import ConsumerConfig, StreamConsumer
 from mesh.bus.rocketmq import Forwarder, RocketClient, RocketConsumer, RocketConsumerConfig
 from mesh.clock import utc_now
@@ -45,6 +52,7 @@ from mesh.db import create_engine, create_schema, reading
 from mesh.local.procs import RedisServer
 from mesh.local.rocketmq import RocketMQServer
 from mesh.money import Money
+from mesh.settings import ServiceSettings
 from order.events import status_changed
 from order.handlers import PlacedOrders
 from order.models import dead_letters, metadata, orders
@@ -54,11 +62,15 @@ from ordermesh.common.v1 import common_pb2
 
 EVENTS = int(os.environ.get("BENCH_EVENTS", "20000"))
 SINGLE_EVENTS = int(os.environ.get("BENCH_SINGLE_EVENTS", "2000"))  # one by one is slow: fewer suffice
-WARMUP_EVENTS = int(os.environ.get("BENCH_WARMUP_EVENTS", "15000"))
+WARMUP_EVENTS = int(os.environ.get("BENCH_WARMUP_EVENTS", "40000"))  # each way
 BATCH = int(os.environ.get("BENCH_BATCH", "200"))
+# Messages per SendMessage call to measure; the first is the one judged against the targets.
+DEFAULT_SEND_BATCH = int(ServiceSettings.model_fields["forwarder_send_batch"].default)
+SEND_BATCHES = [int(n) for n in os.environ.get("BENCH_SEND_BATCHES", str(DEFAULT_SEND_BATCH)).split(",")]
 CONSUMER_BATCH = int(os.environ.get("BENCH_CONSUMER_BATCH", "32"))  # the proxy's maximum per receive
-CONSUME_TIMEOUT = float(os.environ.get("BENCH_CONSUME_TIMEOUT", "150"))
-TARGET = 5000  # events/s relayed by one forwarder with batching
+CONSUME_TIMEOUT = float(os.environ.get("BENCH_CONSUME_TIMEOUT", "300"))
+TARGET = 5000  # events/s relayed by one forwarder
+RATIO_TARGET = 20.0  # times one by one
 TOPIC, WARMUP_TOPIC, GROUP = "ordermesh-order-placed", "bench-warmup", "ordermesh-order"
 PRODUCT = "sku-1008"
 MIB = 1024 * 1024
@@ -112,6 +124,28 @@ class RssSampler:
         return max((rss for at, rss in self.samples if since <= at <= until), default=0)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process so far (all its threads); 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+@dataclass(frozen=True)
+class Cpu:
+    """Where the CPU of a measurement went: this process, the broker's JVMs, redis-server."""
+
+    broker_pids: Callable[[], list[int]]
+    redis_pid: Callable[[], int]
+
+    def now(self) -> tuple[float, float, float]:
+        broker = sum(cpu_seconds(pid) for pid in self.broker_pids())
+        return time.process_time(), broker, cpu_seconds(self.redis_pid())
+
+
 # --- events -------------------------------------------------------------------------------
 
 
@@ -153,39 +187,73 @@ async def append(client: redis.Redis, stream: str, fields: list[dict[str, str | 
 
 
 @dataclass
+class Mode:
+    """One way of relaying, measured: ``per_call`` messages per SendMessage, ``batch`` entries per read."""
+
+    name: str
+    events: int
+    batch: int
+    per_call: int
+    rate: float = 0.0
+    calls: float = 0.0
+    fallbacks: float = 0.0
+    cpu_us: tuple[float, float, float] = (0.0, 0.0, 0.0)  # per event: this process, broker, redis
+
+
+@dataclass
 class Relay:
     client: redis.Redis
     rocket: RocketClient
     dead: SqlDeadLetters
     tracer: trace.Tracer
+    cpu: Cpu
     producer: Any = None
-    forwarders: dict[str, Forwarder] = field(default_factory=dict)
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     async def open(self) -> None:
         self.producer = await self.rocket.producer([TOPIC, WARMUP_TOPIC])
-        self.forwarders = {topic: Forwarder(self.rocket, self.producer, topic) for topic in (TOPIC, WARMUP_TOPIC)}
 
     async def close(self) -> None:
         if self.producer is not None:
             await self.rocket.blocking(self.producer.shutdown)
 
-    async def run(self, stream: str, topic: str, count: int, batch: int) -> float:
-        """Relay ``count`` fresh OrderPlaced events through one forwarder; events/s."""
-        fields = placed_fields(count, self.tracer)
+    async def run(self, stream: str, topic: str, mode: Mode) -> Mode:
+        """Relay ``mode.events`` fresh OrderPlaced events through one forwarder; its events/s,
+        SendMessage calls and events sent again one per call."""
+        metrics = BusMetrics.of(self.registry)
+        forwarder = Forwarder(
+            self.rocket,
+            self.producer,
+            topic,
+            per_call=mode.per_call,
+            calls=metrics.send_calls.labels(stream),
+            fallbacks=metrics.fallbacks.labels(stream),
+        )
+        fields = placed_fields(mode.events, self.tracer)
         await append(self.client, stream, fields)
         consumer = StreamConsumer(
-            self.client, stream, "forwarder", self.forwarders[topic], self.dead, tracer=self.tracer,
-            config=ConsumerConfig(batch_size=batch, block_ms=10),
+            self.client, stream, "forwarder", forwarder, self.dead, tracer=self.tracer,
+            config=ConsumerConfig(batch_size=mode.batch, block_ms=10),
         )  # fmt: skip
         await consumer.ensure_group()
+        cpu_before = self.cpu.now()
         started = time.perf_counter()
         relayed = await consumer.run_until_idle()
         elapsed = time.perf_counter() - started
+        cpu_after = self.cpu.now()
+        python, broker, redis_cpu = ((b - a) * 1e6 / mode.events for a, b in zip(cpu_before, cpu_after, strict=True))
+        mode.cpu_us = (python, broker, redis_cpu)
         (group,) = await self.client.xinfo_groups(stream)
         pending, undelivered = int(group["pending"]), int(group["lag"] or 0)
-        if relayed != count or pending or undelivered:
-            fail(f"{stream}: relayed {relayed} of {count}; {pending} still pending, {undelivered} undelivered")
-        return count / elapsed
+        if relayed != mode.events or pending or undelivered:
+            fail(f"{stream}: relayed {relayed} of {mode.events}; {pending} still pending, {undelivered} undelivered")
+        mode.rate = mode.events / elapsed
+
+        def counted(name: str) -> float:
+            return self.registry.get_sample_value(f"ordermesh_forwarder_{name}_total", {"stream": stream}) or 0.0
+
+        mode.calls, mode.fallbacks = counted("send_calls"), counted("fallback_events")
+        return mode
 
 
 # --- 2. RocketMQ -> SQL -------------------------------------------------------------------
@@ -225,26 +293,36 @@ def load() -> str:
         return f.read().split()[0]
 
 
-async def measure(broker: RocketMQServer, redis_url: str, work: Path, rss: RssSampler) -> dict[str, Any]:
+async def measure(broker: RocketMQServer, redis_server: RedisServer, work: Path, rss: RssSampler) -> dict[str, Any]:
     tracer = TracerProvider().get_tracer("bench-forwarder")
-    client = redis.Redis.from_url(redis_url)
+    client = redis.Redis.from_url(redis_server.url)
     engine = create_engine(f"sqlite+aiosqlite:///{work / 'order-0.db'}")
     await create_schema(engine, metadata)
     rocket = RocketClient(broker.grpc_endpoint)
-    relay = Relay(client, rocket, SqlDeadLetters(engine, dead_letters), tracer)
+    redis_process = redis_server.process
+    assert redis_process is not None and redis_process.proc is not None
+    cpu = Cpu(lambda: broker.pids, lambda: cast(Any, redis_process.proc).pid)
+    relay = Relay(client, rocket, SqlDeadLetters(engine, dead_letters), tracer, cpu)
     result: dict[str, Any] = {"load_before": load()}
     try:
         await relay.open()
-        result["warmup"] = await relay.run("outbox:warmup", WARMUP_TOPIC, WARMUP_EVENTS, BATCH)
-        progress(f"warmed the broker up with {WARMUP_EVENTS} events ({result['warmup']:.0f}/s)")
+        for per_call in sorted({1, SEND_BATCHES[0]}):
+            warm = await relay.run(f"outbox:warmup-{per_call}", WARMUP_TOPIC, Mode("", WARMUP_EVENTS, BATCH, per_call))
+            result[f"warmup-{per_call}"] = warm.rate
+            progress(f"warmed the broker up with {WARMUP_EVENTS} events, {per_call} per call ({warm.rate:.0f}/s)")
         relay_started = time.perf_counter()
-        result["batched"] = await relay.run("outbox:batched", TOPIC, EVENTS, BATCH)
-        progress(f"relayed {EVENTS} events in batches of {BATCH}")
-        result["single"] = await relay.run("outbox:single", TOPIC, SINGLE_EVENTS, 1)
-        progress(f"relayed {SINGLE_EVENTS} events one by one")
+        modes = [
+            Mode("one by one", SINGLE_EVENTS, 1, 1),
+            Mode(f"batches of {BATCH}, 1 per call", EVENTS, BATCH, 1),
+            *(Mode(f"batches of {BATCH}, {n} per call", EVENTS, BATCH, n) for n in SEND_BATCHES),
+        ]
+        for n, mode in enumerate(modes):
+            await relay.run(f"outbox:mode-{n}", TOPIC, mode)
+            progress(f"relayed {mode.events} events: {mode.name} ({mode.rate:.0f}/s)")
+        result["modes"] = modes
         result["relay_rss"] = rss.peak(relay_started)
 
-        sent = EVENTS + SINGLE_EVENTS
+        sent = sum(mode.events for mode in modes)
         handler = PlacedOrders(Shards([OrderStore(engine, status_changed)]), utc_now)
         consumer = RocketConsumer(
             rocket, GROUP, {TOPIC: handler}, RocketConsumerConfig(batch_size=CONSUMER_BATCH), tracer
@@ -269,17 +347,35 @@ async def measure(broker: RocketMQServer, redis_url: str, work: Path, rss: RssSa
 
 
 def report(result: dict[str, Any], rss: RssSampler, idle_rss: int, end_rss: dict[str, int]) -> None:
-    batched, single = result["batched"], result["single"]
+    modes: list[Mode] = result["modes"]
+    single, old_way, multi = modes[0], modes[1], modes[2]
     print(
         f"\nRedis stream -> RocketMQ topic, one Forwarder ({os.cpu_count()} cores shared by every process;"
         f" load average {result['load_before']} before, {result['load_after']} after)"
     )
-    print(f"{'mode':<18} {'events':>7} {'events/s':>9}")
-    print(f"{f'batches of {BATCH}':<18} {EVENTS:>7} {batched:>9.0f}")
-    print(f"{'one by one':<18} {SINGLE_EVENTS:>7} {single:>9.0f}")
-    verdict = "met" if batched >= TARGET else "MISSED"
-    print(f"ratio {batched / single:.1f}x; target {TARGET}/s with batching: {verdict}")
-    print(f"(a fresh broker, first {WARMUP_EVENTS} events, batched: {result['warmup']:.0f}/s)")
+    print(
+        f"{'mode':<30} {'events':>7} {'calls':>7} {'resent':>7} {'events/s':>9} {'vs one by one':>14}"
+        f"   CPU µs/event: {'python':>6} {'broker':>6} {'redis':>6}"
+    )
+    for mode in modes:
+        python, jvm, redis_cpu = mode.cpu_us
+        print(
+            f"{mode.name:<30} {mode.events:>7} {mode.calls:>7.0f} {mode.fallbacks:>7.0f} {mode.rate:>9.0f}"
+            f" {mode.rate / single.rate:>13.1f}x {'':>16}{python:>6.0f} {jvm:>6.0f} {redis_cpu:>6.0f}"
+        )
+    print(
+        "(resent: events sent again one per call after their call of several was not stored whole;"
+        " python: this process, the forwarder and its stream consumer)"
+    )
+    met = multi.rate >= TARGET and multi.rate / single.rate >= RATIO_TARGET
+    print(
+        f"{multi.per_call} per call: {multi.rate:.0f}/s, {multi.rate / single.rate:.1f}x one by one,"
+        f" {multi.rate / old_way.rate:.1f}x one per call; targets {TARGET}/s and {RATIO_TARGET:.0f}x:"
+        f" {'met' if met else 'MISSED'}"
+    )
+    warm = ", ".join(f"{key.removeprefix('warmup-')} per call {value:.0f}/s" for key, value in result.items()
+                     if key.startswith("warmup-"))  # fmt: skip
+    print(f"(a fresh broker, first {WARMUP_EVENTS} events each way: {warm})")
 
     rows_rate = result["rows"] / result["consume_s"]
     print(f"\nRocketMQ -> SQLite: RocketConsumer (receives of {CONSUMER_BATCH}) into order.handlers.PlacedOrders")
@@ -287,7 +383,7 @@ def report(result: dict[str, Any], rss: RssSampler, idle_rss: int, end_rss: dict
         f"{result['rows']} rows from {result['delivered']} messages in {result['consume_s']:.1f} s:"
         f" {rows_rate:.0f} rows/s; dead letters: {result['dead']}"
     )
-    print(f"relay/consume ratio: {batched / rows_rate:.1f}x")
+    print(f"relay/consume ratio: {multi.rate / rows_rate:.1f}x")
 
     print(f"\nRocketMQ JVMs' RSS (name server + proxy with the broker), sampled every {rss.interval} s")
     print(
@@ -314,7 +410,7 @@ async def main() -> None:
             progress(f"RocketMQ up in {time.perf_counter() - started:.0f} s")
             idle_rss = rss.sample()
             rss.start()
-            result = await measure(broker, redis_server.url, work, rss)
+            result = await measure(broker, redis_server, work, rss)
             rss.stop()
             rss.sample()
             jvms = {"name server": broker.namesrv, "proxy": broker.proxy}

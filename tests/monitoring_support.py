@@ -56,6 +56,8 @@ EXPORTED = frozenset(
         # event bus
         "ordermesh_forwarder_lag_seconds",
         "ordermesh_forwarder_relayed_events_total",
+        "ordermesh_forwarder_send_calls_total",
+        "ordermesh_forwarder_fallback_events_total",
         "ordermesh_consumer_lag_seconds",
         "ordermesh_consumer_batch_size_bucket",
         "ordermesh_consumer_batch_size_sum",
@@ -66,7 +68,14 @@ EXPORTED = frozenset(
 # Series Prometheus writes itself for every target: never in a scrape.
 SYNTHETIC = frozenset({"up"})
 # Only forwarders export these, and forwarders run only on the rocketmq transport.
-ROCKETMQ_ONLY = frozenset({"ordermesh_forwarder_lag_seconds", "ordermesh_forwarder_relayed_events_total"})
+ROCKETMQ_ONLY = frozenset(
+    {
+        "ordermesh_forwarder_lag_seconds",
+        "ordermesh_forwarder_relayed_events_total",
+        "ordermesh_forwarder_send_calls_total",
+        "ordermesh_forwarder_fallback_events_total",
+    }
+)
 
 # Grafana's own variables, as a query reaches Prometheus: any valid value will do
 # to check the PromQL around them.

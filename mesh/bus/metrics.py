@@ -54,6 +54,22 @@ class BusMetrics:
             ["stream"],
             registry=registry,
         )
+        # Events per call = relayed / send calls: near FORWARDER_SEND_BATCH while the
+        # proxy stores calls of several messages whole, near 1 when they fall back.
+        self.send_calls = Counter(
+            "ordermesh_forwarder_send_calls",
+            "SendMessage calls the forwarders made, each with up to FORWARDER_SEND_BATCH events "
+            "(the RocketMQ client's own retries not counted).",
+            ["stream"],
+            registry=registry,
+        )
+        self.fallbacks = Counter(
+            "ordermesh_forwarder_fallback_events",
+            "Events the forwarders sent again one per call because the call of several that "
+            "carried them was not stored whole.",
+            ["stream"],
+            registry=registry,
+        )
 
     def source(self, name: str) -> None:
         """Every dead-letter series of a stream or topic from the start (at 0), so

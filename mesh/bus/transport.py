@@ -23,6 +23,7 @@ import redis.asyncio as redis
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry, Gauge
 from redis.exceptions import ResponseError
+from rocketmq import Producer
 
 from mesh.breaker import Breaker
 from mesh.bus.dead_letters import DeadLetterSink, Republisher
@@ -145,21 +146,23 @@ class EventTransport:
         self._closeables.append(producer)
         config = replace(self._config, batch_size=self._settings.forwarder_batch_size)
         return [
-            self._stream_consumer(
-                stream,
-                FORWARDER_GROUP,
-                Forwarder(
-                    self.rocket,
-                    producer,
-                    topic,
-                    breaker=self._breaker,
-                    tracer=self._tracer,
-                    relayed=self._metrics.relayed.labels(stream) if self._metrics is not None else None,
-                ),
-                config,
-            )
+            self._stream_consumer(stream, FORWARDER_GROUP, self._forwarder(producer, stream, topic), config)
             for stream, topic in topics.items()
         ] + [ForwarderLag(self._client, list(topics), self._registry)]
+
+    def _forwarder(self, producer: Producer, stream: str, topic: str) -> Forwarder:
+        metrics = self._metrics
+        return Forwarder(
+            self.rocket,
+            producer,
+            topic,
+            breaker=self._breaker,
+            per_call=self._settings.forwarder_send_batch,
+            tracer=self._tracer,
+            relayed=metrics.relayed.labels(stream) if metrics is not None else None,
+            calls=metrics.send_calls.labels(stream) if metrics is not None else None,
+            fallbacks=metrics.fallbacks.labels(stream) if metrics is not None else None,
+        )
 
     async def republisher(self, streams: RedisPublisher, topics: list[str]) -> Republisher:
         """Where ``replay`` puts dead letters back: a dead letter from a RocketMQ
