@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 
 import grpc
 
+from mesh.bus.redis_streams import StreamConsumer
 from mesh.server import App, Server
+from order.relay import OutboxRelay
 
 
 @asynccontextmanager
@@ -38,3 +40,16 @@ async def eventually(
             return
         await asyncio.sleep(every)
     raise AssertionError(f"timed out after {within}s waiting for {what}")
+
+
+async def settle_order_pipeline(consumers: Mapping[str, StreamConsumer], relay: OutboxRelay) -> None:
+    """The order context's pipeline, run in this task until quiet: rows and
+    status events, the outbox, then the dispatcher and the compensator (three
+    rounds: each can make work for the ones before it)."""
+    for _ in range(3):
+        for name in ("placed", "updates"):
+            await consumers[name].run_until_idle()
+        await relay.relay_once()
+        for name in ("dispatcher", "compensator"):
+            await consumers[name].run_until_idle()
+        await relay.relay_once()

@@ -45,7 +45,7 @@ from payment.settings import PaymentSettings
 from shipping.bootstrap import bootstrap as shipping_bootstrap
 from shipping.settings import ShippingSettings
 from tests.integration.catalog_support import catalog_settings
-from tests.support import eventually, serving
+from tests.support import eventually, serving, settle_order_pipeline
 
 CARD = common_pb2.CreditCard(number="4432801561520454", cvv=672, expiration_year=2039, expiration_month=1)
 HOME = common_pb2.Address(street_address="1 Main St", city="Springfield", country="US", zip_code="62701")
@@ -115,13 +115,7 @@ class World:
 
     async def settle(self) -> None:
         """Run the pipeline until quiet: inserts, status events, outbox, dispatcher, compensator."""
-        for _ in range(3):
-            for name in ("placed", "updates"):
-                await self.consumers[name].run_until_idle()
-            await self.relay.relay_once()
-            for name in ("dispatcher", "compensator"):
-                await self.consumers[name].run_until_idle()
-            await self.relay.relay_once()
+        await settle_order_pipeline(self.consumers, self.relay)
 
     async def status(self, order_id: str) -> Status:
         order = await self.parts.shards.stores[0].get(order_id)

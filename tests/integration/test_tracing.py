@@ -54,7 +54,7 @@ from payment.settings import PaymentSettings
 from shipping.bootstrap import bootstrap as shipping_bootstrap
 from shipping.settings import ShippingSettings
 from tests.integration.catalog_support import catalog_settings
-from tests.support import eventually, serving
+from tests.support import eventually, serving, settle_order_pipeline
 
 CARD_NUMBER = "4432801561520454"
 CVV = 4719
@@ -112,13 +112,7 @@ class Mesh:
 
     async def settle(self) -> None:
         """The order context's pipeline until quiet: rows, status events, outbox, dispatcher, compensator."""
-        for _ in range(3):
-            for name in ("placed", "updates"):
-                await self.consumers[name].run_until_idle()
-            await self.relay.relay_once()
-            for name in ("dispatcher", "compensator"):
-                await self.consumers[name].run_until_idle()
-            await self.relay.relay_once()
+        await settle_order_pipeline(self.consumers, self.relay)
 
 
 @pytest.fixture
