@@ -129,13 +129,12 @@ def consuming(
     tracer: trace.Tracer, system: str, destination: str, group: str, messages: Sequence[Message]
 ) -> Iterator[trace.Span]:
     """The CONSUMER span of one batch, linked to every message's producer."""
+    where: dict[str, AttributeValue] = {SYSTEM: system, DESTINATION: destination, CONSUMER_GROUP: group}
     with tracer.start_as_current_span(
         f"consume {destination}",
         kind=SpanKind.CONSUMER,
         attributes={
-            SYSTEM: system,
-            DESTINATION: destination,
-            CONSUMER_GROUP: group,
+            **where,
             OPERATION: "process",
             OPERATION_TYPE: "process",
             OPERATION_NAME: "consume",
@@ -161,18 +160,17 @@ def consuming(
             raise
         finally:
             _batch.reset(token)
-            _processed_in_producer_traces(tracer, span, linked, started, failed, system, destination, group)
+            _processed_in_producer_traces(tracer, f"process {destination}", span, linked, started, failed, where)
 
 
 def _processed_in_producer_traces(
     tracer: trace.Tracer,
+    name: str,
     batch: trace.Span,
     linked: list[tuple[Message, Link]],
     started: int,
     failed: bool,
-    system: str,
-    destination: str,
-    group: str,
+    where: dict[str, AttributeValue],
 ) -> None:
     """One ``process`` span per message in its *producer's* trace (its parent
     is the producer span), covering the batch that handled it and linked to the
@@ -183,13 +181,11 @@ def _processed_in_producer_traces(
     for message, link in linked:
         parent = trace.set_span_in_context(trace.NonRecordingSpan(link.context))
         span = tracer.start_span(
-            f"process {destination}",
+            name,
             context=parent,
             kind=SpanKind.CONSUMER,
             attributes={
-                SYSTEM: system,
-                DESTINATION: destination,
-                CONSUMER_GROUP: group,
+                **where,
                 OPERATION_TYPE: "process",
                 MESSAGE_ID: message.id,
                 ORDER_ID: message.order_id,

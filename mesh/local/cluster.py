@@ -24,20 +24,21 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from mesh.local.node import NODE_IP, SERVICE_CIDR, RealNode, drain, sweep, unsupported_reason
+from mesh.local.node import NODE_IP, SERVICE_CIDR, RealNode, drain, node_ready, sweep, unsupported_reason
 from mesh.local.procs import ManagedProcess, free_port, require_binary, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / ".tools" / "cluster" / "bin"
 KWOK_VERSION = "v0.8.0"
 # The one fake node; pods schedule onto it and kwok reports them Running and Ready.
+KWOK_NODE = "kwok-node-0"
 NODE = {
     "apiVersion": "v1",
     "kind": "Node",
     "metadata": {
-        "name": "kwok-node-0",
+        "name": KWOK_NODE,
         "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
-        "labels": {"kubernetes.io/hostname": "kwok-node-0", "type": "kwok"},
+        "labels": {"kubernetes.io/hostname": KWOK_NODE, "type": "kwok"},
     },
     "status": {"allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"}},
 }
@@ -160,22 +161,12 @@ class LocalCluster:
         created = self.kubectl("apply", "-f", "-", input_=json.dumps(NODE))
         if created.returncode != 0:
             raise RuntimeError(f"cannot create the kwok node: {created.stderr}")
-        wait_until(self._node_ready, timeout, "the kwok node to be Ready")
+        wait_until(lambda: node_ready(self.kubectl, KWOK_NODE), timeout, "the kwok node to be Ready")
         self._wait_default_service_account(timeout)
         return self
 
     def _wait_default_service_account(self, timeout: float) -> None:
         wait_until(lambda: self.kubectl("get", "serviceaccount", "default").returncode == 0, timeout, "the default SA")
-
-    def _node_ready(self) -> bool:
-        """Ready, and untainted: the node lifecycle controller lifts the not-ready
-        taint the API server put on the new node only once it saw it Ready."""
-        found = self.kubectl("get", "node", "kwok-node-0", "-o", "json")
-        if found.returncode != 0:
-            return False
-        node = json.loads(found.stdout)
-        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"].get("conditions", []))
-        return ready and not node["spec"].get("taints")
 
     def _write_kubeconfig(self, token: str) -> None:
         config = {

@@ -80,7 +80,7 @@ class RealNode:
         self._start_containerd(logs)
         wait_until(lambda: self.ctr("version").returncode == 0, timeout, "containerd")
         self._start_kubelet(kubeconfig, logs)
-        wait_until(lambda: _node_ready(kubectl), timeout, f"node {NODE_NAME} to be Ready")
+        wait_until(lambda: node_ready(kubectl), timeout, f"node {NODE_NAME} to be Ready")
         # After the node registered: started earlier, kube-proxy waits 30 s for it
         # and then falls back to a loopback node IP.
         self._start_kube_proxy(kubeconfig, logs)
@@ -307,8 +307,10 @@ def leftovers(workdir: Path) -> list[str]:
     return found
 
 
-def _node_ready(kubectl: KubectlRun) -> bool:
-    found = kubectl("get", "node", NODE_NAME, "-o", "json", timeout=10)
+def node_ready(kubectl: KubectlRun, name: str = NODE_NAME) -> bool:
+    """Ready, and untainted: the node lifecycle controller lifts the not-ready
+    taint the API server put on a new node only once it saw it Ready."""
+    found = kubectl("get", "node", name, "-o", "json", timeout=10)
     if found.returncode != 0:
         return False
     node = json.loads(found.stdout)

@@ -270,6 +270,8 @@ def test_a_catalog_pod_deleted_mid_load_loses_no_order(mesh: Mesh) -> None:
     catalogs = mesh.pods("catalog")
     assert len(catalogs) == 2, catalogs
     mesh.load("load-catalog-kill", rate=12, seconds=30)
+    # Not a wait for a state: the load pod is Running (load() waited for it);
+    # this puts the fault well inside its 30 s of orders.
     time.sleep(8)
     deleted = mesh.kubectl("delete", "pod", catalogs[0], "--wait=false")
     assert deleted.returncode == 0, deleted.stderr
@@ -282,7 +284,7 @@ def test_a_catalog_pod_deleted_mid_load_loses_no_order(mesh: Mesh) -> None:
 def test_a_rolling_restart_of_checkout_under_load_fails_no_call(mesh: Mesh) -> None:
     before = set(mesh.pods("checkout"))
     mesh.load("load-checkout-rollout", rate=12, seconds=35)
-    time.sleep(6)
+    time.sleep(6)  # the restart starts inside the load window, as above
     restarted = mesh.kubectl("rollout", "restart", "deploy/ordermesh-checkout")
     assert restarted.returncode == 0, restarted.stderr
     status = mesh.kubectl("rollout", "status", "deploy/ordermesh-checkout", "--timeout=120s", timeout=150)
