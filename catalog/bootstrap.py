@@ -33,6 +33,7 @@ from mesh.db import create_engine, create_schema, ping, reading
 from mesh.errors import StartupError
 from mesh.lease import Lease
 from mesh.process import new_app
+from mesh.redis_pipe import RedisPipe, pipe_for
 from mesh.redis_pool import connect
 from mesh.server import App, Registration
 from mesh.storage_spans import trace_storage
@@ -52,8 +53,11 @@ class Components:
     redis_stock: RedisStock
     ledger: Ledger
     sql_path: SqlPath
+    pipe: RedisPipe | None = None  # the stock's pipelined connection, when it has one
 
     async def close(self) -> None:
+        if self.pipe is not None:
+            await self.pipe.close()
         await self.client.aclose()
         await self.engine.dispose()
 
@@ -72,14 +76,16 @@ async def build_components(settings: CatalogSettings) -> Components:
         pool_timeout=settings.redis_pool_timeout_seconds,
     )
     keys = Keys(settings.catalog_key_prefix, settings.order_stream)
+    pipe = pipe_for(client, settings.redis_timeout_seconds) if settings.redis_pipe else None
     return Components(
         engine=engine,
         client=client,
         keys=keys,
         store=store,
-        redis_stock=RedisStock(client, keys, settings.reservation_marker_ttl_seconds),
+        redis_stock=RedisStock(client, keys, settings.reservation_marker_ttl_seconds, pipe=pipe),
         ledger=Ledger(engine),
         sql_path=SqlPath(engine),
+        pipe=pipe,
     )
 
 
@@ -117,7 +123,7 @@ async def bootstrap(settings: CatalogSettings) -> App:
     app = new_app("catalog", settings)
     parts = await build_components(settings)
     app.components = parts
-    trace_storage(app, engines=[parts.engine], clients=[parts.client])
+    trace_storage(app, engines=[parts.engine], clients=[parts.client], pipes=[parts.pipe])
     metrics = StockMetrics(app.registry)
     cache = ProductCache(parts.store.all_products, settings.product_cache_ttl_seconds)
     quota = Quota(

@@ -8,15 +8,16 @@ refuses (READONLY, MISCONF, OOM) or a pool with no free connection is
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 import redis.asyncio as redis
 from opentelemetry import trace
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from catalog.keys import Keys
@@ -33,6 +34,7 @@ from catalog.stock import (
 )
 from mesh.bus.tracing import MESSAGE_ID
 from mesh.errors import Unavailable, redis_refused
+from mesh.redis_pipe import RedisPipe
 
 
 def _lua(name: str) -> str:
@@ -46,8 +48,13 @@ class Marker:
 
 
 class RedisStock:
-    def __init__(self, client: redis.Redis, keys: Keys, marker_ttl_seconds: int) -> None:
+    def __init__(
+        self, client: redis.Redis, keys: Keys, marker_ttl_seconds: int, *, pipe: RedisPipe | None = None
+    ) -> None:
         self.client = client
+        # Reservations and releases, the per-order calls, go through the pipe
+        # when there is one (see mesh/redis_pipe.py); everything else through redis-py.
+        self.pipe = pipe
         self.keys = keys
         self._ttl = marker_ttl_seconds
         # register_script: EVALSHA, and on NOSCRIPT (a restarted or flushed
@@ -70,6 +77,16 @@ class RedisStock:
                 raise Unavailable(f"Redis refused the call ({error}); retry") from error
             raise
 
+    async def _script(self, script: AsyncScript, keys: list[str], args: Sequence[bytes | str | int]) -> Any:
+        """EVALSHA on the pipe (loading the script on NOSCRIPT, as redis-py does), else through redis-py."""
+        if self.pipe is None:
+            return await script(keys=keys, args=args)
+        try:
+            return await self.pipe.call("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:  # a restarted or flushed Redis
+            await self.pipe.call("SCRIPT", "LOAD", str(script.script))  # the scripts are read as text
+            return await self.pipe.call("EVALSHA", script.sha, len(keys), *keys, *args)
+
     # -- selling ------------------------------------------------------------------
 
     async def reserve(self, epoch: str, order_id: str, lines: list[Line], envelope: bytes) -> Earlier | None:
@@ -80,7 +97,7 @@ class RedisStock:
         args: list[bytes | str | int] = [epoch, order_id, self._ttl, envelope]
         for line in lines:
             args += [line.product_id, line.quantity]
-        reply = await self.call(lambda: self._reserve(keys=keys, args=args))
+        reply = await self.call(lambda: self._script(self._reserve, keys, args))
         kind = _text(reply[0])
         if kind == "OK":
             # The caller's PRODUCER span (StockEngine.reserve) names the entry it published.
@@ -104,7 +121,7 @@ class RedisStock:
         """'OK', 'DONE', 'NONE', 'SQL' or 'STALE' (see release.lua)."""
         keys = [self.keys.epoch, self.keys.reserved(order_id), self.keys.released(order_id), self.keys.journal]
         args: list[str | int] = [order_id, self._ttl, f"{self.keys.prefix}:stock:"]
-        return _text(await self.call(lambda: self._release(keys=keys, args=args)))
+        return _text(await self.call(lambda: self._script(self._release, keys, args)))
 
     async def take(self, epoch: str, product_id: str, keep: int) -> int:
         """Shrink a counter to at most ``keep`` (journaled); returns the counter after."""

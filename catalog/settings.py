@@ -20,6 +20,9 @@ class CatalogSettings(ServiceSettings):
     # free one (then UNAVAILABLE), and a busy pool never counts as Redis down.
     redis_pool_size: int = Field(256, ge=1)
     redis_pool_timeout_seconds: float = Field(5.0, gt=0)
+    # Reservations and releases on one pipelined connection (mesh/redis_pipe.py);
+    # false: through redis-py's pool like every other command.
+    redis_pipe: bool = True
     # Load the bundled seed catalogue into an empty products table at start.
     catalog_seed: bool = True
     catalog_key_prefix: str = "catalog"

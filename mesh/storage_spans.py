@@ -43,15 +43,23 @@ from opentelemetry.util.types import Attributes
 from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from mesh.redis_pipe import RedisPipe
 from mesh.server import App
 
 # Engines already traced: a second EngineTracer would write every span twice.
 _traced_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
-def trace_storage(app: App, *, engines: Iterable[AsyncEngine] = (), clients: Iterable[redis.Redis] = ()) -> None:
-    """Spans for the statements of ``engines`` and the commands of ``clients``,
-    from ``app``'s provider (unless the process's settings turn them off)."""
+def trace_storage(
+    app: App,
+    *,
+    engines: Iterable[AsyncEngine] = (),
+    clients: Iterable[redis.Redis] = (),
+    pipes: Iterable[RedisPipe | None] = (),
+) -> None:
+    """Spans for the statements of ``engines`` and the commands of ``clients``
+    and ``pipes``, from ``app``'s provider (unless the process's settings turn
+    them off)."""
     if not app.settings.otel_storage_spans:
         return
     provider = InTraceOnly(app.tracer_provider)
@@ -59,6 +67,9 @@ def trace_storage(app: App, *, engines: Iterable[AsyncEngine] = (), clients: Ite
         trace_engine(engine, provider)
     for client in clients:
         RedisInstrumentor.instrument_client(client, tracer_provider=provider)
+    for pipe in pipes:
+        if pipe is not None:
+            pipe.tracer = provider.get_tracer("ordermesh.redis_pipe")
 
 
 def trace_engine(engine: AsyncEngine, provider: trace.TracerProvider) -> None:

@@ -11,7 +11,14 @@ little of the two cores). Runs, side by side in one run:
 - the same product on the SQL path, selling unallocated stock;
 - 1,000 products on each path;
 - an empty grpc.aio server (no work at all): the ceiling of one Python gRPC
-  process on this machine, which the Redis path is reported against.
+  process on this machine, which the Redis path is reported against;
+- the hot product with ``WORKERS=2`` (two catalog processes on one port).
+
+Every run also reports the server's CPU time per reservation (the process and
+its workers, from /proc). ``BENCH_RUNS=hot,empty`` picks runs by key (see RUNS);
+``BENCH_PROFILE=1`` records the hot-product run with py-spy and prints the
+functions that took the most CPU (the flame graph is written under
+var/reports/).
 """
 
 from __future__ import annotations
@@ -19,10 +26,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
+import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 from sqlalchemy import insert
@@ -36,6 +46,8 @@ SECONDS = float(os.environ.get("BENCH_SECONDS", "8"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "4"))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "64"))
 GHZ = str(ROOT / ".tools/bin/ghz")
+PROFILE = os.environ.get("BENCH_PROFILE", "") not in ("", "0", "false")
+REPORTS = ROOT / "var/reports"
 
 
 async def seed(url: str, count: int) -> None:
@@ -73,9 +85,10 @@ async def one_run(
 ) -> dict[str, float]:
     database = f"bench_{path}_{products_count}_{int(time.time() * 1000) % 10**8}"
     port = free_port()
-    if path == "empty":
+    if path == "none":  # the empty handler
         argv = [sys.executable, str(ROOT / "scripts/bare_catalog.py"), str(port)]
         return await measure(ManagedProcess("empty", argv, work / "empty.log", dict(os.environ)), port, 1, database)
+    profile = PROFILE and path == "redis" and products_count == 1 and not extra_env
     metrics_port = free_port()
     mariadb.create_database(database)
     await seed(mariadb.url(database), 1000)
@@ -97,16 +110,25 @@ async def one_run(
         **(extra_env or {}),
     }
     server = ManagedProcess("catalog", [sys.executable, "-m", "catalog"], work / f"catalog-{database}.log", env)
-    return await measure(server, port, products_count, database, metrics_port)
+    return await measure(server, port, products_count, database, metrics_port, profile=profile)
 
 
 async def measure(
-    server: ManagedProcess, port: int, products_count: int, order_prefix: str, metrics_port: int | None = None
+    server: ManagedProcess,
+    port: int,
+    products_count: int,
+    order_prefix: str,
+    metrics_port: int | None = None,
+    *,
+    profile: bool = False,
 ) -> dict[str, float]:
     """ghz against ``server`` for SECONDS: fresh order ids, one or many products."""
     server.start()
     try:
         wait_until(lambda: port_open(port), 60, "catalog to listen")
+        assert server.proc is not None
+        await asyncio.sleep(1.0)  # workers (WORKERS=N) are up and listening too
+        spy = start_profiler(server.proc.pid) if profile else None
         product = "bench-0" if products_count == 1 else "bench-{{randomInt 0 %d}}" % products_count  # noqa: UP031
         # ghz fills in the {{...}} templates per call: a fresh order id each time.
         data = json.dumps(
@@ -123,8 +145,12 @@ async def measure(
             "-c", str(CONCURRENCY), "--connections", str(CONNECTIONS), "-z", f"{SECONDS}s",
             "-O", "json", f"127.0.0.1:{port}", stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
+        cpu_before = tree_cpu_seconds(server.proc.pid)
         report = json.loads((await ghz.communicate())[0])
+        cpu = tree_cpu_seconds(server.proc.pid) - cpu_before
         refills = refill_count(metrics_port) if metrics_port else 0.0
+        if spy is not None:
+            await stop_profiler(spy)
     finally:
         server.stop()
     percentiles = {p["percentage"]: p["latency"] / 1e6 for p in report.get("latencyDistribution") or []}
@@ -132,12 +158,75 @@ async def measure(
     ok = codes.get("OK", 0)
     return {
         "rps": ok / (report["total"] / 1e9),
+        # ghz's count covers the same window as the CPU reading (give or take its start-up).
+        "cpu_ms": cpu * 1000 / max(ok, 1),
         "p50": percentiles.get(50, float("nan")),
         "p99": percentiles.get(99, float("nan")),
         # Calls still in flight when the run ends are cut off by ghz (UNAVAILABLE): not errors.
         "errors": float(sum(n for code, n in codes.items() if code not in ("OK", "Unavailable"))),
         "refills": refills,
     }
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its descendants alive now (Linux /proc)."""
+    ticks = 0
+    children: dict[int, list[int]] = {}
+    stats: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        stats[int(entry.name)] = fields
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        if current in stats:
+            ticks += int(stats[current][11]) + int(stats[current][12])
+        todo.extend(children.get(current, []))
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def start_profiler(pid: int) -> subprocess.Popen[bytes]:
+    """py-spy sampling ``pid`` and its workers until stopped: collapsed stacks."""
+    REPORTS.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--subprocesses",
+         "--format", "raw", "--rate", "250", "--output", str(REPORTS / "bench-stock-hot.txt")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+async def stop_profiler(spy: subprocess.Popen[bytes]) -> None:
+    spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+    await asyncio.to_thread(spy.wait, 30)
+
+
+def print_profile(path: Path, top: int = 25) -> None:
+    """The functions with the most CPU samples, in themselves and with what they call."""
+    own: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    samples = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(count_text)
+        frames = [f for f in stack.split(";") if not f.startswith("process ") and not f.startswith("thread ")]
+        if not frames:
+            continue
+        samples += count
+        own[frames[-1]] += count
+        for frame in set(frames):
+            total[frame] += count
+    print(f"\npy-spy, hot product on the Redis path: {samples} samples; full stacks in {path}")
+    print(f"{'self':>6} {'total':>6}  function (file:line)")
+    for frame, count in own.most_common(top):
+        print(f"{count / samples:>6.1%} {total[frame] / samples:>6.1%}  {frame}")
 
 
 def refill_count(metrics_port: int) -> float:
@@ -149,6 +238,20 @@ def refill_count(metrics_port: int) -> float:
     )
 
 
+# Runs by key (BENCH_RUNS picks some): label, path, products, extra settings.
+RUNS: dict[str, tuple[str, str, int, dict[str, str] | None]] = {
+    "hot": ("hot product", "redis", 1, None),
+    "workers": ("hot, WORKERS=2", "redis", 1, {"WORKERS": "2"}),
+    "alloc": ("hot, 1 alloc.", "redis", 1, ONE_ALLOCATION),
+    "redis-py": ("hot, redis-py", "redis", 1, {"REDIS_PIPE": "false"}),
+    "hot-sql": ("hot product", "sql", 1, None),
+    "many": ("1,000 products", "redis", 1000, None),
+    "many-sql": ("1,000 products", "sql", 1000, None),
+    "empty": ("empty handler", "none", 1, None),
+}
+SELECTED = set(filter(None, os.environ.get("BENCH_RUNS", ",".join(RUNS)).split(",")))
+
+
 async def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-stock-") as tmp:
         work = Path(tmp)
@@ -156,44 +259,53 @@ async def main() -> None:
         mariadb = MariaDBServer(work / "mariadb").start()
         try:
             table: dict[tuple[str, str], dict[str, float]] = {}
-            runs = [
-                ("hot product", "redis", 1, None),
-                ("hot, 1 alloc.", "redis", 1, ONE_ALLOCATION),
-                ("hot product", "sql", 1, None),
-                ("1,000 products", "redis", 1000, None),
-                ("1,000 products", "sql", 1000, None),
-            ]
-            for label, path, count, extra in runs:
-                table[(label, path)] = await one_run(path, count, mariadb, redis, work, extra)
-                print(f"  measured {label} / {path}", file=sys.stderr, flush=True)
-            table[("empty handler", "none")] = await one_run("empty", 1, mariadb, redis, work)
+            for key, (label, path, count, extra) in RUNS.items():
+                if key in SELECTED:
+                    table[(label, path)] = await one_run(path, count, mariadb, redis, work, extra)
+                    print(f"  measured {label} / {path}", file=sys.stderr, flush=True)
         finally:
             mariadb.stop()
             redis.stop()
+    report(table)
+    if PROFILE and (REPORTS / "bench-stock-hot.txt").exists():
+        print_profile(REPORTS / "bench-stock-hot.txt")
+
+
+def report(table: dict[tuple[str, str], dict[str, float]]) -> None:
     print(
         f"\nReserveStock through gRPC: one catalog process; ghz with {CONCURRENCY} calls in flight over "
         f"{CONNECTIONS} connections; {SECONDS:.0f} s per run; {os.cpu_count()} cores; SQL path on MariaDB"
     )
-    print(f"{'scenario':<16} {'path':<6} {'res/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'refills':>8}")
+    heading = f"{'res/s':>9} {'CPU ms':>7} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'refills':>8}"
+    print(f"{'scenario':<16} {'path':<6} {heading}")
     for (label, path), r in table.items():
         print(
-            f"{label:<16} {path:<6} {r['rps']:>9.0f} {r['p50']:>8.1f} {r['p99']:>8.1f} {r['errors']:>7.0f} "
-            f"{r.get('refills', 0):>8.0f}"
+            f"{label:<16} {path:<6} {r['rps']:>9.0f} {r['cpu_ms']:>7.3f} {r['p50']:>8.1f} {r['p99']:>8.1f} "
+            f"{r['errors']:>7.0f} {r.get('refills', 0):>8.0f}"
         )
-    empty = table[("empty handler", "none")]["rps"]
-    print(
-        f"the empty handler is one grpc.aio process answering ReserveStock with no work at all: the ceiling "
-        f"for any Python catalog process here; the Redis path on the hot product (refills active) reaches "
-        f"{table[('hot product', 'redis')]['rps'] / empty:.0%} of it"
-    )
-    refilled, once = table[("hot product", "redis")]["rps"], table[("hot, 1 alloc.", "redis")]["rps"]
-    print(
-        f"refills on the hot path: {refilled:.0f}/s with refills vs {once:.0f}/s with one allocation: "
-        f"{1 - refilled / once:+.1%} of throughput (target: at most 5%; runs vary by several % here)"
-    )
+    print("CPU ms: the server's CPU time (all its processes) per answered call")
+    hot = table.get(("hot product", "redis"))
+    empty = table.get(("empty handler", "none"))
+    if hot and empty:
+        print(
+            f"the empty handler is one grpc.aio process answering ReserveStock with no work at all: the ceiling "
+            f"for any Python catalog process here; the Redis path on the hot product (refills active) reaches "
+            f"{hot['rps'] / empty['rps']:.0%} of it (target: at least 60%), at {hot['cpu_ms']:.3f} ms of CPU per "
+            f"reservation (target: at most 0.3) against {empty['cpu_ms']:.3f} ms for the empty handler"
+        )
+    workers = table.get(("hot, WORKERS=2", "redis"))
+    if hot and workers:
+        print(f"WORKERS=2 on the hot product: {workers['rps'] / hot['rps']:.2f}x one worker (target: at least 1.6x)")
+    once = table.get(("hot, 1 alloc.", "redis"))
+    if hot and once:
+        print(
+            f"refills on the hot path: {hot['rps']:.0f}/s with refills vs {once['rps']:.0f}/s with one allocation: "
+            f"{1 - hot['rps'] / once['rps']:+.1%} of throughput (target: at most 5%; runs vary by several % here)"
+        )
     for label in ("hot product", "1,000 products"):
-        ratio = table[(label, "redis")]["rps"] / max(table[(label, "sql")]["rps"], 1e-9)
-        print(f"ratio redis/sql, {label}: {ratio:.1f}x")
+        if (label, "redis") in table and (label, "sql") in table:
+            ratio = table[(label, "redis")]["rps"] / max(table[(label, "sql")]["rps"], 1e-9)
+            print(f"ratio redis/sql, {label}: {ratio:.1f}x")
 
 
 if __name__ == "__main__":
