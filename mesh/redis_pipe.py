@@ -78,6 +78,7 @@ class RedisPipe:
         # In order of sending: when it was sent, and who waits for the reply.
         self._waiting: deque[tuple[float, asyncio.Future[Any]]] = deque()
         self._watchdog: asyncio.TimerHandle | None = None
+        self._outgoing: list[bytes] = []  # encoded, to be written at the end of this loop turn
         self.tracer: trace.Tracer | None = None
         self._span_attributes: dict[str, str | int] = {
             "db.system": "redis", "net.peer.name": host, "net.peer.port": port, "db.redis.database_index": db,
@@ -98,13 +99,26 @@ class RedisPipe:
         return await self._call(args)
 
     async def _call(self, args: tuple[Arg, ...]) -> Any:
-        transport = self._transport if self._transport is not None else await self._connect()
-        answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self._transport is None:
+            await self._connect()
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Any] = loop.create_future()
         self._waiting.append((time.monotonic(), answer))
-        transport.write(encode(args))
+        # Commands of one turn of the event loop leave in one write (one system
+        # call, which costs more than the encoding in this VM), at the end of it.
+        if not self._outgoing:
+            loop.call_soon(self._flush)
+        self._outgoing.append(encode(args))
         if self._watchdog is None:
             self._arm()
         return await answer
+
+    def _flush(self) -> None:
+        # A connection lost meanwhile failed its commands and dropped their bytes
+        # (_fail); whatever is here now belongs to the current one.
+        if self._outgoing and self._transport is not None:
+            self._transport.write(b"".join(self._outgoing))
+        self._outgoing = []
 
     async def close(self) -> None:
         if self._transport is not None:
@@ -127,7 +141,7 @@ class RedisPipe:
                 raise RedisTimeoutError(f"connecting to {self._address[0]}:{self._address[1]} timed out") from error
             except OSError as error:
                 raise RedisConnectionError(f"connecting to {self._address[0]}:{self._address[1]}: {error}") from error
-            self._transport, self._protocol = transport, protocol
+            self._protocol = protocol
             try:
                 for command in self._hello:
                     reply = await self._send_now(transport, command)
@@ -136,6 +150,8 @@ class RedisPipe:
             except BaseException:
                 transport.close()
                 raise
+            # Only now may others write: AUTH and SELECT go first on the connection.
+            self._transport = transport
             return transport
 
     async def _send_now(self, transport: asyncio.Transport, command: tuple[Arg, ...]) -> Any:
@@ -155,6 +171,7 @@ class RedisPipe:
         self._fail(RedisConnectionError(f"connection to Redis lost: {exc or 'closed by the server'}"))
 
     def _fail(self, error: Exception) -> None:
+        self._outgoing = []
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None

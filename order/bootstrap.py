@@ -156,6 +156,7 @@ def routes(parts: Components, settings: OrderSettings) -> list[Route]:
 def consumer_config(settings: OrderSettings) -> ConsumerConfig:
     return ConsumerConfig(
         batch_size=settings.consumer_batch_size,
+        linger_ms=settings.consumer_linger_ms,
         max_attempts=settings.consumer_max_attempts,
         claim_idle_ms=settings.consumer_claim_idle_ms,
     )

@@ -21,6 +21,8 @@ class OrderSettings(ServiceSettings):
     order_status_stream: str = "events:order-status"
     consumer_group: str = "order"
     consumer_batch_size: int = Field(100, ge=1, le=1000)
+    # Wait after a short batch so the next one is fuller (see ConsumerConfig.linger_ms).
+    consumer_linger_ms: int = Field(50, ge=0, le=1000)
     consumer_max_attempts: int = Field(5, ge=1)
     consumer_claim_idle_ms: int = Field(30_000, ge=100)
     catalog_address: str = "127.0.0.1:50051"

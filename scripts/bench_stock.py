@@ -26,15 +26,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from collections import Counter
 from pathlib import Path
 
+import profiling
 from sqlalchemy import insert
 
 from catalog.models import metadata, products
@@ -47,7 +45,7 @@ CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "4"))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "64"))
 GHZ = str(ROOT / ".tools/bin/ghz")
 PROFILE = os.environ.get("BENCH_PROFILE", "") not in ("", "0", "false")
-REPORTS = ROOT / "var/reports"
+PROFILE_OUTPUT = ROOT / "var/reports/bench-stock-hot.txt"
 
 
 async def seed(url: str, count: int) -> None:
@@ -128,7 +126,7 @@ async def measure(
         wait_until(lambda: port_open(port), 60, "catalog to listen")
         assert server.proc is not None
         await asyncio.sleep(1.0)  # workers (WORKERS=N) are up and listening too
-        spy = start_profiler(server.proc.pid) if profile else None
+        spy = profiling.start(server.proc.pid, PROFILE_OUTPUT) if profile else None
         product = "bench-0" if products_count == 1 else "bench-{{randomInt 0 %d}}" % products_count  # noqa: UP031
         # ghz fills in the {{...}} templates per call: a fresh order id each time.
         data = json.dumps(
@@ -145,12 +143,12 @@ async def measure(
             "-c", str(CONCURRENCY), "--connections", str(CONNECTIONS), "-z", f"{SECONDS}s",
             "-O", "json", f"127.0.0.1:{port}", stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
-        cpu_before = tree_cpu_seconds(server.proc.pid)
+        cpu_before = profiling.tree_cpu_seconds(server.proc.pid)
         report = json.loads((await ghz.communicate())[0])
-        cpu = tree_cpu_seconds(server.proc.pid) - cpu_before
+        cpu = profiling.tree_cpu_seconds(server.proc.pid) - cpu_before
         refills = refill_count(metrics_port) if metrics_port else 0.0
         if spy is not None:
-            await stop_profiler(spy)
+            await asyncio.to_thread(profiling.stop, spy)
     finally:
         server.stop()
     percentiles = {p["percentage"]: p["latency"] / 1e6 for p in report.get("latencyDistribution") or []}
@@ -166,67 +164,6 @@ async def measure(
         "errors": float(sum(n for code, n in codes.items() if code not in ("OK", "Unavailable"))),
         "refills": refills,
     }
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and its descendants alive now (Linux /proc)."""
-    ticks = 0
-    children: dict[int, list[int]] = {}
-    stats: dict[int, list[str]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # exited meanwhile
-        stats[int(entry.name)] = fields
-        children.setdefault(int(fields[1]), []).append(int(entry.name))
-    todo = [pid]
-    while todo:
-        current = todo.pop()
-        if current in stats:
-            ticks += int(stats[current][11]) + int(stats[current][12])
-        todo.extend(children.get(current, []))
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def start_profiler(pid: int) -> subprocess.Popen[bytes]:
-    """py-spy sampling ``pid`` and its workers until stopped: collapsed stacks."""
-    REPORTS.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen(
-        [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--subprocesses",
-         "--format", "raw", "--rate", "250", "--output", str(REPORTS / "bench-stock-hot.txt")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-
-
-async def stop_profiler(spy: subprocess.Popen[bytes]) -> None:
-    spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
-    await asyncio.to_thread(spy.wait, 30)
-
-
-def print_profile(path: Path, top: int = 25) -> None:
-    """The functions with the most CPU samples, in themselves and with what they call."""
-    own: Counter[str] = Counter()
-    total: Counter[str] = Counter()
-    samples = 0
-    for line in path.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack:
-            continue
-        count = int(count_text)
-        frames = [f for f in stack.split(";") if not f.startswith("process ") and not f.startswith("thread ")]
-        if not frames:
-            continue
-        samples += count
-        own[frames[-1]] += count
-        for frame in set(frames):
-            total[frame] += count
-    print(f"\npy-spy, hot product on the Redis path: {samples} samples; full stacks in {path}")
-    print(f"{'self':>6} {'total':>6}  function (file:line)")
-    for frame, count in own.most_common(top):
-        print(f"{count / samples:>6.1%} {total[frame] / samples:>6.1%}  {frame}")
 
 
 def refill_count(metrics_port: int) -> float:
@@ -267,8 +204,8 @@ async def main() -> None:
             mariadb.stop()
             redis.stop()
     report(table)
-    if PROFILE and (REPORTS / "bench-stock-hot.txt").exists():
-        print_profile(REPORTS / "bench-stock-hot.txt")
+    if PROFILE and PROFILE_OUTPUT.exists():
+        print("\n" + profiling.summary(PROFILE_OUTPUT, "py-spy, the hot product on the Redis path"))
 
 
 def report(table: dict[tuple[str, str], dict[str, float]]) -> None:

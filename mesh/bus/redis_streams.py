@@ -114,6 +114,11 @@ class RedisPublisher:
 class ConsumerConfig:
     batch_size: int = 100
     block_ms: int = 200
+    # After a batch shorter than batch_size, wait this long before reading again
+    # so the next batch gathers what arrived meanwhile: a batch's transaction,
+    # acknowledgement and span are paid once for many messages, for at most
+    # this much latency (0: read again at once).
+    linger_ms: int = 0
     max_attempts: int = 5
     retry_backoff_seconds: float = 0.5
     retry_backoff_max_seconds: float = 10.0
@@ -186,8 +191,10 @@ class StreamConsumer(LoopWorker):
                     await self.claim_stale()
                     await trim_acknowledged(self._client, self.stream)
                     next_claim = loop.time() + self._config.claim_every_seconds
-                await self.poll(block_ms=self._config.block_ms)
+                handled = await self.poll(block_ms=self._config.block_ms)
                 backoff = self._config.retry_backoff_seconds
+                if self._config.linger_ms and 0 < handled < self._config.batch_size:
+                    await asyncio.sleep(self._config.linger_ms / 1000)
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # noqa: BLE001 - a consume loop must survive anything; logged

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -314,3 +314,40 @@ async def test_a_message_waiting_for_a_dependency_is_never_dead_lettered_for_the
         assert await bus.client.hlen(f"bus:attempts:{bus.stream}:g") == 0, "no attempt spent"
     else:
         assert [letter.order_id for letter in letters] == ["o-wait"] and "deferred too long" in letters[0].reason
+
+
+@dataclass
+class Batches(Recorder):
+    sizes: list[int] = field(default_factory=list)
+
+    async def __call__(self, batch: list[Message]) -> BatchOutcome:
+        self.sizes.append(len(batch))
+        return await super().__call__(batch)
+
+
+@pytest.mark.parametrize("linger_ms", [0, 300])
+async def test_a_lingering_consumer_gathers_a_trickle_into_fuller_batches(bus: Bus, linger_ms: int) -> None:
+    """A trickle (one message every 20 ms) is one batch per message without
+    linger; with 300 ms of linger after a short batch, the ones that arrived
+    meanwhile come together: fewer, fuller batches, every message once."""
+    recorder = Batches()
+    consumer = bus.consumer(recorder, config=replace(FAST, batch_size=100, linger_ms=linger_ms))
+    await consumer.ensure_group()
+    await consumer.start()
+    try:
+        for n in range(30):
+            await bus.publish(f"t-{n}")
+            await asyncio.sleep(0.02)
+
+        async def all_seen() -> bool:
+            return len(recorder.seen) == 30
+
+        await eventually(all_seen, within=10, what="every message handled")
+    finally:
+        await consumer.stop(grace=5)
+    assert recorder.seen == [f"t-{n}" for n in range(30)]
+    assert await pending_count(bus) == 0
+    if linger_ms:
+        assert len(recorder.sizes) <= 8, recorder.sizes  # 600 ms of trickle or more: a batch per 300 ms
+    else:
+        assert len(recorder.sizes) >= 12, recorder.sizes  # the reads keep up: mostly one message each
