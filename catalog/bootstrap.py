@@ -34,7 +34,7 @@ from mesh.errors import StartupError
 from mesh.lease import Lease
 from mesh.process import new_app
 from mesh.redis_pipe import RedisPipe, pipe_for
-from mesh.redis_pool import connect
+from mesh.redis_pool import connect_for
 from mesh.server import App, Registration
 from mesh.storage_spans import trace_storage
 from ordermesh.catalog.v1 import catalog_pb2, catalog_pb2_grpc
@@ -69,12 +69,7 @@ async def build_components(settings: CatalogSettings) -> Components:
     store = SqlProductStore(engine)
     if settings.catalog_seed and (loaded := await store.seed_if_empty()):
         log.info("loaded %d seed products", loaded)
-    client = connect(
-        settings.redis_url,
-        timeout=settings.redis_timeout_seconds,
-        max_connections=settings.redis_pool_size,
-        pool_timeout=settings.redis_pool_timeout_seconds,
-    )
+    client = connect_for(settings)
     keys = Keys(settings.catalog_key_prefix, settings.order_stream)
     pipe = pipe_for(client, settings.redis_timeout_seconds) if settings.redis_pipe else None
     return Components(

@@ -4,22 +4,17 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from mesh.settings import ServiceSettings
+from mesh.settings import RedisServiceSettings
 
 
-class CatalogSettings(ServiceSettings):
+class CatalogSettings(RedisServiceSettings):
     service_name: ClassVar[str] = "catalog"
 
     grpc_port: int = Field(50051, ge=0, le=65535)
     metrics_port: int = Field(9101, ge=0, le=65535)
     database_url: str = "sqlite+aiosqlite:///var/embedded/catalog.db"
-    redis_url: str = "redis://127.0.0.1:6379/0"
     # Fail fast on a dead Redis so the SQL path takes over quickly.
     redis_timeout_seconds: float = Field(1.0, gt=0)
-    # Redis connections per process; a call waits up to the pool timeout for a
-    # free one (then UNAVAILABLE), and a busy pool never counts as Redis down.
-    redis_pool_size: int = Field(256, ge=1)
-    redis_pool_timeout_seconds: float = Field(5.0, gt=0)
     # Reservations and releases on one pipelined connection (mesh/redis_pipe.py);
     # false: through redis-py's pool like every other command.
     redis_pipe: bool = True

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import redis.asyncio as redis
-
 from checkout.idempotency import Claims
 from checkout.metrics import CheckoutMetrics
 from checkout.remote import Remote
@@ -18,6 +16,7 @@ from mesh.clients import dependency_channels
 from mesh.clock import utc_now
 from mesh.money import Money
 from mesh.process import new_app
+from mesh.redis_pool import connect_for
 from mesh.server import App, Registration
 from mesh.storage_spans import trace_storage
 from mesh.tls import channel_credentials
@@ -33,7 +32,7 @@ PAYMENT = payment_pb2.DESCRIPTOR.services_by_name["PaymentService"]
 
 async def bootstrap(settings: CheckoutSettings) -> App:
     app = new_app("checkout", settings)
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    client = connect_for(settings)
     trace_storage(app, clients=[client])
 
     channels = dependency_channels(

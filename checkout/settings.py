@@ -4,16 +4,15 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from mesh.settings import ServiceSettings
+from mesh.settings import RedisServiceSettings
 
 
-class CheckoutSettings(ServiceSettings):
+class CheckoutSettings(RedisServiceSettings):
     service_name: ClassVar[str] = "checkout"
 
     grpc_port: int = Field(50052, ge=0, le=65535)
     metrics_port: int = Field(9102, ge=0, le=65535)
-    # Idempotency records of PlaceOrder and the outbox of payment events live here.
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Redis (redis_url): idempotency records of PlaceOrder and the outbox of payment events.
     catalog_address: str = "127.0.0.1:50051"
     payment_address: str = "127.0.0.1:50054"
     shipping_address: str = "127.0.0.1:50055"

@@ -16,6 +16,7 @@ import redis.asyncio as redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from mesh.errors import Unavailable
+from mesh.settings import RedisServiceSettings
 
 
 class PoolExhausted(Unavailable):
@@ -43,3 +44,13 @@ def connect(url: str, *, timeout: float, max_connections: int, pool_timeout: flo
         socket_connect_timeout=timeout,
     )
     return redis.Redis.from_pool(pool)
+
+
+def connect_for(settings: RedisServiceSettings) -> redis.Redis:
+    """The process's Redis client from its settings (URL, timeout, pool)."""
+    return connect(
+        settings.redis_url,
+        timeout=settings.redis_timeout_seconds,
+        max_connections=settings.redis_pool_size,
+        pool_timeout=settings.redis_pool_timeout_seconds,
+    )

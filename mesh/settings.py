@@ -127,3 +127,17 @@ def load_settings(cls: type[S]) -> S:
             variable = (prefix + field).upper()
             problems.append(f"{variable}: {error['msg']} (got {error.get('input')!r})")
         raise SettingsError("invalid settings: " + "; ".join(problems)) from None
+
+
+class RedisServiceSettings(ServiceSettings):
+    """A process with a Redis client (catalog, checkout, order). Its pool waits
+    for a free connection (mesh.redis_pool): under load a full pool queues calls
+    instead of failing them as if Redis were down."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # A Redis call slower than this fails (socket and connect timeout).
+    redis_timeout_seconds: float = Field(2.0, gt=0)
+    # Redis connections per process; a call waits up to the pool timeout for a
+    # free one (then UNAVAILABLE), and a busy pool never counts as Redis down.
+    redis_pool_size: int = Field(256, ge=1)
+    redis_pool_timeout_seconds: float = Field(5.0, gt=0)

@@ -22,6 +22,7 @@ from mesh.lease import Lease
 from mesh.metrics import BreakerMetrics
 from mesh.periodic import JobMetrics, PeriodicJob
 from mesh.process import new_app
+from mesh.redis_pool import connect_for
 from mesh.server import App, Registration
 from mesh.storage_spans import trace_storage
 from mesh.tls import channel_credentials
@@ -84,7 +85,7 @@ async def build_components(
     engines = [create_engine(url) for url in settings.shard_urls]
     for engine in engines:
         await create_schema(engine, metadata)
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+    client = connect_for(settings)
     # Each OrderStatusChanged is made in a PRODUCER span of its own, the span its consumers link to.
     status_event = creating(status_changed, tracer, REDIS, settings.order_status_stream)
     shards = Shards([OrderStore(engine, status_event, metrics) for engine in engines])

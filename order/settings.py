@@ -4,10 +4,10 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from mesh.settings import ServiceSettings
+from mesh.settings import RedisServiceSettings
 
 
-class OrderSettings(ServiceSettings):
+class OrderSettings(RedisServiceSettings):
     service_name: ClassVar[str] = "order"
 
     grpc_port: int = Field(50053, ge=0, le=65535)
@@ -15,7 +15,8 @@ class OrderSettings(ServiceSettings):
     # One SQLAlchemy URL per shard, comma-separated; orders shard by user id.
     # Changing the number of shards re-homes users: only on an empty system.
     database_urls: str = Field("sqlite+aiosqlite:///var/embedded/order-0.db", min_length=1)
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Above the consumers' XREADGROUP BLOCK (200 ms), with room for a slow Redis.
+    redis_timeout_seconds: float = Field(5.0, gt=0)
     order_placed_stream: str = "events:order-placed"
     order_updates_stream: str = "events:order-updates"
     order_status_stream: str = "events:order-status"

@@ -143,9 +143,10 @@ async def measure(
             "-c", str(CONCURRENCY), "--connections", str(CONNECTIONS), "-z", f"{SECONDS}s",
             "-O", "json", f"127.0.0.1:{port}", stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
-        cpu_before = profiling.tree_cpu_seconds(server.proc.pid)
+        cpu_before, busy_before, began = profiling.tree_cpu_seconds(server.proc.pid), machine_busy(), time.time()
         report = json.loads((await ghz.communicate())[0])
         cpu = profiling.tree_cpu_seconds(server.proc.pid) - cpu_before
+        busy = (machine_busy() - busy_before) / (time.time() - began)
         refills = refill_count(metrics_port) if metrics_port else 0.0
         if spy is not None:
             await asyncio.to_thread(profiling.stop, spy)
@@ -158,12 +159,16 @@ async def measure(
         "rps": ok / (report["total"] / 1e9),
         # ghz's count covers the same window as the CPU reading (give or take its start-up).
         "cpu_ms": cpu * 1000 / max(ok, 1),
+        "busy": busy,  # cores of the whole machine in use: the server, ghz, Redis, MariaDB
         "p50": percentiles.get(50, float("nan")),
         "p99": percentiles.get(99, float("nan")),
         # Calls still in flight when the run ends are cut off by ghz (UNAVAILABLE): not errors.
         "errors": float(sum(n for code, n in codes.items() if code not in ("OK", "Unavailable"))),
         "refills": refills,
     }
+
+
+machine_busy = profiling.machine_busy_seconds
 
 
 def refill_count(metrics_port: int) -> float:
@@ -213,14 +218,17 @@ def report(table: dict[tuple[str, str], dict[str, float]]) -> None:
         f"\nReserveStock through gRPC: one catalog process; ghz with {CONCURRENCY} calls in flight over "
         f"{CONNECTIONS} connections; {SECONDS:.0f} s per run; {os.cpu_count()} cores; SQL path on MariaDB"
     )
-    heading = f"{'res/s':>9} {'CPU ms':>7} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'refills':>8}"
+    heading = f"{'res/s':>9} {'CPU ms':>7} {'busy':>5} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'refills':>8}"
     print(f"{'scenario':<16} {'path':<6} {heading}")
     for (label, path), r in table.items():
         print(
-            f"{label:<16} {path:<6} {r['rps']:>9.0f} {r['cpu_ms']:>7.3f} {r['p50']:>8.1f} {r['p99']:>8.1f} "
-            f"{r['errors']:>7.0f} {r.get('refills', 0):>8.0f}"
+            f"{label:<16} {path:<6} {r['rps']:>9.0f} {r['cpu_ms']:>7.3f} {r['busy']:>5.2f} "
+            f"{r['p50']:>8.1f} {r['p99']:>8.1f} {r['errors']:>7.0f} {r.get('refills', 0):>8.0f}"
         )
-    print("CPU ms: the server's CPU time (all its processes) per answered call")
+    print(
+        "CPU ms: the server's CPU time (all its processes) per answered call; busy: cores of the whole "
+        f"machine in use during the run ({os.cpu_count()} here): the server, ghz, Redis and MariaDB share them"
+    )
     hot = table.get(("hot product", "redis"))
     empty = table.get(("empty handler", "none"))
     if hot and empty:
@@ -232,7 +240,11 @@ def report(table: dict[tuple[str, str], dict[str, float]]) -> None:
         )
     workers = table.get(("hot, WORKERS=2", "redis"))
     if hot and workers:
-        print(f"WORKERS=2 on the hot product: {workers['rps'] / hot['rps']:.2f}x one worker (target: at least 1.6x)")
+        print(
+            f"WORKERS=2 on the hot product: {workers['rps'] / hot['rps']:.2f}x one worker (target: at least 1.6x); "
+            f"the machine was {workers['busy']:.2f} of {os.cpu_count()} cores busy: a second worker can only use "
+            "what ghz, Redis and the first worker leave"
+        )
     once = table.get(("hot, 1 alloc.", "redis"))
     if hot and once:
         print(

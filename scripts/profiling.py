@@ -91,3 +91,10 @@ def tree_cpu_seconds(pid: int) -> float:
             ticks += int(stats[current][11]) + int(stats[current][12])
         todo.extend(children.get(current, []))
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every core of the machine spent busy so far (/proc/stat: all but idle and iowait)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
