@@ -20,7 +20,7 @@ TEST_DEBS := redis-server mariadb-server prometheus $(IMAGE_DEBS) $(NODE_DEBS)
 PYTEST_ARGS ?=
 
 
-.PHONY: tools-jaeger debs-monitoring trace bench-tracing load tools-k6
+.PHONY: tools-jaeger debs-monitoring trace bench-tracing load tools-k6 profile
 .PHONY: image debs-image debs-node k8s k8s-e2e tools-helm cluster cluster-down cluster-bins cluster-images
 .PHONY: help setup venv debs-run debs-test tools-test rocketmq-jars rocketmq run test test-unit test-integration test-e2e lint protos clean audit bench bench-stock bench-pipeline bench-forwarder
 
@@ -44,8 +44,13 @@ help:
 	@echo "make audit    the global auditor on the local mesh: stock, orders, reservations, money, shipments (ACKED=file)"
 	@echo "make load     a k6 scenario against the mesh (SCENARIO=smoke|load|spike|hot-product|browse; RATE=, DURATION=, ...)"
 	@echo "              starts the local mesh if none answers; HTML report under var/reports/"
-	@echo "make bench    all benchmarks (bench-stock: Redis vs SQL path; bench-pipeline: inserts, PlaceOrder, lag;"
-	@echo "             bench-forwarder: Redis -> RocketMQ relay, RocketMQ -> SQL rows, broker memory)"
+	@echo "make bench    every benchmark below, then docs/performance.md from their reports:"
+	@echo "              bench-stock: Redis vs SQL path; bench-pipeline: CPU per order by process and the"
+	@echo "              sustainable rate on both profiles; bench-forwarder: Redis -> RocketMQ relay, RocketMQ ->"
+	@echo "              SQL rows, broker CPU and memory; bench-tracing: what tracing costs ReserveStock"
+	@echo "              (after one bench-<x> alone: .venv/bin/python scripts/benchreport.py rewrites the document)"
+	@echo "make profile  py-spy on every service of the local mesh under a paced order load: CPU per order by"
+	@echo "              process and where it goes (PROFILE_RATE=100, PROFILE_SECONDS=20, PROFILE_SERVICES=...)"
 	@echo "make setup    install everything: Debian packages, .venv, Go-built tools, RocketMQ jars"
 
 # The venv is rebuilt only when the dependency pins change; pip reuses its cache.
@@ -189,18 +194,26 @@ SCENARIO ?= smoke
 load: venv debs-run tools-k6
 	$(PY) -m loadtest $(SCENARIO) $(if $(ACKED),--order-ids $(ACKED))
 
+# Each benchmark prints its report and keeps it under var/reports/bench/;
+# scripts/benchreport.py gathers them into docs/performance.md.
 bench: bench-stock bench-pipeline bench-forwarder bench-tracing
+	$(PY) scripts/benchreport.py
 
 bench-stock: venv debs-test
 	@scripts/setup/go-tools.sh ghz
 	$(PY) scripts/bench_stock.py
 
-bench-pipeline: venv debs-test
+# CPU per order by process and the sustainable rate, embedded and full profile (~3 min on 2 cores).
+bench-pipeline: venv debs-test rocketmq-jars
 	@scripts/setup/go-tools.sh ghz
 	$(PY) scripts/bench_pipeline.py
 
 bench-forwarder: venv debs-test rocketmq-jars
 	$(PY) scripts/bench_forwarder.py
+
+# Where each process spends its CPU under a paced order load (py-spy; PROFILE_RATE, PROFILE_SECONDS).
+profile: venv debs-run
+	$(PY) scripts/profile_mesh.py
 
 # What tracing costs ReserveStock: CPU per call, storage spans off/on, sampled 1% and 100%.
 bench-tracing: venv debs-test

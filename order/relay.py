@@ -18,6 +18,7 @@ from order.ports import Publisher
 from order.shards import Shards
 
 log = logging.getLogger(__name__)
+RELAY_LIMIT = 200  # outbox rows per shard and pass
 
 
 class OutboxRelay(LoopWorker):
@@ -43,10 +44,12 @@ class OutboxRelay(LoopWorker):
                 log.warning("outbox relay: %s", error)
                 moved = 0
                 await asyncio.sleep(1.0)
-            if not moved:
+            if moved < RELAY_LIMIT:
+                # Idle, or a short batch: let the next one gather what commits
+                # meanwhile (one SELECT, XADD pipeline and DELETE for many rows).
                 await asyncio.sleep(self._idle)
 
-    async def relay_once(self, limit: int = 200) -> int:
+    async def relay_once(self, limit: int = RELAY_LIMIT) -> int:
         moved = 0
         for store in self._shards.stores:
             rows = await store.outbox(limit)

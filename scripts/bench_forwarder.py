@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
+import benchreport
 import redis.asyncio as redis
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -328,11 +329,13 @@ async def measure(broker: RocketMQServer, redis_server: RedisServer, work: Path,
             rocket, GROUP, {TOPIC: handler}, RocketConsumerConfig(batch_size=CONSUMER_BATCH), tracer
         )
         await consumer.open()
-        consume_started = time.perf_counter()
+        consume_started, cpu_before = time.perf_counter(), cpu.now()
         try:
             result["consume_s"], result["delivered"], result["rows"] = await consume(consumer, engine, sent)
         finally:
             await consumer.stopped()
+        rows = max(result["rows"], 1)
+        result["consume_cpu_us"] = tuple((b - a) * 1e6 / rows for a, b in zip(cpu_before, cpu.now(), strict=True))
         result["consume_rss"] = rss.peak(consume_started)
         progress(f"consumed {result['delivered']} messages into {result['rows']} rows")
         result["sent"] = sent
@@ -346,56 +349,76 @@ async def measure(broker: RocketMQServer, redis_server: RedisServer, work: Path,
     return result
 
 
-def report(result: dict[str, Any], rss: RssSampler, idle_rss: int, end_rss: dict[str, int]) -> None:
+def relay_lines(result: dict[str, Any]) -> list[str]:
     modes: list[Mode] = result["modes"]
     single, old_way, multi = modes[0], modes[1], modes[2]
-    print(
-        f"\nRedis stream -> RocketMQ topic, one Forwarder ({os.cpu_count()} cores shared by every process;"
-        f" load average {result['load_before']} before, {result['load_after']} after)"
-    )
-    print(
+    lines = [
+        f"Redis stream -> RocketMQ topic, one Forwarder ({os.cpu_count()} cores shared by every process;"
+        f" load average {result['load_before']} before, {result['load_after']} after)",
         f"{'mode':<30} {'events':>7} {'calls':>7} {'resent':>7} {'events/s':>9} {'vs one by one':>14}"
-        f"   CPU µs/event: {'python':>6} {'broker':>6} {'redis':>6}"
-    )
+        f"   CPU µs/event: {'python':>6} {'broker':>6} {'redis':>6}",
+    ]
     for mode in modes:
         python, jvm, redis_cpu = mode.cpu_us
-        print(
+        lines.append(
             f"{mode.name:<30} {mode.events:>7} {mode.calls:>7.0f} {mode.fallbacks:>7.0f} {mode.rate:>9.0f}"
             f" {mode.rate / single.rate:>13.1f}x {'':>16}{python:>6.0f} {jvm:>6.0f} {redis_cpu:>6.0f}"
         )
-    print(
-        "(resent: events sent again one per call after their call of several was not stored whole;"
-        " python: this process, the forwarder and its stream consumer)"
-    )
     met = multi.rate >= TARGET and multi.rate / single.rate >= RATIO_TARGET
-    print(
-        f"{multi.per_call} per call: {multi.rate:.0f}/s, {multi.rate / single.rate:.1f}x one by one,"
-        f" {multi.rate / old_way.rate:.1f}x one per call; targets {TARGET}/s and {RATIO_TARGET:.0f}x:"
-        f" {'met' if met else 'MISSED'}"
-    )
     warm = ", ".join(f"{key.removeprefix('warmup-')} per call {value:.0f}/s" for key, value in result.items()
                      if key.startswith("warmup-"))  # fmt: skip
-    print(f"(a fresh broker, first {WARMUP_EVENTS} events each way: {warm})")
+    return [
+        *lines,
+        "(resent: events sent again one per call after their call of several was not stored whole;",
+        " CPU, user + system: python: this process, the forwarder and its stream consumer; broker: the",
+        " RocketMQ JVMs, name server + proxy with the broker in it; redis: redis-server)",
+        f"{multi.per_call} per call: {multi.rate:.0f}/s, {multi.rate / single.rate:.1f}x one by one,"
+        f" {multi.rate / old_way.rate:.1f}x one per call; targets {TARGET}/s and {RATIO_TARGET:.0f}x:"
+        f" {'met' if met else 'MISSED'}",
+        f"broker CPU per event relayed: {multi.cpu_us[1]:.0f} µs at {multi.per_call} per call,"
+        f" {old_way.cpu_us[1]:.0f} µs at 1 per call, {single.cpu_us[1]:.0f} µs one by one (a warm broker)",
+        f"(a fresh broker, first {WARMUP_EVENTS} events each way: {warm})",
+    ]
 
+
+def consume_lines(result: dict[str, Any], relay_rate: float) -> list[str]:
     rows_rate = result["rows"] / result["consume_s"]
-    print(f"\nRocketMQ -> SQLite: RocketConsumer (receives of {CONSUMER_BATCH}) into order.handlers.PlacedOrders")
-    print(
+    python, broker, redis_cpu = result["consume_cpu_us"]
+    return [
+        f"RocketMQ -> SQLite: RocketConsumer (receives of {CONSUMER_BATCH}) into order.handlers.PlacedOrders",
         f"{result['rows']} rows from {result['delivered']} messages in {result['consume_s']:.1f} s:"
-        f" {rows_rate:.0f} rows/s; dead letters: {result['dead']}"
-    )
-    print(f"relay/consume ratio: {multi.rate / rows_rate:.1f}x")
+        f" {rows_rate:.0f} rows/s; dead letters: {result['dead']}",
+        f"CPU per row, µs: python {python:.0f} (this process: the consumer and SQLite),"
+        f" broker {broker:.0f}, redis {redis_cpu:.0f}",
+        f"relay/consume ratio: {relay_rate / rows_rate:.1f}x",
+    ]
 
-    print(f"\nRocketMQ JVMs' RSS (name server + proxy with the broker), sampled every {rss.interval} s")
-    print(
+
+def rss_lines(result: dict[str, Any], rss: RssSampler, idle_rss: int, end_rss: dict[str, int]) -> list[str]:
+    return [
+        f"RocketMQ JVMs' RSS (name server + proxy with the broker), sampled every {rss.interval} s",
         f"after start {idle_rss / MIB:.0f} MiB; peak while relaying {result['relay_rss'] / MIB:.0f} MiB,"
         f" while consuming {result['consume_rss'] / MIB:.0f} MiB; peak {rss.peak() / MIB:.0f} MiB;"
         f" at end {sum(end_rss.values()) / MIB:.0f} MiB ("
         + ", ".join(f"{name} {value / MIB:.0f}" for name, value in end_rss.items())
-        + ")"
+        + ")",
+    ]
+
+
+def report(result: dict[str, Any], rss: RssSampler, idle_rss: int, end_rss: dict[str, int]) -> tuple[str, bool]:
+    """The report's text, and whether every OrderPlaced sent became exactly one row."""
+    whole = result["rows"] == result["sent"]
+    check = (
+        f"rows == OrderPlaced events sent ({result['sent']}): OK"
+        if whole
+        else f"FAIL: {result['rows']} order rows for {result['sent']} OrderPlaced events sent"
     )
-    if result["rows"] != result["sent"]:
-        fail(f"{result['rows']} order rows for {result['sent']} OrderPlaced events sent")
-    print(f"rows == OrderPlaced events sent ({result['sent']}): OK")
+    sections = [
+        relay_lines(result),
+        consume_lines(result, result["modes"][2].rate),
+        [*rss_lines(result, rss, idle_rss, end_rss), check],
+    ]
+    return "\n\n".join("\n".join(lines) for lines in sections), whole
 
 
 async def main() -> None:
@@ -419,7 +442,11 @@ async def main() -> None:
             rss.stop()
             broker.stop()
             redis_server.stop()
-    report(result, rss, idle_rss, end_rss)
+    text, whole = report(result, rss, idle_rss, end_rss)
+    print("\n" + text)
+    benchreport.save("forwarder", "The RocketMQ transport: Redis -> RocketMQ relay and RocketMQ -> SQL", text)
+    if not whole:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

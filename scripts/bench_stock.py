@@ -32,6 +32,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import benchreport
 import profiling
 from sqlalchemy import insert
 
@@ -208,31 +209,36 @@ async def main() -> None:
         finally:
             mariadb.stop()
             redis.stop()
-    report(table)
+    text = report(table)
+    print("\n" + text)
+    if set(RUNS) == SELECTED:  # a partial run (BENCH_RUNS) is not the document's figure
+        benchreport.save("stock", "Stock reservation: the Redis path against the SQL path", text)
     if PROFILE and PROFILE_OUTPUT.exists():
         print("\n" + profiling.summary(PROFILE_OUTPUT, "py-spy, the hot product on the Redis path"))
 
 
-def report(table: dict[tuple[str, str], dict[str, float]]) -> None:
-    print(
-        f"\nReserveStock through gRPC: one catalog process; ghz with {CONCURRENCY} calls in flight over "
+def report(table: dict[tuple[str, str], dict[str, float]]) -> str:
+    lines: list[str] = []
+    say = lines.append
+    say(
+        f"ReserveStock through gRPC: one catalog process; ghz with {CONCURRENCY} calls in flight over "
         f"{CONNECTIONS} connections; {SECONDS:.0f} s per run; {os.cpu_count()} cores; SQL path on MariaDB"
     )
     heading = f"{'res/s':>9} {'CPU ms':>7} {'busy':>5} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'refills':>8}"
-    print(f"{'scenario':<16} {'path':<6} {heading}")
+    say(f"{'scenario':<16} {'path':<6} {heading}")
     for (label, path), r in table.items():
-        print(
+        say(
             f"{label:<16} {path:<6} {r['rps']:>9.0f} {r['cpu_ms']:>7.3f} {r['busy']:>5.2f} "
             f"{r['p50']:>8.1f} {r['p99']:>8.1f} {r['errors']:>7.0f} {r.get('refills', 0):>8.0f}"
         )
-    print(
+    say(
         "CPU ms: the server's CPU time (all its processes) per answered call; busy: cores of the whole "
         f"machine in use during the run ({os.cpu_count()} here): the server, ghz, Redis and MariaDB share them"
     )
     hot = table.get(("hot product", "redis"))
     empty = table.get(("empty handler", "none"))
     if hot and empty:
-        print(
+        say(
             f"the empty handler is one grpc.aio process answering ReserveStock with no work at all: the ceiling "
             f"for any Python catalog process here; the Redis path on the hot product (refills active) reaches "
             f"{hot['rps'] / empty['rps']:.0%} of it (target: at least 60%), at {hot['cpu_ms']:.3f} ms of CPU per "
@@ -240,21 +246,22 @@ def report(table: dict[tuple[str, str], dict[str, float]]) -> None:
         )
     workers = table.get(("hot, WORKERS=2", "redis"))
     if hot and workers:
-        print(
+        say(
             f"WORKERS=2 on the hot product: {workers['rps'] / hot['rps']:.2f}x one worker (target: at least 1.6x); "
             f"the machine was {workers['busy']:.2f} of {os.cpu_count()} cores busy: a second worker can only use "
             "what ghz, Redis and the first worker leave"
         )
     once = table.get(("hot, 1 alloc.", "redis"))
     if hot and once:
-        print(
+        say(
             f"refills on the hot path: {hot['rps']:.0f}/s with refills vs {once['rps']:.0f}/s with one allocation: "
             f"{1 - hot['rps'] / once['rps']:+.1%} of throughput (target: at most 5%; runs vary by several % here)"
         )
     for label in ("hot product", "1,000 products"):
         if (label, "redis") in table and (label, "sql") in table:
             ratio = table[(label, "redis")]["rps"] / max(table[(label, "sql")]["rps"], 1e-9)
-            print(f"ratio redis/sql, {label}: {ratio:.1f}x")
+            say(f"ratio redis/sql, {label}: {ratio:.1f}x")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

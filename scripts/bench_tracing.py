@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import benchreport
 from sqlalchemy import insert
 
 from catalog.models import metadata, products
@@ -48,6 +49,10 @@ RPS = int(os.environ.get("BENCH_RPS", "800"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 TREES = [tuple(item.split("=", 1)) for item in os.environ.get("BENCH_TREES", "").split(",") if "=" in item]
 TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def progress(message: str) -> None:
+    print(f"  {message}", file=sys.stderr, flush=True)
 
 
 async def seed(url: str) -> None:
@@ -147,7 +152,8 @@ async def redis_trim(redis: RedisServer, prefix: str) -> None:
         await client.aclose()
 
 
-async def micro(redis: RedisServer, calls: int = 20_000) -> None:
+async def micro(redis: RedisServer, calls: int = 20_000) -> list[str]:
+    """The client CPU of one EVALSHA per case: the report's lines."""
     import redis.asyncio as aioredis
     from opentelemetry.instrumentation.redis import RedisInstrumentor
     from opentelemetry.sdk.trace import TracerProvider
@@ -193,11 +199,14 @@ async def micro(redis: RedisServer, calls: int = 20_000) -> None:
     finally:
         await plain.aclose()
         await traced.aclose()
-    print(f"\nOne EVALSHA in a server span, client CPU in this process, {calls} calls, median of {ROUNDS} rounds")
-    print(f"{'case':<40} {'CPU µs/call':>12} {'runs':>24}")
+    lines = [
+        f"One EVALSHA in a server span, client CPU in this process, {calls} calls, median of {ROUNDS} rounds",
+        f"{'case':<40} {'CPU µs/call':>12} {'runs':>24}",
+    ]
     for name, values in results.items():
         runs = " ".join(f"{v:.1f}" for v in values)
-        print(f"{name:<40} {statistics.median(values):>12.1f} {runs:>24}")
+        lines.append(f"{name:<40} {statistics.median(values):>12.1f} {runs:>24}")
+    return lines
 
 
 async def main() -> None:
@@ -219,21 +228,26 @@ async def main() -> None:
         work = Path(tmp)
         redis = RedisServer(work / "redis").start()
         try:
-            await micro(redis)
+            lines = await micro(redis)
+            progress(f"measured one EVALSHA {ROUNDS} times per case")
             for round_ in range(ROUNDS):
                 for label, tree, env in scenarios:
                     results[label].append(await one_run(label, tree, env, redis, work))
-                    print(f"  round {round_ + 1}: {label}: {results[label][-1]:.0f} µs", file=sys.stderr, flush=True)
+                    progress(f"round {round_ + 1}: {label}: {results[label][-1]:.0f} µs")
         finally:
             redis.stop()
-    print(
-        f"\nReserveStock, Redis path, one hot product: catalog CPU per call at {RPS} calls/s for "
-        f"{SECONDS:.0f} s, median of {ROUNDS} rounds; {os.cpu_count()} cores"
-    )
-    print(f"{'scenario':<40} {'CPU µs/call':>12} {'runs':>24}")
+    lines += [
+        "",
+        f"ReserveStock, Redis path, one hot product: catalog CPU per call at {RPS} calls/s for "
+        f"{SECONDS:.0f} s, median of {ROUNDS} rounds; {os.cpu_count()} cores",
+        f"{'scenario':<40} {'CPU µs/call':>12} {'runs':>24}",
+    ]
     for label, values in results.items():
         runs = " ".join(f"{v:.0f}" for v in values)
-        print(f"{label:<40} {statistics.median(values):>12.0f} {runs:>24}")
+        lines.append(f"{label:<40} {statistics.median(values):>12.0f} {runs:>24}")
+    text = "\n".join(lines)
+    print("\n" + text)
+    benchreport.save("tracing", "What tracing costs ReserveStock", text)
 
 
 if __name__ == "__main__":

@@ -70,11 +70,10 @@ def summary(path: Path, title: str, *, top: int = 25) -> str:
     return "\n".join(lines)
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and its descendants alive now (Linux /proc)."""
-    ticks = 0
-    children: dict[int, list[int]] = {}
-    stats: dict[int, list[str]] = {}
+def process_table() -> dict[int, tuple[int, float]]:
+    """Every process's parent and CPU seconds so far (user + system, Linux /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    table: dict[int, tuple[int, float]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -82,15 +81,22 @@ def tree_cpu_seconds(pid: int) -> float:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue  # exited meanwhile
-        stats[int(entry.name)] = fields
-        children.setdefault(int(fields[1]), []).append(int(entry.name))
-    todo = [pid]
+        table[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks)
+    return table
+
+
+def tree_cpu_seconds(pid: int, table: dict[int, tuple[int, float]] | None = None) -> float:
+    """CPU seconds so far of a process and its descendants alive now (WORKERS=N forks workers)."""
+    table = table if table is not None else process_table()
+    children: dict[int, list[int]] = {}
+    for child, (parent, _) in table.items():
+        children.setdefault(parent, []).append(child)
+    total, todo = 0.0, [pid]
     while todo:
         current = todo.pop()
-        if current in stats:
-            ticks += int(stats[current][11]) + int(stats[current][12])
+        total += table.get(current, (0, 0.0))[1]
         todo.extend(children.get(current, []))
-    return ticks / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def machine_busy_seconds() -> float:
