@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -52,6 +53,7 @@ def run_service(name: str, settings_cls: type[S], bootstrap: Callable[[S], Await
         app = await bootstrap(settings)
         # Installed globally so library instrumentation and log records see it.
         trace.set_tracer_provider(app.tracer_provider)
+        _quiet_garbage_collector()
         await serve(app)
 
     _fast_event_loop()
@@ -60,6 +62,22 @@ def run_service(name: str, settings_cls: type[S], bootstrap: Callable[[S], Await
     except StartupError as error:
         print(f"ordermesh-{name}: cannot start: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _quiet_garbage_collector() -> None:
+    """Fewer, cheaper collections while serving. Every call allocates hundreds of
+    short-lived objects (protobuf messages, coroutines, spans) and CPython's
+    default collects the youngest generation every 700 net allocations, and the
+    oldest every 100 of those, walking everything the bootstrap imported each
+    time. The objects alive after start-up (modules, settings, pools) are moved
+    out of the collector's sight (``gc.freeze``), and the youngest generation
+    is collected every 50,000 allocations: cycles are still found, the pauses
+    are rarer. k6 at 130 orders/s on the local mesh, two alternating 30 s runs
+    each: PlaceOrder p99 124 and 177 ms with this, 430 and 160 ms without (CPU
+    per order: no difference beyond the noise)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
 
 
 def _fast_event_loop() -> None:
