@@ -33,8 +33,8 @@ from mesh.db import create_engine, create_schema, ping, reading
 from mesh.errors import StartupError
 from mesh.lease import Lease
 from mesh.process import new_app
-from mesh.redis_pipe import RedisPipe, pipe_for
-from mesh.redis_pool import connect_for
+from mesh.redis_pipe import RedisPipe
+from mesh.redis_pool import connect_for, pipe_for_settings
 from mesh.server import App, Registration
 from mesh.storage_spans import trace_storage
 from ordermesh.catalog.v1 import catalog_pb2, catalog_pb2_grpc
@@ -71,7 +71,7 @@ async def build_components(settings: CatalogSettings) -> Components:
         log.info("loaded %d seed products", loaded)
     client = connect_for(settings)
     keys = Keys(settings.catalog_key_prefix, settings.order_stream)
-    pipe = pipe_for(client, settings.redis_timeout_seconds) if settings.redis_pipe else None
+    pipe = pipe_for_settings(client, settings)
     return Components(
         engine=engine,
         client=client,

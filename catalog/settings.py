@@ -15,9 +15,6 @@ class CatalogSettings(RedisServiceSettings):
     database_url: str = "sqlite+aiosqlite:///var/embedded/catalog.db"
     # Fail fast on a dead Redis so the SQL path takes over quickly.
     redis_timeout_seconds: float = Field(1.0, gt=0)
-    # Reservations and releases on one pipelined connection (mesh/redis_pipe.py);
-    # false: through redis-py's pool like every other command.
-    redis_pipe: bool = True
     # Load the bundled seed catalogue into an empty products table at start.
     catalog_seed: bool = True
     catalog_key_prefix: str = "catalog"

@@ -16,7 +16,7 @@ from mesh.clients import dependency_channels
 from mesh.clock import utc_now
 from mesh.money import Money
 from mesh.process import new_app
-from mesh.redis_pool import connect_for
+from mesh.redis_pool import connect_for, pipe_for_settings
 from mesh.server import App, Registration
 from mesh.storage_spans import trace_storage
 from mesh.tls import channel_credentials
@@ -33,7 +33,8 @@ PAYMENT = payment_pb2.DESCRIPTOR.services_by_name["PaymentService"]
 async def bootstrap(settings: CheckoutSettings) -> App:
     app = new_app("checkout", settings)
     client = connect_for(settings)
-    trace_storage(app, clients=[client])
+    pipe = pipe_for_settings(client, settings)
+    trace_storage(app, clients=[client], pipes=[pipe])
 
     channels = dependency_channels(
         {CATALOG: settings.catalog_address, SHIPPING: settings.shipping_address, PAYMENT: settings.payment_address},
@@ -61,11 +62,12 @@ async def bootstrap(settings: CheckoutSettings) -> App:
         ttl_seconds=settings.idempotency_ttl_seconds,
         wait_seconds=settings.duplicate_wait_seconds,
         takeover_after=settings.takeover_after_seconds,
+        pipe=pipe,
     )
     saga = PlaceOrder(
         remote,
         claims,
-        RedisPublisher(client, app.tracer),
+        RedisPublisher(client, app.tracer, pipe),
         SagaConfig(
             Money.of(settings.review_threshold_currency, settings.review_threshold_units),
             settings.order_shards,
@@ -92,6 +94,8 @@ async def bootstrap(settings: CheckoutSettings) -> App:
     )
     app.readiness["redis"] = redis_ready
     app.closers.append(client.aclose)
+    if pipe is not None:
+        app.closers.append(pipe.close)
     # On the rocketmq transport, the order-updates stream is forwarded to its topic from here.
     transport = EventTransport(
         settings,

@@ -19,11 +19,14 @@ import asyncio
 import hashlib
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as redis
 
 from mesh.errors import AlreadyExists, Unavailable
+from mesh.redis_pipe import RedisPipe
 from ordermesh.checkout.v1 import checkout_pb2
 
 
@@ -34,8 +37,18 @@ class Claim:
 
 
 class Claims:
-    def __init__(self, client: redis.Redis, *, ttl_seconds: int, wait_seconds: float, takeover_after: float) -> None:
-        self._client = client
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        ttl_seconds: int,
+        wait_seconds: float,
+        takeover_after: float,
+        pipe: RedisPipe | None = None,
+    ) -> None:
+        # Raw commands: on the process's pipelined connection when it has one
+        # (every PlaceOrder makes two of them), else through redis-py's pool.
+        self._command: Callable[..., Awaitable[Any]] = pipe.call if pipe is not None else client.execute_command
         self._ttl = ttl_seconds
         self._wait = wait_seconds
         self._takeover = takeover_after
@@ -47,13 +60,13 @@ class Claims:
         """The order id for this request, and its answer if one is stored."""
         key = self._key(request_id)
         record = json.dumps({"order_id": new_order_id, "since": time.time(), "fingerprint": fingerprint})
-        if await self._client.set(key, record, nx=True, ex=self._ttl):
+        if await self._command("SET", key, record, "NX", "EX", self._ttl):
             return Claim(new_order_id, None)
         deadline = time.monotonic() + self._wait
         while True:
-            raw = await self._client.get(key)
+            raw = await self._command("GET", key)
             if raw is None:  # expired or released meanwhile: claim afresh
-                if await self._client.set(key, record, nx=True, ex=self._ttl):
+                if await self._command("SET", key, record, "NX", "EX", self._ttl):
                     return Claim(new_order_id, None)
                 continue
             stored = json.loads(raw)
@@ -63,7 +76,7 @@ class Claims:
                 return Claim(stored["order_id"], bytes.fromhex(stored["answer"]))
             if time.time() - stored["since"] > self._takeover:
                 stored["since"] = time.time()
-                await self._client.set(key, json.dumps(stored), xx=True, keepttl=True)
+                await self._command("SET", key, json.dumps(stored), "XX", "KEEPTTL")
                 return Claim(stored["order_id"], None)
             if time.monotonic() > deadline:
                 raise Unavailable(f"request {request_id} is still being processed; retry")
@@ -71,17 +84,17 @@ class Claims:
 
     async def answer(self, request_id: str, order_id: str, response: bytes, fingerprint: str) -> None:
         record = json.dumps({"order_id": order_id, "answer": response.hex(), "fingerprint": fingerprint})
-        await self._client.set(self._key(request_id), record, ex=self._ttl)
+        await self._command("SET", self._key(request_id), record, "EX", self._ttl)
 
     async def abandon(self, request_id: str) -> None:
         """This attempt failed without an answer: let the next one take over at
         once, with the same order id (every step is idempotent by it)."""
-        raw = await self._client.get(self._key(request_id))
+        raw = await self._command("GET", self._key(request_id))
         if raw is not None:
             stored = json.loads(raw)
             if "answer" not in stored:
                 stored["since"] = 0
-                await self._client.set(self._key(request_id), json.dumps(stored), xx=True, keepttl=True)
+                await self._command("SET", self._key(request_id), json.dumps(stored), "XX", "KEEPTTL")
 
 
 def fingerprint(request: checkout_pb2.PlaceOrderRequest) -> str:

@@ -16,6 +16,7 @@ import redis.asyncio as redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from mesh.errors import Unavailable
+from mesh.redis_pipe import RedisPipe, pipe_for
 from mesh.settings import RedisServiceSettings
 
 
@@ -54,3 +55,8 @@ def connect_for(settings: RedisServiceSettings) -> redis.Redis:
         max_connections=settings.redis_pool_size,
         pool_timeout=settings.redis_pool_timeout_seconds,
     )
+
+
+def pipe_for_settings(client: redis.Redis, settings: RedisServiceSettings) -> RedisPipe | None:
+    """The process's pipelined connection (REDIS_PIPE), to the server ``client`` talks to."""
+    return pipe_for(client, settings.redis_timeout_seconds) if settings.redis_pipe else None

@@ -141,3 +141,7 @@ class RedisServiceSettings(ServiceSettings):
     # free one (then UNAVAILABLE), and a busy pool never counts as Redis down.
     redis_pool_size: int = Field(256, ge=1)
     redis_pool_timeout_seconds: float = Field(5.0, gt=0)
+    # The per-request commands (the catalog's reservations and releases,
+    # checkout's claims, answers and event appends) on one pipelined connection
+    # (mesh/redis_pipe.py); false: through the pool like every other command.
+    redis_pipe: bool = True

@@ -34,6 +34,7 @@ from mesh.bus.messages import BatchOutcome, Handler, Message, decode_envelope
 from mesh.bus.metrics import BusMetrics, dead_letter_class
 from mesh.bus.tracing import MESSAGE_ID, REDIS, consuming, envelope_link, publishing
 from mesh.clock import Clock, utc_now
+from mesh.redis_pipe import RedisPipe
 from mesh.telemetry import inject_context, span_link
 from mesh.worker import LoopWorker
 from ordermesh.events.v1 import events_pb2
@@ -61,9 +62,10 @@ class RedisPublisher:
     trace; the publish span links to it. A batch (an outbox relay) keeps each
     event's own context and links to it."""
 
-    def __init__(self, client: redis.Redis, tracer: trace.Tracer | None = None) -> None:
+    def __init__(self, client: redis.Redis, tracer: trace.Tracer | None = None, pipe: RedisPipe | None = None) -> None:
         self._client = client
         self._tracer = tracer
+        self._pipe = pipe  # single appends go on it when given (a request's event); batches use the pool
 
     async def publish(self, stream: str, fields: dict[str, str | bytes]) -> str:
         if self._tracer is None:
@@ -83,7 +85,10 @@ class RedisPublisher:
             return entry_id
 
     async def _xadd(self, stream: str, fields: dict[str, str | bytes]) -> str:
-        entry_id = await self._client.xadd(stream, cast(Any, fields))
+        if self._pipe is not None:
+            entry_id = await self._pipe.call("XADD", stream, "*", *(part for pair in fields.items() for part in pair))
+        else:
+            entry_id = await self._client.xadd(stream, cast(Any, fields))
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
     async def publish_many(self, stream: str, entries: Sequence[dict[str, str | bytes]]) -> None:

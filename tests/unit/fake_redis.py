@@ -1,7 +1,7 @@
 """A hand-written stand-in for the few Redis commands checkout's idempotency uses.
 
 checkout.idempotency.Claims needs only GET and SET with NX, XX, EX and KEEPTTL
-(no Lua, no streams), so a dict with Redis's rules for those options is smaller
+(no Lua, no streams), sent as raw commands, so a dict with Redis's rules for those options is smaller
 and clearer than fakeredis, and adds no dependency. It counts GETs per key so a
 test can see a duplicate request polling for the first attempt's answer.
 """
@@ -41,6 +41,20 @@ class FakeRedis:
         if not keepttl:
             self.ttls[key] = ex
         return True
+
+    async def execute_command(self, *args: str | bytes | int) -> bytes | bool | None:
+        """Claims sends raw commands (the same ones go on the pipelined connection)."""
+        name, key, *rest = args
+        if name == "GET" and not rest:
+            return await self.get(str(key))
+        if name != "SET":
+            raise NotImplementedError(f"{name!r} is not faked")
+        value, options = rest[0], [str(o) for o in rest[1:]]
+        ex = int(options[options.index("EX") + 1]) if "EX" in options else None
+        assert isinstance(value, str | bytes)
+        return await self.set(
+            str(key), value, nx="NX" in options, xx="XX" in options, ex=ex, keepttl="KEEPTTL" in options
+        )
 
     def expire_now(self, key: str) -> None:
         """The key's TTL ran out."""
