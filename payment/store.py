@@ -15,6 +15,8 @@ from mesh.paging import after_position
 from payment.charges import Payment, Status
 from payment.models import payments
 
+_INSERT = payments.insert()
+
 
 class SqlPaymentStore:
     def __init__(self, engine: AsyncEngine) -> None:
@@ -23,7 +25,9 @@ class SqlPaymentStore:
     async def insert_or_get(self, payment: Payment, now: datetime) -> Payment:
         try:
             async with UnitOfWork(self._engine) as uow:
-                await uow.connection.execute(payments.insert().values(**_row(payment), created_at=now, updated_at=now))
+                # One statement object for every call: compiled once (a .values() per
+                # call would build and cache-key a new statement each time).
+                await uow.connection.execute(_INSERT, {**_row(payment), "created_at": now, "updated_at": now})
                 await uow.commit()
             return replace(payment, created_at=now)
         except Exception as error:

@@ -15,6 +15,8 @@
    counted until the mesh is idle again (the work an order causes after its
    answer counts too) with the idle CPU of the same time taken out; and the
    cores 200 orders/s need.
+4. The floor, in the same run: an empty grpc.aio handler paced at the same
+   rates, its server CPU per call, times the server calls an order makes.
 
 A rate is sustained when the achieved rate is within 5% of the asked one, no
 call failed, every answered order's row appeared, and the lag p99 is under 1 s.
@@ -51,7 +53,7 @@ from common.order_ids import mint
 from launcher.mesh import PROFILES, LocalMesh, free_offset
 from launcher.topology import mesh_topology
 from mesh.db import create_engine, create_schema, reading
-from mesh.local.procs import MariaDBServer, RedisServer
+from mesh.local.procs import ManagedProcess, MariaDBServer, RedisServer, free_port, port_open, wait_until
 from mesh.local.rocketmq import RocketMQServer
 from mesh.money import Money
 from order.events import status_changed
@@ -646,10 +648,13 @@ def summary(results: list[ProfileResult]) -> list[str]:
     return lines
 
 
-def report(inserts: dict[str, tuple[float, float]], results: list[ProfileResult], load_before: str) -> str:
+def report(
+    inserts: dict[str, tuple[float, float]], results: list[ProfileResult], load_before: str, floor: dict[float, float]
+) -> str:
     lines = [
         f"{os.cpu_count()} cores shared by every process (the mesh, Redis, MariaDB, RocketMQ and the load);"
-        f" load average {load_before} before, {load_average()} after",
+        f" load average {load_before} before, {load_average()} after; traces sampled at {SAMPLING}"
+        " (OTEL_SAMPLING_RATIO; the chart's default)",
         "",
         *inserts_report(inserts),
     ]
@@ -659,6 +664,8 @@ def report(inserts: dict[str, tuple[float, float]], results: list[ProfileResult]
         "",
         *summary(results),
         "",
+        *floor_report(floor),
+        "",
         f"A rate is sustained when the achieved rate is within {RATE_TOLERANCE:.0%} of the asked one, no call",
         f"failed, every answered order's row appeared and the lag p99 is under {LAG_LIMIT_MS / 1000:.0f} s.",
         f"Warm-up before measuring: {WARMUP_SECONDS:.0f} s at {RATES[0]:.0f}/s; idle CPU over {IDLE_SECONDS:.0f} s.",
@@ -666,8 +673,64 @@ def report(inserts: dict[str, tuple[float, float]], results: list[ProfileResult]
     return "\n".join(lines)
 
 
+# --- the floor: what gRPC alone costs at these rates --------------------------------------
+
+# Server calls per order: PlaceOrder (checkout), ReserveStock (catalog), Charge
+# (payment), and GetQuote and ShipOrder (shipping, so at twice the order rate).
+CALLS_AT_RATE, CALLS_AT_TWICE = 3, 2
+
+
+async def empty_handler_cost(rates: list[float]) -> dict[float, float]:
+    """Server CPU ms per call of an empty grpc.aio handler (scripts/bare_catalog.py)
+    paced at each rate: a Python gRPC server's fixed cost per call, which at low
+    rates is mostly waking up for each call (the poller thread, the event loop)."""
+    port = free_port()
+    server = ManagedProcess(
+        "empty", [sys.executable, str(ROOT / "scripts/bare_catalog.py"), str(port)], Path(os.devnull), None
+    )
+    server.start()
+    costs: dict[float, float] = {}
+    data = json.dumps({"order_id": "floor-{{.RequestNumber}}", "items": [{"product_id": "p", "quantity": 1}]})
+    try:
+        wait_until(lambda: port_open(port), 30, "the empty handler to listen")
+        assert server.proc is not None
+        for rate in rates:
+            before = profiling.tree_cpu_seconds(server.proc.pid)
+            ghz = await asyncio.create_subprocess_exec(
+                GHZ, "--insecure", "--import-paths", str(ROOT / "protos"),
+                "--proto", str(ROOT / "protos/ordermesh/catalog/v1/catalog.proto"),
+                "--call", "ordermesh.catalog.v1.CatalogService/ReserveStock", "-d", data,
+                "-c", "4", "-r", str(int(rate)), "-z", "5s", "-O", "json", f"127.0.0.1:{port}",
+                stdout=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            answered = json.loads((await ghz.communicate())[0]).get("statusCodeDistribution", {}).get("OK", 0)
+            costs[rate] = (profiling.tree_cpu_seconds(server.proc.pid) - before) * 1000 / max(answered, 1)
+    finally:
+        server.stop()
+    return costs
+
+
+def floor_report(costs: dict[float, float]) -> list[str]:
+    lines = [
+        "The floor: an empty grpc.aio handler (no middleware, no work) paced at the same rates, same run;",
+        f"an order makes {CALLS_AT_RATE + CALLS_AT_TWICE} server calls ({CALLS_AT_TWICE} of them to shipping,"
+        " at twice the order rate), and client calls cost more on top",
+        f"{'orders/s':>9} {'ms per call':>12} {'server calls per order, ms':>28}",
+    ]
+    for rate in RATES:
+        if rate in costs and 2 * rate in costs:
+            per_order = CALLS_AT_RATE * costs[rate] + CALLS_AT_TWICE * costs[2 * rate]
+            lines.append(f"{rate:>9.0f} {costs[rate]:>12.3f} {per_order:>28.2f}")
+    return lines
+
+
 def load_average() -> str:
     return Path("/proc/loadavg").read_text().split()[0]
+
+
+# Traces sampled as the Helm chart samples them (otel.samplingRatio), unless set:
+# `make run` records every trace, which costs about 1 ms of CPU more per order.
+SAMPLING = os.environ.setdefault("OTEL_SAMPLING_RATIO", "0.1")
 
 
 async def main() -> None:
@@ -686,10 +749,12 @@ async def main() -> None:
             progress("measured inserts")
             for profile in PROFILE_NAMES:
                 results.append(await bench_profile(profile, work, redis_server, mariadb))
+            floor = await empty_handler_cost(sorted({r for rate in RATES for r in (rate, 2 * rate)}))
+            progress("measured the empty handler")
         finally:
             redis_server.stop()
             mariadb.stop()
-    text = report(inserts, results, load_before)
+    text = report(inserts, results, load_before, floor)
     print("\n" + text)
     benchreport.save("pipeline", "The order pipeline: CPU per order and the sustainable rate", text)
 

@@ -12,6 +12,8 @@ from mesh.db import UnitOfWork, is_unique_violation, reading
 from shipping.models import shipments
 from shipping.shipments import Shipment
 
+_INSERT = shipments.insert()
+
 
 class SqlShipmentStore:
     def __init__(self, engine: AsyncEngine) -> None:
@@ -20,16 +22,18 @@ class SqlShipmentStore:
     async def insert_or_get(self, shipment: Shipment, now: datetime) -> Shipment:
         try:
             async with UnitOfWork(self._engine) as uow:
+                # One statement object for every call: compiled once.
                 await uow.connection.execute(
-                    shipments.insert().values(
-                        order_id=shipment.order_id,
-                        tracking_id=shipment.tracking_id,
-                        status="SHIPPED",
-                        country=shipment.country,
-                        zip_code=shipment.zip_code,
-                        units=shipment.units,
-                        created_at=now,
-                    )
+                    _INSERT,
+                    {
+                        "order_id": shipment.order_id,
+                        "tracking_id": shipment.tracking_id,
+                        "status": "SHIPPED",
+                        "country": shipment.country,
+                        "zip_code": shipment.zip_code,
+                        "units": shipment.units,
+                        "created_at": now,
+                    },
                 )
                 await uow.commit()
             return shipment
