@@ -148,6 +148,7 @@ def header(host: dict[str, Any]) -> list[str]:
         "these cores allow together, not what one service would do on a machine of its",
         "own. On a virtual machine shared with other work they vary from run to run:",
         "compare the figures within one report (each measures its cases side by side).",
+        "Where the CPU goes, what changed it and what is left: [cost.md](cost.md).",
         "",
         "## The machine",
         "",
