@@ -8,11 +8,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from checkout.idempotency import Claim
     from checkout.remote import Charge
     from mesh.money import Money
     from ordermesh.catalog.v1 import catalog_pb2
     from ordermesh.common.v1 import common_pb2
+    from ordermesh.events.v1 import events_pb2
 
 
 class Gateway(Protocol):
@@ -41,6 +44,8 @@ class ClaimStore(Protocol):
 
 
 class Publisher(Protocol):
-    """Appends an event to a stream (the outbox); returns its id."""
+    """Appends an event to a stream (the outbox); returns its id. ``make`` builds
+    the event inside its PRODUCER span, so it carries that span's context and is
+    serialised once."""
 
-    async def publish(self, stream: str, fields: dict[str, str | bytes]) -> str: ...
+    async def publish_envelope(self, stream: str, make: Callable[[], events_pb2.Envelope]) -> str: ...

@@ -13,6 +13,7 @@ the captured order proceed, rejection or expiry refunds it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -22,7 +23,6 @@ from checkout.idempotency import fingerprint
 from checkout.ports import ClaimStore, Gateway, Publisher
 from checkout.remote import ChargeOutcome
 from common.order_ids import mint
-from mesh.bus import encode_fields
 from mesh.clock import Clock
 from mesh.errors import InvalidArgument, Relayed
 from mesh.money import Money
@@ -91,11 +91,11 @@ class PlaceOrder:
             return answer
         charge = await self._remote.charge(order_id, total, request.credit_card)
         if charge.outcome is ChargeOutcome.CAPTURED:
-            await self._publish(payment_captured(order_id, charge.transaction_id, total, self._clock()))
+            await self._publish(lambda: payment_captured(order_id, charge.transaction_id, total, self._clock()))
             answer.status = common_pb2.AWAITING_REVIEW if review else common_pb2.PAID
         elif charge.outcome is ChargeOutcome.DECLINED:
             await self._remote.release(order_id)
-            await self._publish(payment_declined(order_id, charge.decline_reason, self._clock()))
+            await self._publish(lambda: payment_declined(order_id, charge.decline_reason, self._clock()))
             answer.status = common_pb2.CANCELLED
             answer.failure_reason = charge.decline_reason
         else:
@@ -115,5 +115,5 @@ class PlaceOrder:
             index = next((n for n, i in enumerate(items) if i.product_id in error.message), 0)
             raise InvalidArgument.one(f"items[{index}].product_id", f"unknown product ({error.message})") from None
 
-    async def _publish(self, envelope: events_pb2.Envelope) -> None:
-        await self._publisher.publish(self._config.updates_stream, encode_fields(envelope))
+    async def _publish(self, make: Callable[[], events_pb2.Envelope]) -> None:
+        await self._publisher.publish_envelope(self._config.updates_stream, make)

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -30,7 +30,7 @@ from opentelemetry import trace
 from redis.exceptions import ResponseError
 
 from mesh.bus.dead_letters import DeadLetter, DeadLetterSink
-from mesh.bus.messages import BatchOutcome, Handler, Message, decode_envelope
+from mesh.bus.messages import BatchOutcome, Handler, Message, decode_envelope, encode_fields
 from mesh.bus.metrics import BusMetrics, dead_letter_class
 from mesh.bus.tracing import MESSAGE_ID, REDIS, consuming, envelope_link, publishing
 from mesh.clock import Clock, utc_now
@@ -80,6 +80,18 @@ class RedisPublisher:
                 envelope.trace_context.update(inject_context())
                 fields = {**fields, "event": envelope.SerializeToString()}
             entry_id = await self._xadd(stream, fields)
+            if span.is_recording():
+                span.set_attribute(MESSAGE_ID, entry_id)
+            return entry_id
+
+    async def publish_envelope(self, stream: str, make: Callable[[], events_pb2.Envelope]) -> str:
+        """Build an event inside its PRODUCER span and append it: the envelope
+        carries that span's context from the start and is serialised once
+        (``publish`` must parse an event built elsewhere to stamp it)."""
+        if self._tracer is None:
+            return await self._xadd(stream, encode_fields(make()))
+        with publishing(self._tracer, REDIS, stream) as span:
+            entry_id = await self._xadd(stream, encode_fields(make()))
             if span.is_recording():
                 span.set_attribute(MESSAGE_ID, entry_id)
             return entry_id

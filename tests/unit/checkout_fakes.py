@@ -9,6 +9,7 @@ and published.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import cast
@@ -18,7 +19,7 @@ from checkout.idempotency import Claims
 from checkout.remote import Remote
 from checkout.saga import PlaceOrder, SagaConfig
 from mesh.breaker import breakers_for
-from mesh.bus import decode_envelope
+from mesh.bus import decode_envelope, encode_fields
 from mesh.bus.redis_streams import RedisPublisher
 from mesh.errors import NotFound
 from mesh.money import Money
@@ -143,6 +144,9 @@ class FakePublisher(RedisPublisher):
     async def publish(self, stream: str, fields: dict[str, str | bytes]) -> str:
         self.published.append((stream, fields))
         return f"{len(self.published)}-0"
+
+    async def publish_envelope(self, stream: str, make: Callable[[], events_pb2.Envelope]) -> str:
+        return await self.publish(stream, encode_fields(make()))
 
     def envelopes(self, stream: str = UPDATES) -> list[events_pb2.Envelope]:
         found = []
