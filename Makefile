@@ -20,7 +20,7 @@ TEST_DEBS := redis-server mariadb-server prometheus $(IMAGE_DEBS) $(NODE_DEBS)
 PYTEST_ARGS ?=
 
 
-.PHONY: tools-jaeger debs-monitoring trace bench-tracing load tools-k6 profile
+.PHONY: tools-jaeger debs-monitoring trace bench-tracing load tools-k6 profile fuzz
 .PHONY: image debs-image debs-node k8s k8s-e2e tools-helm cluster cluster-down cluster-bins cluster-images
 .PHONY: help setup venv debs-run debs-test tools-test rocketmq-jars rocketmq run test test-unit test-integration test-e2e lint protos clean audit bench bench-stock bench-pipeline bench-forwarder
 
@@ -49,6 +49,8 @@ help:
 	@echo "              sustainable rate on both profiles; bench-forwarder: Redis -> RocketMQ relay, RocketMQ ->"
 	@echo "              SQL rows, broker CPU and memory; bench-tracing: what tracing costs ReserveStock"
 	@echo "              (after one bench-<x> alone: .venv/bin/python scripts/benchreport.py rewrites the document)"
+	@echo "make fuzz     20,000 generated requests per service (valid, spoiled, random) against the local mesh,"
+	@echo "              none may be UNKNOWN/INTERNAL; then the global auditor (FUZZ_REQUESTS=...)"
 	@echo "make profile  py-spy on every service of the local mesh under a paced order load: CPU per order by"
 	@echo "              process and where it goes (PROFILE_RATE=100, PROFILE_SECONDS=20, PROFILE_SERVICES=...)"
 	@echo "make setup    install everything: Debian packages, .venv, Go-built tools, RocketMQ jars"
@@ -168,6 +170,11 @@ test-integration: venv debs-test tools-test rocketmq-jars cluster-bins
 
 test-e2e: venv debs-test tools-test rocketmq-jars
 	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+
+# Every method of every service fed 20,000 generated requests each, new ones every run
+# (make test sends the same 2,000 each time); then the global auditor.
+fuzz: venv debs-test tools-test
+	FUZZ_REQUESTS=$${FUZZ_REQUESTS:-20000} FUZZ_RANDOM=1 $(PY) -m pytest tests/e2e/test_fuzz.py $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

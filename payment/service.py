@@ -54,6 +54,8 @@ class PaymentService(payment_pb2_grpc.PaymentServiceServicer):
         check = Checks()
         check.require(request.status in STATUSES, "status", "is not a payment status")
         check.require(request.page_size <= MAX_PAGE, "page_size", f"must be at most {MAX_PAGE}")
+        if request.HasField("created_before"):
+            check.timestamp(request.created_before, "created_before")
         check.raise_if_any()
         status = STATUSES[request.status]
         before = request.created_before.ToDatetime(tzinfo=UTC) if request.HasField("created_before") else None

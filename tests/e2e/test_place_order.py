@@ -25,6 +25,7 @@ from ordermesh.checkout.v1 import checkout_pb2, checkout_pb2_grpc
 from ordermesh.common.v1 import common_pb2
 from ordermesh.order.v1 import order_pb2, order_pb2_grpc
 from ordermesh.payment.v1 import payment_pb2, payment_pb2_grpc
+from tests.e2e.audit import audit
 from tests.support import eventually
 
 CARD = common_pb2.CreditCard(number="4432801561520454", cvv=672, expiration_year=2039, expiration_month=1)
@@ -365,22 +366,7 @@ async def test_global_auditor_is_clean_after_the_orders(local_mesh: LocalMesh, t
     shipment where the order's status says, and the stock books balanced."""
     answered = ANSWERED.get(str(local_mesh.var_dir), [])
     assert len(answered) >= 10, "the orders above were answered"
-    acknowledged = tmp_path / "acknowledged.txt"
-    acknowledged.write_text("\n".join(answered) + "\n")
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "auditor",
-        "--acknowledged",
-        str(acknowledged),
-        "--settle",
-        "30",
-        env={**os.environ, **local_mesh.audit_env()},
-        stdout=asyncio.subprocess.PIPE,
-    )
-    output = (await process.communicate())[0].decode()
-    assert process.returncode == 0, output
-    assert output.rstrip().endswith("clean")
+    output = await audit(local_mesh, answered, tmp_path)
     stored_once = next(line for line in output.splitlines() if line.startswith("orders: each stored once"))
     # It counts every stored order plus every line of the acknowledged file.
     assert int(stored_once.split()[-3]) >= len(set(answered)) + len(answered), "every answered id was looked up"

@@ -11,6 +11,7 @@ from dataclasses import replace
 from datetime import UTC, date, datetime
 
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from mesh.errors import InvalidArgument
 from mesh.money import Money
@@ -101,6 +102,9 @@ async def test_a_good_charge_is_stored_once() -> None:
         (payment_pb2.ListPaymentsRequest(page_size=-1), "page_size"),
         (payment_pb2.ListPaymentsRequest(page_token="not a token!"), "page_token"),
         (payment_pb2.ListPaymentsRequest(status=9), "status"),  # type: ignore[arg-type]
+        # Found by the fuzzer (tests/e2e/test_fuzz.py): these were INTERNAL.
+        (payment_pb2.ListPaymentsRequest(created_before=Timestamp(nanos=-(2**31))), "created_before.nanos"),
+        (payment_pb2.ListPaymentsRequest(created_before=Timestamp(seconds=2**62)), "created_before.seconds"),
     ],
 )
 async def test_bad_list_payments_is_invalid_argument_naming_the_field(
