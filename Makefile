@@ -20,7 +20,7 @@ TEST_DEBS := redis-server mariadb-server prometheus $(IMAGE_DEBS) $(NODE_DEBS)
 PYTEST_ARGS ?=
 
 
-.PHONY: tools-jaeger debs-monitoring trace bench-tracing load tools-k6 profile fuzz
+.PHONY: tools-jaeger debs-monitoring trace bench-tracing load tools-k6 profile fuzz chaos
 .PHONY: image debs-image debs-node k8s k8s-e2e tools-helm cluster cluster-down cluster-bins cluster-images
 .PHONY: help setup venv debs-run debs-test tools-test rocketmq-jars rocketmq run test test-unit test-integration test-e2e lint protos clean audit bench bench-stock bench-pipeline bench-forwarder
 
@@ -49,6 +49,7 @@ help:
 	@echo "              sustainable rate on both profiles; bench-forwarder: Redis -> RocketMQ relay, RocketMQ ->"
 	@echo "              SQL rows, broker CPU and memory; bench-tracing: what tracing costs ReserveStock"
 	@echo "              (after one bench-<x> alone: .venv/bin/python scripts/benchreport.py rewrites the document)"
+	@echo "make chaos    each chaos scenario under load on its own mesh, then the global auditor; the table"
 	@echo "make fuzz     20,000 generated requests per service (valid, spoiled, random) against the local mesh,"
 	@echo "              none may be UNKNOWN/INTERNAL; then the global auditor (FUZZ_REQUESTS=...)"
 	@echo "make profile  py-spy on every service of the local mesh under a paced order load: CPU per order by"
@@ -175,6 +176,11 @@ test-e2e: venv debs-test tools-test rocketmq-jars
 # (make test sends the same 2,000 each time); then the global auditor.
 fuzz: venv debs-test tools-test
 	FUZZ_REQUESTS=$${FUZZ_REQUESTS:-20000} FUZZ_RANDOM=1 $(PY) -m pytest tests/e2e/test_fuzz.py $(PYTEST_ARGS)
+
+# Chaos scenarios (chaos/scenarios.py), each on a mesh of its own under a steady load,
+# then the global auditor; prints the table (SCENARIOS=..., CHAOS_SECONDS=30).
+chaos: venv debs-run
+	$(PY) -m chaos $(SCENARIOS) --seconds $${CHAOS_SECONDS:-30}
 
 lint: venv
 	$(VENV)/bin/ruff check .

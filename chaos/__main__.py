@@ -1,0 +1,5 @@
+import asyncio
+
+from chaos.cli import main
+
+asyncio.run(main())
