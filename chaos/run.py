@@ -15,12 +15,13 @@ and shipment where its order's status says.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,11 +105,34 @@ class Row:
         return self.violations("money: every capture belongs to a live order")
 
 
+# A dispatcher killed between claiming an order (SHIPPING) and recording SHIPPED
+# leaves the claim to recover-shipping, which ships it again once the claim is
+# SHIP_CLAIM_TIMEOUT_SECONDS old (120 by default): 10 here, so that recovery
+# happens within the run and the auditor sees its result.
+MESH_SETTINGS = {"SHIP_CLAIM_TIMEOUT_SECONDS": "10"}
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """``values`` in this process's environment while the mesh's processes start."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 async def run(scenario: Scenario, work: Path, *, rate: float, seconds: float) -> Row:
     redis = RedisServer(work / "redis", appendonly=True).start()
     mesh = LocalMesh(work / "mesh", offset=free_offset(), redis_url=redis.url)
     try:
-        mesh.start(timeout=90)
+        with _environment(MESH_SETTINGS):
+            mesh.start(timeout=90)
         await _restock(mesh)
         load = await _start_load(mesh, rate, seconds)
         await asyncio.sleep(seconds / 3)
