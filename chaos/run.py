@@ -15,13 +15,12 @@ and shipment where its order's status says.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,27 +111,11 @@ class Row:
 MESH_SETTINGS = {"SHIP_CLAIM_TIMEOUT_SECONDS": "10"}
 
 
-@contextlib.contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    """``values`` in this process's environment while the mesh's processes start."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 async def run(scenario: Scenario, work: Path, *, rate: float, seconds: float) -> Row:
     redis = RedisServer(work / "redis", appendonly=True).start()
-    mesh = LocalMesh(work / "mesh", offset=free_offset(), redis_url=redis.url)
+    mesh = LocalMesh(work / "mesh", offset=free_offset(), redis_url=redis.url, env=MESH_SETTINGS)
     try:
-        with _environment(MESH_SETTINGS):
-            mesh.start(timeout=90)
+        mesh.start(timeout=90)
         await _restock(mesh)
         load = await _start_load(mesh, rate, seconds)
         await asyncio.sleep(seconds / 3)
@@ -142,7 +125,7 @@ async def run(scenario: Scenario, work: Path, *, rate: float, seconds: float) ->
         recovered = time.monotonic() - began
         summary = await _finish(load)
         answered = [*summary["order_ids"], probe]
-        report = await _audit(mesh, answered, work)
+        _, report = await audit_report(mesh, answered, work, settle=60)
     finally:
         mesh.stop()
         redis.stop()
@@ -205,11 +188,14 @@ async def _recovered(mesh: LocalMesh, limit: float = 120) -> str:
                 await asyncio.sleep(0.2)  # the same request_id: one order however many tries
 
 
-async def _audit(mesh: LocalMesh, answered: list[str], work: Path) -> str:
+async def audit_report(mesh: LocalMesh, answered: list[str], work: Path, *, settle: float) -> tuple[int, str]:
+    """The global auditor's exit status and report (``python -m auditor``, as an
+    operator runs it) on ``mesh``, with ``answered`` as the acknowledged order ids."""
     acknowledged = work / "acknowledged.txt"
     acknowledged.write_text("".join(f"{order_id}\n" for order_id in answered))
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "auditor", "--acknowledged", str(acknowledged), "--settle", "60",
-        env={**os.environ, **mesh.audit_env()}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable, "-m", "auditor", "--acknowledged", str(acknowledged), "--settle", str(settle),
+        env={**os.environ, **mesh.audit_env()}, stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    return (await process.communicate())[0].decode()
+    output = (await process.communicate())[0].decode()
+    return process.returncode or 0, output

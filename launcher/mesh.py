@@ -116,12 +116,14 @@ class LocalMesh:
         tracing: bool = False,
         monitoring: bool = False,
         jaeger: JaegerServer | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         """``mariadb`` and ``rocketmq``: servers already running (tests share them);
         otherwise the profile's servers are started here, and stopped with the mesh.
         ``tracing``: a local Jaeger every process exports to; ``monitoring``: a
         local Prometheus scraping every process (monitoring/prometheus.yml);
-        ``jaeger``: one already running to export to instead (tests share one)."""
+        ``jaeger``: one already running to export to instead (tests share one);
+        ``env``: settings for every process, over this process's environment."""
         self.var_dir = var_dir.resolve()
         self.offset = offset
         self.endpoints = endpoints(offset)
@@ -145,6 +147,7 @@ class LocalMesh:
             else None
         )
         self.services: dict[str, ManagedProcess] = {}
+        self.env = env or {}
         # Mutual TLS between the processes (TLS=1): a private CA under var_dir/tls.
         self.certificates = make_certificates(self.var_dir / "tls") if tls else None
 
@@ -162,6 +165,7 @@ class LocalMesh:
         for endpoint in self.endpoints:
             env = {
                 **os.environ,
+                **self.env,
                 # Loopback only: operator RPCs (SetStock, ReleaseStock, Refund) and
                 # metrics are not for the network; GRPC_HOST in the environment wins.
                 "GRPC_HOST": os.environ.get("GRPC_HOST", "127.0.0.1"),

@@ -18,6 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from mesh.local.procs import RedisServer, free_port
 from mesh.redis_pipe import RedisPipe, pipe_for
+from tests.support import eventually
 
 
 @pytest.fixture
@@ -25,6 +26,19 @@ async def server(tmp_path: Path) -> AsyncIterator[RedisServer]:
     redis_server = RedisServer(tmp_path / "redis", appendonly=True).start()
     yield redis_server
     redis_server.stop()
+
+
+async def blocked_in_redis(server: RedisServer) -> None:
+    """Until Redis holds one client blocked (the pipe's BLPOP arrived)."""
+    observer = redis.Redis.from_url(server.url)
+    try:
+
+        async def blocked() -> bool:
+            return int((await observer.info("clients"))["blocked_clients"]) == 1
+
+        await eventually(blocked, within=5, what="the BLPOP to reach Redis")
+    finally:
+        await observer.aclose()
 
 
 def pid(server: RedisServer) -> int:
@@ -78,7 +92,7 @@ async def test_a_caller_that_gives_up_leaves_the_replies_of_the_others_in_order(
     try:
         slow = asyncio.create_task(pipe.call("BLPOP", "nothing-here", "0.3"))
         after = asyncio.create_task(pipe.call("ECHO", "after"))  # queued behind the blocking one
-        await asyncio.sleep(0.05)
+        await blocked_in_redis(server)
         slow.cancel()
         assert await after == b"after"
         assert await pipe.call("ECHO", "next") == b"next"
@@ -91,7 +105,7 @@ async def test_a_killed_redis_fails_what_is_in_flight_and_the_next_call_reconnec
     try:
         await pipe.call("SET", "kept", "1")
         blocked = asyncio.create_task(pipe.call("BLPOP", "never", "0"))
-        await asyncio.sleep(0.1)
+        await blocked_in_redis(server)
         server.kill()
         with pytest.raises(RedisConnectionError):
             await blocked
