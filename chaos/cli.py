@@ -18,19 +18,26 @@ from chaos.scenarios import SCENARIOS
 
 def table(rows: list[Row]) -> str:
     lines = [
-        f"{'scenario':<20} {'fault':<38} {'attempted':>9} {'answered':>8} {'failed':>6} {'retried':>7} "
-        f"{'lost/dup':>8} {'oversold':>8} {'money kept':>10} {'recover s':>9}  auditor",
+        f"{'scenario':<22} {'fault':<38} {'attempted':>9} {'answered':>8} {'failed':>6} {'retried':>7} "
+        f"{'persisted':>9} {'lost':>4} {'dup':>3} {'oversold':>8} {'money kept':>10} {'recover s':>9} "
+        f"{'quiet s':>7}  auditor",
     ]
     for row in rows:
+        books = row.books
         lines.append(
-            f"{row.scenario:<20} {row.fault:<38} {row.attempted:>9} {row.answered:>8} {row.failed:>6} "
-            f"{row.retried:>7} {row.lost_or_duplicated:>8} {row.oversold:>8} {row.money_kept:>10} "
-            f"{row.recovered_s:>9.1f}  {row.verdict}"
+            f"{row.scenario:<22} {row.fault:<38} {row.attempted:>9} {row.answered:>8} {row.failed:>6} "
+            f"{row.retried:>7} {books.persisted:>9} {books.lost:>4} {books.duplicated:>3} {row.oversold:>8} "
+            f"{row.money_kept:>10} {row.recovered_s:>9.1f} {books.quiet_s:>7.1f}  "
+            + (row.verdict if not books.owed else f"{row.verdict}; still owed: {books.owed}")
         )
     lines += [
-        "answered: orders PlaceOrder acknowledged (the load retries UNAVAILABLE with the same request_id: retried);",
-        "lost/dup, oversold, money kept: the global auditor's violations of 'every acknowledged order stored once',",
-        "'stock books agree' and 'every capture belongs to a live order'; its verdict covers every other invariant",
+        "attempted, answered, failed, retried: PlaceOrder calls of every load (retried: called again with the same",
+        "request_id after UNAVAILABLE or DEADLINE_EXCEEDED; failed: no answer but OK or short of stock after 8 tries);",
+        "persisted: orders stored; lost: acknowledged and not stored; dup: a request_id stored twice; oversold and",
+        "money kept: the global auditor's violations of 'stock books agree' and 'every capture belongs to a live",
+        "order'; recover s: from the fault until every process is SERVING and a PlaceOrder succeeds; quiet s: from",
+        "the end of the load until no order waits for a step a worker owes (payment, shipping); auditor: its verdict",
+        "over all its invariants",
     ]
     return "\n".join(lines)
 

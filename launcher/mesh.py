@@ -50,6 +50,14 @@ CONTEXTS = ("catalog", "checkout", "order", "payment", "shipping")
 GRPC_BASE = 50051
 METRICS_BASE = 9101
 
+# Settings of every local process unless the environment (or ``env=``) says
+# otherwise, as in the chart: clients watch each dependency's readiness, and a
+# process stopping stays NOT_SERVING for half a second before it stops
+# accepting, so its clients have stopped calling it by then (a call reaching a
+# stopping server is answered CANCELLED, see mesh.server). A mesh's stop takes
+# the half second once (every process stops at the same time).
+LOCAL_SETTINGS = {"CLIENT_HEALTH_CHECK": "readiness", "SHUTDOWN_DELAY_SECONDS": "0.5"}
+
 
 # The database setting of each context that has one, and its database's name
 # (the order context takes a list of shards; locally there is one).
@@ -164,17 +172,19 @@ class LocalMesh:
                 self._started.append(server)
         for endpoint in self.endpoints:
             env = {
+                **LOCAL_SETTINGS,
                 **os.environ,
+                "REDIS_URL": self.redis_url,
+                "CATALOG_ADDRESS": self.address("catalog"),
+                "PAYMENT_ADDRESS": self.address("payment"),
+                "SHIPPING_ADDRESS": self.address("shipping"),
+                # ``env`` wins over the addresses: the chaos harness puts its proxies there.
                 **self.env,
                 # Loopback only: operator RPCs (SetStock, ReleaseStock, Refund) and
                 # metrics are not for the network; GRPC_HOST in the environment wins.
                 "GRPC_HOST": os.environ.get("GRPC_HOST", "127.0.0.1"),
                 "GRPC_PORT": str(endpoint.grpc_port),
                 "METRICS_PORT": str(endpoint.metrics_port),
-                "REDIS_URL": self.redis_url,
-                "CATALOG_ADDRESS": self.address("catalog"),
-                "PAYMENT_ADDRESS": self.address("payment"),
-                "SHIPPING_ADDRESS": self.address("shipping"),
                 "EVENT_TRANSPORT": self.profile.transport,
                 "PYTHONUNBUFFERED": "1",
             }

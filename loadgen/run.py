@@ -7,6 +7,11 @@ times, when the answer was UNAVAILABLE or DEADLINE_EXCEEDED. The summary says
 how many needed that, and the final code of every call; ``order_ids`` is every
 id PlaceOrder answered, for the global auditor's "every acknowledged order is
 stored".
+
+The channel health-checks checkout's readiness like the mesh's own clients: a
+checkout shutting down turns NOT_SERVING first, and calls then fail here at
+once with UNAVAILABLE (retried) instead of reaching a server that answers
+CANCELLED once it has stopped accepting (see mesh.server).
 """
 
 from __future__ import annotations
@@ -104,6 +109,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         default_timeout=args.timeout,
         service=service.full_name,
         idempotent_methods=retry_safe_methods(service),
+        health_check=args.health_check,
     )
     stub = checkout_pb2_grpc.CheckoutServiceStub(channel)
     products = [p for p in args.products.split(",") if p]
@@ -134,6 +140,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--attempts", type=int, default=4, help="calls per order (same request_id)")
     parser.add_argument("--timeout", type=float, default=10.0, help="deadline per call, seconds")
     parser.add_argument("--prefix", default="load", help="user and email prefix")
+    parser.add_argument("--health-check", default="readiness", help="health service to watch on checkout ('' for none)")
     parsed = parser.parse_args(argv)
     if parsed.rate <= 0 or parsed.seconds <= 0 or parsed.attempts < 1:
         parser.error("--rate and --seconds must be positive, --attempts at least 1")

@@ -8,6 +8,13 @@ is plain and works around an ``await``. Only failures that say the dependency is
 unhealthy count (UNAVAILABLE, DEADLINE_EXCEEDED, ...); a NOT_FOUND or an
 INVALID_ARGUMENT is the dependency working correctly. Cancellation of our own
 task says nothing about the dependency and is excluded.
+
+A CANCELLED *answer* is not our cancellation (that one is the task's
+``asyncio.CancelledError``): gRPC core gives it to calls that reach a server
+while it stops (grpc/grpc#41785), or that were still running when its grace
+ran out. The dependency is going away and may or may not have done the work,
+so it is UNAVAILABLE to our caller, who retries with the same key, and never
+relayed as CANCELLED, which no client retries.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ T = TypeVar("T")
 UNHEALTHY_CODES = frozenset(
     {
         grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.CANCELLED,  # by a stopping server: see the module's docstring
         grpc.StatusCode.DEADLINE_EXCEEDED,
         grpc.StatusCode.RESOURCE_EXHAUSTED,
         grpc.StatusCode.INTERNAL,

@@ -33,6 +33,14 @@ def service_config(service: str, idempotent_methods: Sequence[str], health_check
     Services publish pods before they are ready, so clients learn a new pod's
     address as soon as it has one, and this keeps calls off it until it is
     ready, and off a pod that is shutting down.
+
+    It matters with a single address too: a server turns NOT_SERVING when it
+    starts shutting down (mesh.server), and from then on the channel fails its
+    calls at once with UNAVAILABLE, which the retry policy and the caller retry,
+    instead of sending them to a server about to answer CANCELLED. (A call made
+    with ``wait_for_ready=True`` waits for an address SERVING again instead,
+    within its deadline.) A server without the health service (UNIMPLEMENTED)
+    is called as if it were SERVING; one without the named service is not called.
     """
     config: dict[str, object] = {}
     if service and idempotent_methods:

@@ -95,10 +95,22 @@ def _sqlite_engine(url: str, *, echo: bool) -> AsyncEngine:
         statement = "BEGIN" if readonly else "BEGIN IMMEDIATE"
         # Straight to aiosqlite: one trip to its thread instead of three (a cursor
         # is opened, executed and closed for a statement sent through SQLAlchemy).
+        dbapi_connection = connection.connection.dbapi_connection
         try:
-            connection.connection.dbapi_connection.run_async(lambda driver: driver.execute(statement))
+            dbapi_connection.run_async(lambda driver: driver.execute(statement))
         except sqlite3.Error as error:
             raise OperationalError(statement, None, error) from error
+        except BaseException:
+            # Cancelled (a call dropped mid-way) while the driver's thread ran the
+            # BEGIN: it runs all the same, but SQLAlchemy saw no transaction begin
+            # and will not end it, and the connection went back to the pool inside
+            # it, holding SQLite's write lock ("database is locked" for every other
+            # writer, "cannot start a transaction within a transaction" for its
+            # next user). The thread runs statements in order: a ROLLBACK queued
+            # now ends that BEGIN, or finds nothing to end.
+            with contextlib.suppress(BaseException):
+                dbapi_connection.run_async(lambda driver: driver.execute("ROLLBACK"))
+            raise
 
     return engine
 

@@ -11,6 +11,7 @@ from typing import TypeVar
 from opentelemetry import trace
 from opentelemetry.sdk.trace import SpanProcessor
 
+from mesh import failpoints
 from mesh.errors import StartupError
 from mesh.logs import configure_logging
 from mesh.server import App, serve
@@ -48,6 +49,7 @@ def run_service(name: str, settings_cls: type[S], bootstrap: Callable[[S], Await
     if isinstance(settings, ServiceSettings) and settings.workers > 1 and not is_worker():
         raise SystemExit(supervise(settings.workers))
     configure_logging(f"ordermesh-{name}", settings.log_level, settings.log_format)
+    failpoints.install()
 
     async def main() -> None:
         app = await bootstrap(settings)

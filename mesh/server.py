@@ -6,11 +6,26 @@ checks, workers, things to close) and ``serve(app)`` runs it until SIGTERM or
 SIGINT:
 
 1. health -> NOT_SERVING for every service (load balancers stop sending);
-2. wait ``shutdown_delay_seconds`` (endpoints leave the Service);
+2. wait ``shutdown_delay_seconds`` (endpoints leave the Service, and clients
+   that health-check this address stop sending to it), still serving;
 3. within one ``shutdown_grace_seconds`` deadline, at the same time: stop
    accepting and drain in-flight calls, and stop every worker (each finishes
    its unit of work in hand; what it had not acknowledged is redelivered);
 4. close clients, flush telemetry.
+
+Why step 2 matters even without a load balancer: once ``server.stop()`` has
+begun, gRPC core answers CANCELLED (not UNAVAILABLE, grpc/grpc#41785) every
+call that reaches it before the client has processed the GOAWAY, and every call
+it had received but not yet handed to a handler (a busy event loop leaves
+some queued). Clients do not retry CANCELLED. Nothing in the server can turn
+those into UNAVAILABLE: no handler runs for them. What works is that no call
+arrives any more when the server stops: a client with client-side health
+checking (``make_channel(health_check=...)``) sees NOT_SERVING within
+milliseconds and stops sending here (a single-address channel fails its calls
+fast with UNAVAILABLE, which it retries), so a short delay empties the
+server's queue first. Calls that still arrive during the delay are served as
+usual: answering them UNAVAILABLE instead made things worse, as every refused
+call came back as a retry right when the server stopped (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -188,6 +203,8 @@ class Server:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._readiness_task
         await self.health.enter_graceful_shutdown()
+        # Still serving: see the module's docstring for why calls must stop
+        # arriving before the server stops.
         if settings.shutdown_delay_seconds:
             await asyncio.sleep(settings.shutdown_delay_seconds)
         # One deadline for everything: in-flight calls drain and every worker

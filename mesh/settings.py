@@ -52,8 +52,12 @@ class ServiceSettings(BaseSettings):
     # connection closed (gracefully) at this age makes them resolve again, so new
     # pods behind a headless Service get calls too. 0 keeps connections forever.
     max_connection_age_seconds: float = Field(120.0, ge=0)
-    # In Kubernetes the endpoint must disappear from Services before the server
-    # stops accepting: wait this long after flipping health to NOT_SERVING.
+    # Wait this long after flipping health to NOT_SERVING, still serving, before
+    # the server stops accepting: load balancers drop the endpoint, and clients
+    # health-checking this address (CLIENT_HEALTH_CHECK) stop sending to it. A
+    # call reaching a stopping server is answered CANCELLED, which no client
+    # retries (mesh.server). 0 for in-process servers (tests); the local mesh
+    # sets 0.5, the chart and compose 1.
     shutdown_delay_seconds: float = Field(0.0, ge=0)
     shutdown_grace_seconds: float = Field(10.0, ge=0)
     readiness_interval_seconds: float = Field(2.0, gt=0)

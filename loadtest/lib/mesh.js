@@ -54,8 +54,10 @@ const TIMEOUTS = { PlaceOrder: '15s', SetStock: '10s' };
 const READ_TIMEOUT = '5s';
 // Codes after which the same request may be sent again: PlaceOrder is
 // idempotent by request_id (a retry is the same order), the reads have no
-// side effect. Anything else is an answer.
-const RETRYABLE = new Set([grpc.StatusUnavailable, grpc.StatusDeadlineExceeded]);
+// side effect. Anything else is an answer. Compared with ===: k6's status codes are
+// Go values wrapped as objects, equal to each other by === but not by a Set's
+// SameValueZero (a Set of them never matched an answer's status, so nothing was retried).
+const RETRYABLE = [grpc.StatusUnavailable, grpc.StatusDeadlineExceeded];
 const ATTEMPTS = Number(__ENV.ATTEMPTS || 3);
 
 // Custom metrics, in the summary and the HTML report.
@@ -165,7 +167,7 @@ export class Mesh {
         this.disconnect(service);
         response = { status: grpc.StatusUnavailable, message: null, error: { message: String(error) } };
       }
-      if (!RETRYABLE.has(response.status)) break;
+      if (!RETRYABLE.some((code) => code === response.status)) break;
     }
     return response;
   }

@@ -369,8 +369,10 @@ async def trim_acknowledged(client: redis.Redis, stream: str) -> None:
         return
     floor: tuple[int, int] | None = None
     for group in groups:
-        if int(group["pending"]):
-            summary: Any = await client.xpending(stream, group["name"])
+        # XPENDING's "min" is None when the group acknowledged its last pending
+        # entry between XINFO and XPENDING: then everything delivered is acknowledged.
+        summary: Any = await client.xpending(stream, group["name"]) if int(group["pending"]) else None
+        if summary is not None and summary["min"] is not None:
             needed = _parse_id(summary["min"])
         else:
             # Everything up to last-delivered-id is acknowledged; the next one is needed.
@@ -388,8 +390,8 @@ async def oldest_unacknowledged_ms(client: redis.Redis, stream: str, group: str)
     info = next((g for g in groups if _text(g["name"]) == group), None)
     if info is None:
         return None
-    if int(info["pending"]):
-        summary: Any = await client.xpending(stream, group)
+    summary: Any = await client.xpending(stream, group) if int(info["pending"]) else None
+    if summary is not None and summary["min"] is not None:  # None: acknowledged since XINFO
         return _parse_id(summary["min"])[0]
     ms, seq = _parse_id(info["last-delivered-id"])
     unread: Any = await client.xrange(stream, min=f"{ms}-{seq + 1}", count=1)

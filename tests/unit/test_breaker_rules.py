@@ -7,7 +7,7 @@ import asyncio
 import grpc
 import pytest
 
-from mesh.breaker import Breaker
+from mesh.breaker import Breaker, guarded
 from mesh.clients import retry_safe_methods
 from mesh.errors import Unavailable
 from ordermesh.catalog.v1 import catalog_pb2
@@ -45,6 +45,18 @@ async def test_unhealthy_errors_open_it() -> None:
     with pytest.raises(Unavailable):
         await call(breaker, rpc_error(grpc.StatusCode.UNAVAILABLE))
     assert breaker.state == "open"
+
+
+async def test_a_cancelled_answer_is_unavailable_to_our_caller() -> None:
+    """A stopping dependency answers CANCELLED to calls it had not handled
+    (grpc/grpc#41785): relayed as is, no client would retry the call."""
+    breaker = Breaker("dep", fail_max=5, reset_timeout=60)
+
+    async def cancelled_by_the_server() -> None:
+        raise rpc_error(grpc.StatusCode.CANCELLED)
+
+    with pytest.raises(Unavailable, match="dep is unavailable"):
+        await guarded("dep", breaker, cancelled_by_the_server)
 
 
 def test_retries_follow_the_idempotency_level_each_proto_declares() -> None:
