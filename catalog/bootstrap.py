@@ -167,8 +167,7 @@ async def bootstrap(settings: CatalogSettings) -> App:
     )
     if settings.flusher_enabled:
         app.workers.append(build_flusher(parts, settings, FlusherMetrics(app.registry)))
-    # Redis is not a readiness condition: without it reservations take the SQL path.
-    app.readiness["database"] = lambda: ping(parts.engine)
+    app.readiness["stock"] = lambda: _can_reserve(parts)
     app.closers += [parts.close, engine.close]
     # On the rocketmq transport, the order stream is forwarded to its topic from here.
     transport = EventTransport(
@@ -183,6 +182,14 @@ async def bootstrap(settings: CatalogSettings) -> App:
     app.closers.append(transport.close)
     app.workers += await transport.forwarders([settings.order_stream])
     return app
+
+
+async def _can_reserve(parts: Components) -> bool:
+    """Readiness: reservations take Redis (the usual path) or SQL (the fallback
+    while Redis is down), so either will do. Requiring SQL made health-checking
+    clients stop calling a catalog that was selling its Redis allocation while
+    MariaDB was down (the chaos scenario mariadb-stopped)."""
+    return await parts.redis_stock.ping() or await ping(parts.engine)
 
 
 async def bootstrap_flusher(settings: CatalogSettings) -> App:

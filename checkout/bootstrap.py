@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from checkout.idempotency import Claims
 from checkout.metrics import CheckoutMetrics
+from checkout.quotes import RecentQuotes
 from checkout.remote import Remote
 from checkout.saga import PlaceOrder, SagaConfig
 from checkout.service import CheckoutService
@@ -56,6 +57,7 @@ async def bootstrap(settings: CheckoutSettings) -> App:
         payment_pb2_grpc.PaymentServiceStub(payment),
         breakers,
         settings.payment_deadline_seconds,
+        RecentQuotes(settings.quote_stale_seconds),
     )
     claims = Claims(
         client,

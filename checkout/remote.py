@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TypeVar
 
+from checkout.quotes import RecentQuotes
 from mesh.breaker import Breaker, Gateway
 from mesh.errors import Unavailable
 from mesh.money import Money
@@ -42,18 +43,27 @@ class Remote(Gateway):
         payment: payment_pb2_grpc.PaymentServiceAsyncStub,
         breakers: dict[str, Breaker],
         payment_deadline: float,
+        quotes: RecentQuotes | None = None,
     ) -> None:
         super().__init__(breakers)
         self._catalog = catalog
         self._shipping = shipping
         self._payment = payment
         self._payment_deadline = payment_deadline
+        self._quotes = quotes or RecentQuotes(max_age=0)
 
     async def quote(self, address: common_pb2.Address, items: list[common_pb2.LineItem]) -> Money:
-        reply = await self._call(
-            "shipping", lambda: self._shipping.GetQuote(shipping_pb2.GetQuoteRequest(address=address, items=items))
-        )
-        return Money.from_proto(reply.cost)
+        """Shipping's quote, or its recent quote of the same request while it is down."""
+        request = shipping_pb2.GetQuoteRequest(address=address, items=items)
+        try:
+            reply = await self._call("shipping", lambda: self._shipping.GetQuote(request))
+        except Unavailable:
+            if (recent := self._quotes.recall(request)) is not None:
+                return recent
+            raise
+        cost = Money.from_proto(reply.cost)
+        self._quotes.remember(request, cost)
+        return cost
 
     async def reserve(
         self, order_id: str, items: list[common_pb2.LineItem], draft: common_pb2.OrderDraft

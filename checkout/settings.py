@@ -22,6 +22,9 @@ class CheckoutSettings(RedisServiceSettings):
     review_threshold_currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
     # The charge gets this long; past it the outcome is unknown and the order stays PENDING.
     payment_deadline_seconds: float = Field(3.0, gt=0)
+    # While shipping is down, a GetQuote request it answered this recently is
+    # answered again from memory (checkout.quotes); 0: never.
+    quote_stale_seconds: float = Field(3600.0, ge=0)
     # Must equal the order context's number of databases: the shard is in the order id.
     order_shards: int = Field(1, ge=1, le=999)
     order_updates_stream: str = "events:order-updates"

@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from catalog.bootstrap import bootstrap as catalog_bootstrap
+from catalog.settings import CatalogSettings
 from checkout.bootstrap import bootstrap
 from checkout.settings import CheckoutSettings
-from mesh.local.procs import RedisServer, free_port
+from mesh.local.procs import MariaDBServer, RedisServer, free_port
 from tests.support import eventually, serving
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -75,3 +79,39 @@ async def test_the_probe_command_answers_a_compose_healthcheck(tmp_path: Path) -
         assert await probe("") == 0, "but alive"
     env["GRPC_PORT"] = str(free_port())
     assert await probe("") == 1, "nothing answers"
+
+
+@pytest.mark.mariadb
+async def test_catalog_is_ready_while_it_can_reserve_by_either_path(tmp_path: Path) -> None:
+    """Reservations take Redis, or SQL while Redis is down: the catalog is ready
+    with either, and not with neither (the chaos scenario mariadb-stopped found
+    health-checking clients leaving a catalog that was selling from Redis)."""
+    mariadb = MariaDBServer(tmp_path / "mariadb", free_port()).start()
+    mariadb.create_database("catalog")
+    redis = RedisServer(tmp_path / "redis").start()
+    settings = CatalogSettings(
+        grpc_host="127.0.0.1", grpc_port=0, metrics_port=0, database_url=mariadb.url("catalog"),
+        redis_url=redis.url, readiness_interval_seconds=0.2,
+    )  # fmt: skip
+    try:
+        async with serving(await catalog_bootstrap(settings)) as (_server, channel):
+            health = health_pb2_grpc.HealthStub(channel)
+
+            def readiness_is(wanted: int) -> Callable[[], Awaitable[bool]]:
+                async def check() -> bool:
+                    answer = await health.Check(health_pb2.HealthCheckRequest(service="readiness"))
+                    return bool(answer.status == wanted)
+
+                return check
+
+            await eventually(readiness_is(SERVING), within=10, what="ready with both")
+            mariadb.stop()
+            await asyncio.sleep(1.0)  # five readiness rounds without SQL
+            assert await readiness_is(SERVING)(), "Redis alone can reserve"
+            redis.stop()
+            await eventually(readiness_is(NOT_SERVING), within=10, what="not ready with neither")
+            redis.start()
+            await eventually(readiness_is(SERVING), within=10, what="ready again with Redis")
+    finally:
+        redis.stop()
+        mariadb.stop()
