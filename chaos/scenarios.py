@@ -62,30 +62,46 @@ async def redis_killed(chaos: Chaos) -> None:
 async def poison_in_every_stream(chaos: Chaos) -> None:
     """Entries no consumer can read, in every stream: each is dead-lettered
     after its attempts, and everything behind it flows. Done when every group
-    of every stream has acknowledged everything (the poison included)."""
+    of every stream has read past the poison and holds none of it pending
+    (under a steady load a group is never "caught up": new entries keep coming)."""
     client = redis.Redis.from_url(chaos.redis.url)
     try:
+        poison: dict[str, list[str]] = {}
         for stream in STREAMS:
-            await client.xadd(stream, {"type": "OrderPlaced", "order_id": "poison", "event": b"\xff\x00not protobuf"})
-            await client.xadd(stream, {"garbage": "no type, no event"})
+            poison[stream] = [
+                _text(await client.xadd(stream, {"type": "OrderPlaced", "order_id": "poison", "event": b"\xff\x00no"})),
+                _text(await client.xadd(stream, {"garbage": "no type, no event"})),
+            ]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 90
-        while await _behind(client):
+        while stuck := await _stuck_behind(client, poison):
             if loop.time() > deadline:
-                raise TimeoutError("a consumer group is stuck behind the poison")
+                raise TimeoutError(f"consumer groups stuck behind the poison: {', '.join(stuck)}")
             await asyncio.sleep(0.5)
     finally:
         await client.aclose()
 
 
-async def _behind(client: redis.Redis) -> list[str]:
-    """The stream groups with entries unread or unacknowledged."""
-    behind = []
-    for stream in STREAMS:
+async def _stuck_behind(client: redis.Redis, poison: dict[str, list[str]]) -> list[str]:
+    """The stream groups that have not yet read past, or still hold pending, an entry of ``poison``."""
+    stuck = []
+    for stream, entry_ids in poison.items():
         for group in await client.xinfo_groups(stream):
-            if group["pending"] or group.get("lag"):
-                behind.append(f"{stream}/{group['name']!r}")
-    return behind
+            name = group["name"]
+            read_past = _id(group["last-delivered-id"]) >= max(_id(entry_id) for entry_id in entry_ids)
+            pending = await client.xpending_range(stream, name, min=entry_ids[0], max=entry_ids[-1], count=10)
+            if not read_past or pending:
+                stuck.append(f"{stream}/{_text(name)}")
+    return stuck
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _id(entry_id: bytes | str) -> tuple[int, int]:
+    ms, _, seq = _text(entry_id).partition("-")
+    return int(ms), int(seq or 0)
 
 
 # The processes with a forwarder (Redis stream -> RocketMQ topic) on the full profile.
