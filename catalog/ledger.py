@@ -8,8 +8,6 @@ journal (Redis sold them, or gave them back to SQL) or a reclaim.
 
 from __future__ import annotations
 
-import asyncio
-import random
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -17,34 +15,21 @@ from datetime import datetime
 from typing import TypeVar
 
 from sqlalchemy import case, delete, insert, select, update
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from catalog.journal import JournalEntry, totals
 from catalog.models import journal_applied, products, stock_epochs, stock_refills, stock_releases
 from catalog.stock import EpochChanged, Line, decode_lines, encode_lines
-from mesh.db import UnitOfWork, reading
+from mesh.db import UnitOfWork, reading, run_transaction
 from mesh.errors import NotFound
 
 T = TypeVar("T")
-ATTEMPTS = 8
 
 
 async def transaction(engine: AsyncEngine, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-    """Run ``work`` in one transaction, retrying lost races and deadlocks."""
-    for attempt in range(ATTEMPTS):
-        try:
-            async with UnitOfWork(engine) as uow:
-                result = await work(uow.connection)
-                await uow.commit()
-                return result
-        except DBAPIError as error:
-            # Duplicate key (a concurrent twin won), deadlock, lock wait: all
-            # resolved by running again on fresh state, a little later.
-            if attempt == ATTEMPTS - 1 or error.connection_invalidated:
-                raise
-            await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))
-    raise AssertionError("unreachable")
+    """Run ``work`` in one transaction, again on fresh state after a lost race
+    (a concurrent twin took the unique key), a deadlock or a lock wait."""
+    return await run_transaction(engine, work, attempts=8, retry_unique=True)
 
 
 @dataclass(frozen=True)

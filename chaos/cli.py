@@ -44,7 +44,7 @@ def table(rows: list[Row]) -> str:
 
 async def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m chaos", description=__doc__)
-    parser.add_argument("scenarios", nargs="*", choices=[[], *SCENARIOS], default=list(SCENARIOS))
+    parser.add_argument("scenarios", nargs="*", choices=[[], *SCENARIOS], default=[], help="default: every one")
     parser.add_argument("--rate", type=float, default=20.0, help="orders started per second")
     parser.add_argument("--seconds", type=float, default=30.0, help="how long the load runs")
     args = parser.parse_args(argv)

@@ -10,22 +10,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import sqlite3
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, MetaData, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 READONLY = "ordermesh_readonly"
 
@@ -224,6 +226,37 @@ class UnitOfWork:
         finally:
             if lock is not None:
                 lock.release()
+
+
+async def run_transaction(
+    engine: AsyncEngine,
+    work: Callable[[AsyncConnection], Awaitable[T]],
+    *,
+    attempts: int = 6,
+    retry_unique: bool = False,
+) -> T:
+    """``work`` in one transaction, committed; run again on fresh state (jittered
+    backoff, up to ``attempts`` runs) after a deadlock or a lock wait timeout.
+    Data a column cannot hold (DataError) fails the same way every time and is
+    raised at once; so is a unique-key violation, unless ``retry_unique``: for
+    work whose unique keys only ever collide with a concurrent twin that the
+    next run sees committed."""
+    for attempt in range(attempts):
+        try:
+            async with UnitOfWork(engine) as uow:
+                result = await work(uow.connection)
+                await uow.commit()
+                return result
+        except DataError:
+            raise
+        except IntegrityError:
+            if not retry_unique or attempt == attempts - 1:
+                raise
+        except DBAPIError as error:
+            if attempt == attempts - 1 or error.connection_invalidated:
+                raise
+        await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))
+    raise AssertionError("unreachable")
 
 
 def is_unique_violation(error: BaseException) -> bool:

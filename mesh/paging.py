@@ -35,3 +35,12 @@ def after_position(
     makes a page cost the same wherever it starts."""
     at, key = position
     return or_(at_column > at, and_(at_column == at, key_column > key))
+
+
+def before_position(
+    at_column: ColumnElement[datetime], key_column: ColumnElement[str], position: tuple[datetime, str]
+) -> ColumnElement[bool]:
+    """Rows strictly before ``position`` in (time, key) order: the same keyset for
+    a list kept newest first."""
+    at, key = position
+    return or_(at_column < at, and_(at_column == at, key_column < key))

@@ -149,3 +149,15 @@ class RedisServiceSettings(ServiceSettings):
     # checkout's claims, answers and event appends) on one pipelined connection
     # (mesh/redis_pipe.py); false: through the pool like every other command.
     redis_pipe: bool = True
+
+
+class ConsumerServiceSettings(RedisServiceSettings):
+    """A process that consumes the event streams (order, analytics): its batches."""
+
+    # Above the consumers' XREADGROUP BLOCK (200 ms), with room for a slow Redis.
+    redis_timeout_seconds: float = Field(5.0, gt=0)
+    consumer_batch_size: int = Field(100, ge=1, le=1000)
+    # Wait after a short batch so the next one is fuller (see ConsumerConfig.linger_ms).
+    consumer_linger_ms: int = Field(50, ge=0, le=1000)
+    consumer_max_attempts: int = Field(5, ge=1)
+    consumer_claim_idle_ms: int = Field(30_000, ge=100)

@@ -12,9 +12,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mesh.breaker import breakers_for
 from mesh.bus.dead_letters import SqlDeadLetters
-from mesh.bus.redis_streams import ConsumerConfig, RedisPublisher, StreamConsumer
+from mesh.bus.redis_streams import RedisPublisher, StreamConsumer
 from mesh.bus.tracing import REDIS, creating
-from mesh.bus.transport import EventTransport, Route, forwarder_breaker, rocket_client
+from mesh.bus.transport import (
+    EventTransport,
+    Route,
+    consumer_config,
+    forwarder_breaker,
+    rocket_client,
+    stream_consumers,
+)
 from mesh.clients import dependency_channels
 from mesh.clock import Clock, utc_now
 from mesh.db import create_engine, create_schema, ping
@@ -154,24 +161,10 @@ def routes(parts: Components, settings: OrderSettings) -> list[Route]:
     ]
 
 
-def consumer_config(settings: OrderSettings) -> ConsumerConfig:
-    return ConsumerConfig(
-        batch_size=settings.consumer_batch_size,
-        linger_ms=settings.consumer_linger_ms,
-        max_attempts=settings.consumer_max_attempts,
-        claim_idle_ms=settings.consumer_claim_idle_ms,
-    )
-
-
 def build_consumers(parts: Components, settings: OrderSettings, tracer: trace.Tracer) -> list[StreamConsumer]:
     """The embedded transport's consumers (tests drive them directly)."""
-    return [
-        StreamConsumer(
-            parts.client, r.stream, r.group, r.handler, parts.dead_letters(), tracer=tracer,
-            config=consumer_config(settings),
-        )
-        for r in routes(parts, settings)
-    ]  # fmt: skip
+    config = consumer_config(settings)
+    return stream_consumers(parts.client, routes(parts, settings), parts.dead_letters(), tracer, config)
 
 
 def build_jobs(parts: Components, settings: OrderSettings, metrics: JobMetrics | None = None) -> list[PeriodicJob]:

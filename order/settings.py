@@ -4,10 +4,10 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from mesh.settings import RedisServiceSettings
+from mesh.settings import ConsumerServiceSettings
 
 
-class OrderSettings(RedisServiceSettings):
+class OrderSettings(ConsumerServiceSettings):
     service_name: ClassVar[str] = "order"
 
     grpc_port: int = Field(50053, ge=0, le=65535)
@@ -15,17 +15,10 @@ class OrderSettings(RedisServiceSettings):
     # One SQLAlchemy URL per shard, comma-separated; orders shard by user id.
     # Changing the number of shards re-homes users: only on an empty system.
     database_urls: str = Field("sqlite+aiosqlite:///var/embedded/order-0.db", min_length=1)
-    # Above the consumers' XREADGROUP BLOCK (200 ms), with room for a slow Redis.
-    redis_timeout_seconds: float = Field(5.0, gt=0)
     order_placed_stream: str = "events:order-placed"
     order_updates_stream: str = "events:order-updates"
     order_status_stream: str = "events:order-status"
     consumer_group: str = "order"
-    consumer_batch_size: int = Field(100, ge=1, le=1000)
-    # Wait after a short batch so the next one is fuller (see ConsumerConfig.linger_ms).
-    consumer_linger_ms: int = Field(50, ge=0, le=1000)
-    consumer_max_attempts: int = Field(5, ge=1)
-    consumer_claim_idle_ms: int = Field(30_000, ge=100)
     catalog_address: str = "127.0.0.1:50051"
     payment_address: str = "127.0.0.1:50054"
     shipping_address: str = "127.0.0.1:50055"

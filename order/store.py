@@ -3,19 +3,17 @@ outbox in one transaction, reads."""
 
 from __future__ import annotations
 
-import asyncio
-import random
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, update
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+from sqlalchemy import Table, bindparam, func, insert, or_, select, update
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from mesh.db import UnitOfWork, as_utc, reading
+from mesh.db import UnitOfWork, as_utc, reading, run_transaction
 from mesh.money import Money
-from mesh.paging import after_position
+from mesh.paging import after_position, before_position
 from order.decisions import Current, Decisions, StatusChange, decide
 from order.models import (
     applied_events,
@@ -32,7 +30,6 @@ from order.rows import currency_of, item_row, order_from, order_row
 from order.state import Status
 
 T = TypeVar("T")
-ATTEMPTS = 6
 OutboxEvent = Callable[[str, Status | None, Status, str, str], bytes]
 
 
@@ -56,19 +53,8 @@ class OrderStore:
         self._observer = observer
 
     async def _transaction(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        for attempt in range(ATTEMPTS):
-            try:
-                async with UnitOfWork(self.engine) as uow:
-                    result = await work(uow.connection)
-                    await uow.commit()
-                    return result
-            except (IntegrityError, DataError):
-                raise  # the same data fails the same way: not worth running again
-            except DBAPIError as error:  # deadlock or lock wait: run again on fresh state
-                if attempt == ATTEMPTS - 1 or error.connection_invalidated:
-                    raise
-                await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))
-        raise AssertionError("unreachable")
+        # A unique key is an order id or an event id: the same data fails the same way.
+        return await run_transaction(self.engine, work)
 
     # -- OrderPlaced -> rows ------------------------------------------------------
 
@@ -219,10 +205,7 @@ class OrderStore:
     async def by_user(self, user_id: str, limit: int, before: tuple[datetime, str] | None) -> list[Order]:
         query = select(orders).where(orders.c.user_id == user_id)
         if before is not None:
-            created, order_id = before
-            query = query.where(
-                or_(orders.c.created_at < created, and_(orders.c.created_at == created, orders.c.order_id < order_id))
-            )
+            query = query.where(before_position(orders.c.created_at, orders.c.order_id, before))
         query = query.order_by(orders.c.created_at.desc(), orders.c.order_id.desc()).limit(limit)
         async with reading(self.engine) as connection:
             rows = (await connection.execute(query)).all()

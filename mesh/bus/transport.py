@@ -35,7 +35,7 @@ from mesh.bus.rocketmq.dead_letters import DeadLetterIntake, RedisReasons, Topic
 from mesh.bus.topology import DEAD_LETTER_GROUP, dlq_topic, group_for, topic_for
 from mesh.clock import utc_now
 from mesh.metrics import BreakerMetrics
-from mesh.settings import ServiceSettings
+from mesh.settings import ConsumerServiceSettings, ServiceSettings
 from mesh.worker import LoopWorker, Worker
 
 FORWARDER_GROUP = "forwarder"
@@ -49,6 +49,25 @@ class Route:
     stream: str
     group: str
     handler: Handler
+
+
+def consumer_config(settings: ConsumerServiceSettings) -> ConsumerConfig:
+    return ConsumerConfig(
+        batch_size=settings.consumer_batch_size,
+        linger_ms=settings.consumer_linger_ms,
+        max_attempts=settings.consumer_max_attempts,
+        claim_idle_ms=settings.consumer_claim_idle_ms,
+    )
+
+
+def stream_consumers(
+    client: redis.Redis, routes: list[Route], dead_letters: DeadLetterSink, tracer: trace.Tracer, config: ConsumerConfig
+) -> list[StreamConsumer]:
+    """The embedded transport's consumers of ``routes`` on their own, for tests
+    that drive them (``run_until_idle``) instead of running them as workers."""
+    return [
+        StreamConsumer(client, r.stream, r.group, r.handler, dead_letters, tracer=tracer, config=config) for r in routes
+    ]
 
 
 def rocket_client(settings: ServiceSettings) -> RocketClient | None:

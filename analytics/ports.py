@@ -1,0 +1,32 @@
+"""What the analytics use cases need from the outside, as Protocols. The
+adapter is ``store.py`` (SQL); unit tests pass fakes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from analytics.facts import Event
+    from analytics.reports import OrderFilter, OrderSummary, ProductSales, SalesRow
+
+
+class EventSink(Protocol):
+    """Takes events into the read model."""
+
+    async def apply(self, events: Sequence[Event], now: datetime) -> dict[str, str]:
+        """Take ``events`` (in delivery order), each once; durable on return.
+        Returns the ids of those that cannot be stored, with the reason
+        (the others are stored)."""
+
+
+class ReportStore(Protocol):
+    async def top_products(self, day: date, limit: int) -> list[ProductSales]:
+        """Products of orders created on ``day`` and not cancelled, most units first."""
+
+    async def sales(self, start: datetime, end: datetime, by_day: bool) -> list[SalesRow]:
+        """Per creation hour (or day) in [start, end), status and currency; empty ones left out."""
+
+    async def search(self, where: OrderFilter, before: tuple[datetime, str] | None, limit: int) -> list[OrderSummary]:
+        """Placed orders matching ``where``, newest first (created_at, order id), strictly before ``before``."""
