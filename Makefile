@@ -20,7 +20,7 @@ TEST_DEBS := redis-server mariadb-server prometheus $(IMAGE_DEBS) $(NODE_DEBS)
 PYTEST_ARGS ?=
 
 
-.PHONY: tools-jaeger debs-monitoring trace bench-tracing load tools-k6 profile fuzz chaos
+.PHONY: tools-jaeger debs-monitoring trace bench-tracing load tools-k6 profile fuzz chaos soak
 .PHONY: image debs-image debs-node k8s k8s-e2e tools-helm cluster cluster-down cluster-bins cluster-images
 .PHONY: help setup venv debs-run debs-test tools-test rocketmq-jars rocketmq run test test-unit test-integration test-e2e lint protos clean audit bench bench-stock bench-pipeline bench-forwarder
 
@@ -50,6 +50,8 @@ help:
 	@echo "              SQL rows, broker CPU and memory; bench-tracing: what tracing costs ReserveStock"
 	@echo "              (after one bench-<x> alone: .venv/bin/python scripts/benchreport.py rewrites the document)"
 	@echo "make chaos    each chaos scenario under load on its own mesh, then the global auditor; the table"
+	@echo "make soak     k6's load at 110 orders/s (70% of capacity) for MINUTES=10, a random fault a minute:"
+	@echo "              memory of every process, stream lag, the global auditor; docs/soak.md (RATE=, SOAK_SEED=)"
 	@echo "make fuzz     20,000 generated requests per service (valid, spoiled, random) against the local mesh,"
 	@echo "              none may be UNKNOWN/INTERNAL; then the global auditor (FUZZ_REQUESTS=...)"
 	@echo "make profile  py-spy on every service of the local mesh under a paced order load: CPU per order by"
@@ -181,6 +183,11 @@ fuzz: venv debs-test tools-test
 # then the global auditor; prints the table (SCENARIOS=..., CHAOS_SECONDS=30).
 chaos: venv debs-run
 	$(PY) -m chaos $(SCENARIOS) --seconds $${CHAOS_SECONDS:-30}
+
+# A soak (chaos/soak.py): k6's load scenario for MINUTES (10) at RATE (110/s) on a mesh of its
+# own, a random fault a minute (SOAK_SEED replays a run); memory growth, lag, the global auditor.
+soak: venv debs-run tools-k6
+	$(PY) -m chaos.soak --minutes $${MINUTES:-10} $(if $(RATE),--rate $(RATE))
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -93,7 +93,7 @@ async def bootstrap(settings: AnalyticsSettings, *, clock: Clock = utc_now, work
         registry=app.registry,
     )
     app.closers.append(transport.close)
-    app.workers += await transport.consumers(routes(parts, settings))
+    app.workers += await transport.consumers(routes(parts, settings), settings.dead_letter_group)
     return app
 
 

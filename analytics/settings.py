@@ -22,6 +22,7 @@ class AnalyticsSettings(ConsumerServiceSettings):
     # A group of its own on each stream: every event reaches analytics as well as
     # the order context's groups, and neither holds the other back.
     consumer_group: str = "analytics"
+    dead_letter_group: str = "analytics-dead-letters"
 
     def subscriptions(self) -> list[tuple[str, str]]:
         """(stream, consumer group) of every consumer here: what a RocketMQ broker must hold."""

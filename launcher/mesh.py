@@ -1,8 +1,8 @@
 """Run the whole mesh locally: ``python -m launcher`` (what ``make run`` calls).
 
-Starts a real redis-server when none answers at REDIS_URL, then the five
+Starts a real redis-server when none answers at REDIS_URL, then the six
 contexts as child processes on the local ports (catalog 50051 ... shipping
-50055, metrics 9101 ... 9105). Ctrl-C (or SIGTERM) stops the services
+50055, analytics 50056; metrics 9101 ... 9106). Ctrl-C (or SIGTERM) stops the services
 gracefully, then the servers it started. Every other environment variable is
 passed through, so ``PAYMENT_LATENCY_SECONDS=3 make run`` slows payment down.
 
@@ -46,7 +46,7 @@ from mesh.local.tls import Certificates, make_certificates
 from mesh.probe import health_status
 from mesh.settings import EventTransport
 
-CONTEXTS = ("catalog", "checkout", "order", "payment", "shipping")
+CONTEXTS = ("catalog", "checkout", "order", "payment", "shipping", "analytics")
 GRPC_BASE = 50051
 METRICS_BASE = 9101
 
@@ -66,6 +66,7 @@ DATABASES = {
     "order": ("DATABASE_URLS", "order-0"),
     "payment": ("DATABASE_URL", "payment"),
     "shipping": ("DATABASE_URL", "shipping"),
+    "analytics": ("DATABASE_URL", "analytics"),
 }
 
 

@@ -223,7 +223,7 @@ async def bootstrap(settings: OrderSettings, *, clock: Clock = utc_now, workers:
         registry=app.registry,
     )
     app.closers.append(transport.close)
-    app.workers += await transport.consumers(routes(parts, settings))
+    app.workers += await transport.consumers(routes(parts, settings), settings.dead_letter_group)
     app.workers += await transport.forwarders([settings.order_status_stream])
     app.workers.append(
         OutboxRelay(

@@ -16,6 +16,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 PREFIX = "ordermesh-"
+# The order context's dead-letter intake group; every consuming context has its
+# own (ConsumerServiceSettings.dead_letter_group): RocketMQ expects every
+# consumer of a group to subscribe to the same topics, and each context's
+# intake reads its own groups' DLQs.
 DEAD_LETTER_GROUP = PREFIX + "dead-letters"
 
 
@@ -39,7 +43,10 @@ class Topology:
     groups: dict[str, int]  # name -> retry maximum
 
     @classmethod
-    def of(cls, subscriptions: Iterable[tuple[str, str]], max_attempts: int) -> Topology:
+    def of(
+        cls, subscriptions: Iterable[tuple[str, str]], max_attempts: int, dead_letter_group: str = "dead-letters"
+    ) -> Topology:
+        """One context's subscriptions, its groups' DLQs and its dead-letter intake group."""
         # RocketMQ delivers a message 1 + retryMaxTimes times before the DLQ.
         retries = max(0, max_attempts - 1)
         topics: dict[str, str] = {}
@@ -54,5 +61,9 @@ class Topology:
         # A dead letter keeps the delivery count it ran out with, and the proxy
         # sends a message whose count is past its group's maximum straight on to
         # that group's DLQ: the intake group must allow more than the others did.
-        groups[DEAD_LETTER_GROUP] = 2 * retries + 16
+        groups[group_for(dead_letter_group)] = 2 * retries + 16
         return cls(topics, groups)
+
+    def __or__(self, other: Topology) -> Topology:
+        """Both contexts' topics and groups (a topic two contexts read is one topic)."""
+        return Topology({**self.topics, **other.topics}, {**self.groups, **other.groups})

@@ -32,7 +32,7 @@ from mesh.bus.metrics import BusMetrics
 from mesh.bus.redis_streams import ConsumerConfig, RedisPublisher, StreamConsumer, oldest_unacknowledged_ms
 from mesh.bus.rocketmq import PERMANENT, Forwarder, RocketClient, RocketConsumer, RocketConsumerConfig
 from mesh.bus.rocketmq.dead_letters import DeadLetterIntake, RedisReasons, TopicRepublisher
-from mesh.bus.topology import DEAD_LETTER_GROUP, dlq_topic, group_for, topic_for
+from mesh.bus.topology import dlq_topic, group_for, topic_for
 from mesh.clock import utc_now
 from mesh.metrics import BreakerMetrics
 from mesh.settings import ConsumerServiceSettings, ServiceSettings
@@ -122,7 +122,9 @@ class EventTransport:
         assert self._rocket is not None, "only the rocketmq transport talks to RocketMQ"
         return self._rocket
 
-    async def consumers(self, routes: list[Route]) -> list[Worker]:
+    async def consumers(self, routes: list[Route], dead_letter_group: str = "dead-letters") -> list[Worker]:
+        """The routes' consumers; on RocketMQ also the intake of their groups' DLQs,
+        in ``dead_letter_group`` (one per context: see mesh.bus.topology)."""
         if self.kind == "embedded":
             consumers: list[Worker] = [self._stream_consumer(r.stream, r.group, r.handler) for r in routes]
             if self._metrics is not None:
@@ -149,7 +151,13 @@ class EventTransport:
         dead_letter_topics = {dlq_topic(group): intake for group in by_group}
         workers.append(
             RocketConsumer(
-                self.rocket, DEAD_LETTER_GROUP, dead_letter_topics, config, self._tracer, None, self._metrics
+                self.rocket,
+                group_for(dead_letter_group),
+                dead_letter_topics,
+                config,
+                self._tracer,
+                None,
+                self._metrics,
             )
         )
         return workers

@@ -62,7 +62,7 @@ fi
 # loadgen drives load from a pod).
 rm -rf "$BUILD/app"
 mkdir -p "$BUILD/app"
-for package in mesh common catalog checkout order payment shipping auditor loadgen ordermesh; do
+for package in mesh common catalog checkout order payment shipping analytics auditor loadgen ordermesh; do
   cp -r "$package" "$BUILD/app/"
 done
 find "$BUILD/app" -name __pycache__ -prune -exec rm -rf {} +

@@ -45,7 +45,7 @@ VALUES = {
     # a rolling restart's surge pod still schedules.
     "contexts": {
         name: {"replicas": 2 if name in ("catalog", "order") else 1, "resources": SMALL}
-        for name in ("catalog", "checkout", "order", "payment", "shipping")
+        for name in ("catalog", "checkout", "order", "payment", "shipping", "analytics")
     },
 }
 # Every order id PlaceOrder answered in this module: the auditor checks each is stored.

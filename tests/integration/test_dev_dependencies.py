@@ -268,10 +268,11 @@ async def test_mariadb_from_the_image_serves_every_account_and_database_as_the_c
     image: str, chart: list[dict[str, Any]], ports: dict[str, int], tmp_path: Path
 ) -> None:
     secret = _named(chart, "Secret", "om-ordermesh")["stringData"]
-    urls = [secret[k] for k in ("CATALOG_DATABASE_URL", "PAYMENT_DATABASE_URL", "SHIPPING_DATABASE_URL")]
+    keys = ("CATALOG_DATABASE_URL", "PAYMENT_DATABASE_URL", "SHIPPING_DATABASE_URL", "ANALYTICS_DATABASE_URL")
+    urls = [secret[k] for k in keys]
     urls += secret["ORDER_DATABASE_URLS"].split(",")
     assert sorted(urlsplit(u).path for u in urls) == [
-        "/ordermesh_catalog", "/ordermesh_order_0", "/ordermesh_payment", "/ordermesh_shipping"
+        "/ordermesh_analytics", "/ordermesh_catalog", "/ordermesh_order_0", "/ordermesh_payment", "/ordermesh_shipping"
     ]  # fmt: skip
     with pod(chart, "om-mariadb", tmp_path) as mariadb_pod:
         mariadb_pod.init()

@@ -20,7 +20,7 @@ CHART = ROOT / "helm/ordermesh"
 HELM = shutil.which("helm") or str(ROOT / ".tools/bin/helm")
 KUBE_VERSION = "1.35.0"  # what `make cluster` runs
 VALIDATE_VERSIONS = ("1.36.0", "1.37.0")  # the two newest kubernetes-validate ships
-CONTEXTS = ("catalog", "checkout", "order", "payment", "shipping")
+CONTEXTS = ("catalog", "checkout", "order", "payment", "shipping", "analytics")
 # The design's gRPC calls: caller -> callee.
 CALLS = {("checkout", "catalog"), ("checkout", "shipping"), ("checkout", "payment")} | {
     ("order", "catalog"),
@@ -154,9 +154,11 @@ def test_connection_strings_live_only_in_the_secret() -> None:
     assert not [key for key, value in config.items() if "://" in value and "@" in value], config
     secret = of_kind(docs, "Secret")[0]["stringData"]
     assert "ORDER_DATABASE_URLS" in secret and "REDIS_URL" in secret
-    catalog = next(d for d in of_kind(docs, "Deployment") if d["metadata"]["name"] == "om-catalog")
-    env = {e["name"]: e for e in catalog["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["key"] == "CATALOG_DATABASE_URL"
+    for context in ("catalog", "payment", "shipping", "analytics"):
+        deployment = next(d for d in of_kind(docs, "Deployment") if d["metadata"]["name"] == f"om-{context}")
+        env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["key"] == f"{context.upper()}_DATABASE_URL"
+        assert secret[f"{context.upper()}_DATABASE_URL"].endswith(f"/ordermesh_{context}")
 
 
 def test_clients_balance_over_every_pod_through_headless_services() -> None:
@@ -222,7 +224,10 @@ def test_the_dev_redis_and_mariadb_let_in_only_the_contexts_that_use_them() -> N
             users["redis"].add(context)
         if env & {"DATABASE_URL", "DATABASE_URLS"}:
             users["mariadb"].add(context)
-    assert users == {"redis": {"catalog", "checkout", "order"}, "mariadb": {"catalog", "order", "payment", "shipping"}}
+    assert users == {
+        "redis": {"catalog", "checkout", "order", "analytics"},
+        "mariadb": {"catalog", "order", "payment", "shipping", "analytics"},
+    }
     policies = {p["metadata"]["name"]: p["spec"] for p in of_kind(docs, "NetworkPolicy")}
     port = {"redis": 6379, "mariadb": 3306}
     for dependency, contexts in users.items():
@@ -245,7 +250,10 @@ def test_the_dev_dependencies_serve_the_default_connection_strings() -> None:
     redis = urlsplit(secret["REDIS_URL"])
     assert [p["port"] for p in services[str(redis.hostname)]["ports"]] == [redis.port]
     init = next(s for s in of_kind(docs, "Secret") if s["metadata"]["name"] == "om-mariadb-init")["stringData"]
-    urls = [secret[k] for k in ("CATALOG_DATABASE_URL", "PAYMENT_DATABASE_URL", "SHIPPING_DATABASE_URL")]
+    urls = [
+        secret[k]
+        for k in ("CATALOG_DATABASE_URL", "PAYMENT_DATABASE_URL", "SHIPPING_DATABASE_URL", "ANALYTICS_DATABASE_URL")
+    ]
     urls += secret["ORDER_DATABASE_URLS"].split(",")
     for url in map(urlsplit, urls):
         assert [p["port"] for p in services[str(url.hostname)]["ports"]] == [url.port]

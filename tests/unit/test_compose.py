@@ -17,13 +17,14 @@ from launcher.topology import mesh_topology
 from mesh.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[2]
-CONTEXTS = ("catalog", "checkout", "order", "payment", "shipping")
+CONTEXTS = ("catalog", "checkout", "order", "payment", "shipping", "analytics")
 SETTINGS = {
     "catalog": "CatalogSettings",
     "checkout": "CheckoutSettings",
     "order": "OrderSettings",
     "payment": "PaymentSettings",
     "shipping": "ShippingSettings",
+    "analytics": "AnalyticsSettings",
 }
 
 
@@ -81,7 +82,8 @@ def test_every_database_a_context_names_is_created(compose: dict[str, Any]) -> N
         for key in ("DATABASE_URL", "DATABASE_URLS"):
             if key in env:
                 named |= {urlparse(url).path.lstrip("/") for url in env[key].split(",")}
-    assert named == created == {"ordermesh_catalog", "ordermesh_order_0", "ordermesh_payment", "ordermesh_shipping"}
+    expected = {f"ordermesh_{name}" for name in ("catalog", "order_0", "payment", "shipping", "analytics")}
+    assert named == created == expected
 
 
 def test_the_broker_gets_exactly_the_meshs_topics_and_groups(compose: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@ whether a shipment exists before the order is given up and cancelled."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from order.lifecycle import LifecycleConfig
+from order.orders import Order
 from order.state import Status
 from tests.unit.order_world import OrderWorld, order_world
 
@@ -82,3 +84,30 @@ async def test_a_stale_shipping_claim_is_shipped_again_and_a_fresh_one_left_alon
     assert await recover_at(world, 119) == 0 and world.remote.ship_calls == []
     assert await recover_at(world, 120) == 1
     assert (await world.order(order_id)).status is Status.SHIPPED
+
+
+async def test_a_backlog_is_shipped_again_concurrently_a_batch_per_run(world: OrderWorld) -> None:
+    """What a shipping outage under load leaves: many SHIP_FAILED orders due at
+    once. A run claims a batch together and ships it concurrently (the soak
+    found one-at-a-time recovery falling ever further behind the load)."""
+    order_ids = [await world.place() for _ in range(30)]
+    for order_id in order_ids:
+        await world.move(order_id, Status.PAID, "payment")
+    world.remote.shipping_down = True
+    await world.lifecycle.ship_many(order_ids)
+    world.remote.shipping_down = False
+    in_flight = peak = 0
+    ship = world.remote.ship
+
+    async def slow_ship(order: Order) -> str:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.01)
+        in_flight -= 1
+        return await ship(order)
+
+    world.remote.ship = slow_ship  # type: ignore[method-assign]
+    assert await recover_at(world, 5) == 30
+    assert peak > 1, "shipped one at a time"
+    assert {(await world.order(i)).status for i in order_ids} == {Status.SHIPPED}

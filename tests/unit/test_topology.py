@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import cast
 
+from launcher.topology import mesh_topology
 from mesh.bus.topology import DEAD_LETTER_GROUP, Topology, dlq_topic, group_for, topic_for
 from mesh.clock import utc_now
 from order.bootstrap import Components, routes
@@ -42,3 +43,11 @@ def test_the_order_contexts_routes_are_the_subscriptions_its_broker_topology_is_
     settings = OrderSettings()
     parts = cast(Components, SimpleNamespace(shards=None, clock=utc_now, lifecycle=None, remote=None, metrics=None))
     assert [(r.stream, r.group) for r in routes(parts, settings)] == settings.subscriptions()
+
+
+def test_each_consuming_context_reads_its_dead_letters_in_a_group_of_its_own() -> None:
+    """RocketMQ expects every consumer of a group to subscribe to the same topics:
+    the order context's intake and analytics' read different DLQs, so each has its own group."""
+    topology = mesh_topology()
+    assert {DEAD_LETTER_GROUP, "ordermesh-analytics-dead-letters"} <= set(topology.groups)
+    assert {"%DLQ%ordermesh-order", "%DLQ%ordermesh-analytics"} <= set(topology.topics)

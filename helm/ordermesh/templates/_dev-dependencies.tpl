@@ -35,7 +35,7 @@ account that dependencies.databases names (mysql* URLs only), created when
 missing, the password set to the URL's. */}}
 {{- define "ordermesh.mariadbInitSql" -}}
 {{- $databases := .Values.dependencies.databases -}}
-{{- $urls := concat (list $databases.catalog $databases.payment $databases.shipping) (splitList "," $databases.order) -}}
+{{- $urls := concat (list $databases.catalog $databases.payment $databases.shipping $databases.analytics) (splitList "," $databases.order) -}}
 {{- $accounts := dict -}}
 {{- $grants := list -}}
 {{- range $urls }}
