@@ -73,7 +73,7 @@ async def poison_in_every_stream(chaos: Chaos) -> None:
                 _text(await client.xadd(stream, {"garbage": "no type, no event"})),
             ]
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + 90
+        deadline = loop.time() + 180  # a group far behind (the soak's load, after a restart) first catches up
         while stuck := await _stuck_behind(client, poison):
             if loop.time() > deadline:
                 raise TimeoutError(f"consumer groups stuck behind the poison: {', '.join(stuck)}")
