@@ -44,6 +44,7 @@ class Proxy:
         self._random = random.Random(seed)
         self._server: asyncio.Server | None = None
         self._links: set[_Link] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
 
     @property
     def address(self) -> str:
@@ -68,10 +69,24 @@ class Proxy:
         if self._server is not None:
             self._server.close()
         self.reset_all()
+        for handler in list(self._handlers):  # connections still opening upstream
+            handler.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
 
     async def _accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        handler = asyncio.current_task()
+        assert handler is not None
+        self._handlers.add(handler)
+        try:
+            await self._serve(client_reader, client_writer)
+        except asyncio.CancelledError:
+            _reset(client_writer)  # stopped: not an error of the connection's
+        finally:
+            self._handlers.discard(handler)
+
+    async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         await self._open.wait()  # a partitioned link does not connect either
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(*self.upstream)
