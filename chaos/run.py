@@ -319,8 +319,8 @@ async def books_when_quiet(mesh: LocalMesh, answered: list[str], limit: float = 
     try:
         while True:
             async with reading(engine) as connection:
-                statuses: dict[str, int] = dict((await connection.execute(
-                    select(orders.c.status, func.count()).group_by(orders.c.status))).tuples().all())  # fmt: skip
+                rows = await connection.execute(select(orders.c.status, func.count()).group_by(orders.c.status))
+                statuses: dict[str, int] = {status: count for status, count in rows}
                 owed = {status: count for status, count in statuses.items() if status in OWED}
                 stored = set((await connection.execute(select(orders.c.order_id))).scalars())
                 if (not owed and not set(answered) - stored) or time.monotonic() - began > limit:
