@@ -200,7 +200,7 @@ def test_every_pod_started_once(mesh: Mesh) -> None:
     rather than exiting), and two replicas create the schema together."""
     pods = json.loads(mesh.kubectl("get", "pods", "-o", "json").stdout)["items"]
     restarts = {p["metadata"]["name"]: s["restartCount"] for p in pods for s in p["status"]["containerStatuses"]}
-    assert len(restarts) == 9, restarts  # 7 context pods, Redis, MariaDB
+    assert len(restarts) == 10, restarts  # 8 context pods (catalog and order run two), Redis, MariaDB
     assert set(restarts.values()) == {0}, restarts
 
 

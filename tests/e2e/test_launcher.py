@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from launcher.mesh import endpoints, free_offset
+from launcher.mesh import CONTEXTS, endpoints, free_offset
 from mesh.local.procs import RedisServer, bindable
 
 
@@ -56,7 +56,7 @@ def test_a_launcher_killed_with_sigkill_takes_every_child_with_it(tmp_path: Path
         else:
             raise AssertionError(f"the launcher exited before serving: rc={launcher.wait()}")
         services = children_of(launcher.pid)
-        assert len(services) == 5, services
+        assert len(services) == len(CONTEXTS), services
         launcher.send_signal(signal.SIGKILL)  # no handler, no cleanup in the launcher
         launcher.wait(10)
         deadline = time.monotonic() + 20

@@ -20,6 +20,7 @@ SERVICES = {
     "order": "ordermesh.order.v1.OrderService",
     "payment": "ordermesh.payment.v1.PaymentService",
     "shipping": "ordermesh.shipping.v1.ShippingService",
+    "analytics": "ordermesh.analytics.v1.AnalyticsService",
 }
 
 
