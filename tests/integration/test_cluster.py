@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,7 +63,14 @@ def test_the_chart_installs_ready_under_the_restricted_profile_and_uninstalls_cl
     code, output = helm(cluster, "uninstall", "om", "-n", "shop", "--wait")
     assert code == 0, output
     kinds = "deploy,rs,svc,cm,secret,sa,pdb,networkpolicy,hpa"
-    left = cluster.kubectl("get", kinds, "-n", "shop", "-l", "app.kubernetes.io/instance=om", "-o", "name")
+    # A Deployment's ReplicaSets go by background cascading deletion: the garbage
+    # collector removes them shortly after helm's --wait has seen the Deployments go.
+    deadline = time.monotonic() + 60
+    while True:
+        left = cluster.kubectl("get", kinds, "-n", "shop", "-l", "app.kubernetes.io/instance=om", "-o", "name")
+        if not left.stdout.strip() or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     assert left.stdout.strip() == "", f"left behind: {left.stdout}"
 
 
