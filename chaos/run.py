@@ -22,12 +22,13 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import grpc
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chaos.proxy import Proxy
 from launcher.mesh import PROFILES, LocalMesh, free_offset, is_serving
@@ -189,7 +190,7 @@ async def run(scenario: Scenario, work: Path, *, rate: float, seconds: float) ->
         await _wire(chaos, scenario)
         mesh.start(timeout=180)
         await _start_replicas(chaos, work)
-        await _restock(mesh)
+        await restock(mesh)
         load = await start_load(chaos.proxies["checkout"].address if "checkout" in chaos.proxies else
                                 mesh.address("checkout"), rate=rate, seconds=seconds, products=PRODUCTS)  # fmt: skip
         await asyncio.sleep(seconds / 3)
@@ -253,10 +254,11 @@ async def _start_replicas(chaos: Chaos, work: Path) -> None:
         replica.start()
         chaos.replicas[name] = replica
     for port in chaos.replica_ports.values():
-        await _until_serving(port, limit=60)
+        await until_serving(port, limit=60)
 
 
-async def _until_serving(port: int, limit: float) -> None:
+async def until_serving(port: int, limit: float) -> None:
+    """Wait until the gRPC server on ``port`` answers SERVING (TimeoutError after ``limit`` s)."""
     deadline = time.monotonic() + limit
     while not await asyncio.to_thread(is_serving, port):
         if time.monotonic() > deadline:
@@ -264,7 +266,8 @@ async def _until_serving(port: int, limit: float) -> None:
         await asyncio.sleep(0.1)
 
 
-async def _restock(mesh: LocalMesh) -> None:
+async def restock(mesh: LocalMesh) -> None:
+    """Plenty of every load product, so a scenario's orders are never short of stock."""
     async with grpc.aio.insecure_channel(mesh.address("catalog")) as channel:
         stub = catalog_pb2_grpc.CatalogServiceStub(channel)
         for product in PRODUCTS:
@@ -293,7 +296,7 @@ async def _recovered(chaos: Chaos, limit: float = 180) -> str:
     """Every process SERVING and a PlaceOrder answered; its order id."""
     deadline = time.monotonic() + limit
     ports = [endpoint.grpc_port for endpoint in chaos.mesh.endpoints] + list(chaos.replica_ports.values())
-    await asyncio.gather(*(_until_serving(port, limit) for port in ports))
+    await asyncio.gather(*(until_serving(port, limit) for port in ports))
     request = checkout_pb2.PlaceOrderRequest(
         request_id=uuid.uuid4().hex, user_id="chaos-probe", email="probe@example.com", address=HOME,
         credit_card=CARD, items=[common_pb2.LineItem(product_id=PRODUCTS[0], quantity=1)],
@@ -318,25 +321,28 @@ async def books_when_quiet(mesh: LocalMesh, answered: list[str], limit: float = 
     engine = create_engine(mesh.audit_env()["ORDER_DATABASE_URLS"].split(",")[0], pool_size=1)
     try:
         while True:
+            timed_out = time.monotonic() - began > limit
             async with reading(engine) as connection:
-                rows = await connection.execute(select(orders.c.status, func.count()).group_by(orders.c.status))
-                statuses: dict[str, int] = {status: count for status, count in rows}
-                owed = {status: count for status, count in statuses.items() if status in OWED}
-                stored = set((await connection.execute(select(orders.c.order_id))).scalars())
-                if (not owed and not set(answered) - stored) or time.monotonic() - began > limit:
-                    duplicated = (await connection.execute(
-                        select(func.count()).select_from(select(orders.c.request_id).group_by(orders.c.request_id)
-                        .having(func.count() > 1).subquery()))).scalar_one()  # fmt: skip
-                    return Books(
-                        persisted=len(stored),
-                        lost=len(set(answered) - stored),
-                        duplicated=int(duplicated),
-                        owed=owed,
-                        quiet_s=time.monotonic() - began,
-                    )
+                books = await _books_if_quiet(connection, set(answered), timed_out=timed_out)
+            if books is not None:
+                return replace(books, quiet_s=time.monotonic() - began)
             await asyncio.sleep(1.0)
     finally:
         await engine.dispose()
+
+
+async def _books_if_quiet(connection: AsyncConnection, answered: set[str], *, timed_out: bool) -> Books | None:
+    rows = await connection.execute(select(orders.c.status, func.count()).group_by(orders.c.status))
+    owed = {status: count for status, count in rows if status in OWED}
+    if owed and not timed_out:
+        return None  # every id is read only once nothing is owed: with a soak's orders each read is a full scan
+    stored = set((await connection.execute(select(orders.c.order_id))).scalars())
+    if answered - stored and not timed_out:
+        return None
+    duplicated = (await connection.execute(
+        select(func.count()).select_from(select(orders.c.request_id).group_by(orders.c.request_id)
+        .having(func.count() > 1).subquery()))).scalar_one()  # fmt: skip
+    return Books(persisted=len(stored), lost=len(answered - stored), duplicated=int(duplicated), owed=owed, quiet_s=0.0)
 
 
 async def audit_report(mesh: LocalMesh, answered: list[str], work: Path, *, settle: float) -> tuple[int, str]:

@@ -12,8 +12,8 @@ import signal
 import grpc
 import redis.asyncio as redis
 
-from chaos.run import PRODUCTS, Chaos, Scenario, finish_load, start_load
-from launcher.mesh import is_serving
+from chaos.run import PRODUCTS, Chaos, Scenario, finish_load, start_load, until_serving
+from mesh.bus.redis_streams import parse_entry_id, text_of
 from ordermesh.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 
 # Restarted after each SIGTERM: the order a deploy would roll them in.
@@ -22,13 +22,7 @@ STREAMS = ["events:order-placed", "events:order-updates", "events:order-status",
 
 
 async def _serving(chaos: Chaos, context: str, limit: float = 60) -> None:
-    port = int(chaos.mesh.address(context).rsplit(":", 1)[1])
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    while not await asyncio.to_thread(is_serving, port):
-        if loop.time() > deadline:
-            raise TimeoutError(f"{context} did not come back")
-        await asyncio.sleep(0.1)
+    await until_serving(int(chaos.mesh.address(context).rsplit(":", 1)[1]), limit)
 
 
 async def order_killed_twice(chaos: Chaos) -> None:
@@ -69,8 +63,10 @@ async def poison_in_every_stream(chaos: Chaos) -> None:
         poison: dict[str, list[str]] = {}
         for stream in STREAMS:
             poison[stream] = [
-                _text(await client.xadd(stream, {"type": "OrderPlaced", "order_id": "poison", "event": b"\xff\x00no"})),
-                _text(await client.xadd(stream, {"garbage": "no type, no event"})),
+                text_of(
+                    await client.xadd(stream, {"type": "OrderPlaced", "order_id": "poison", "event": b"\xff\x00no"})
+                ),
+                text_of(await client.xadd(stream, {"garbage": "no type, no event"})),
             ]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 180  # a group far behind (the soak's load, after a restart) first catches up
@@ -88,20 +84,13 @@ async def _stuck_behind(client: redis.Redis, poison: dict[str, list[str]]) -> li
     for stream, entry_ids in poison.items():
         for group in await client.xinfo_groups(stream):
             name = group["name"]
-            read_past = _id(group["last-delivered-id"]) >= max(_id(entry_id) for entry_id in entry_ids)
+            read_past = parse_entry_id(group["last-delivered-id"]) >= max(
+                parse_entry_id(entry_id) for entry_id in entry_ids
+            )
             pending = await client.xpending_range(stream, name, min=entry_ids[0], max=entry_ids[-1], count=10)
             if not read_past or pending:
-                stuck.append(f"{stream}/{_text(name)}")
+                stuck.append(f"{stream}/{text_of(name)}")
     return stuck
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _id(entry_id: bytes | str) -> tuple[int, int]:
-    ms, _, seq = _text(entry_id).partition("-")
-    return int(ms), int(seq or 0)
 
 
 # The processes with a forwarder (Redis stream -> RocketMQ topic) on the full profile.

@@ -50,7 +50,7 @@ from typing import Any
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
-from chaos.run import MESH_SETTINGS, PRODUCTS, Chaos, Scenario, _restock, audit_report, books_when_quiet
+from chaos.run import MESH_SETTINGS, PRODUCTS, Chaos, Scenario, audit_report, books_when_quiet, restock
 from chaos.scenarios import SCENARIOS, STREAMS
 from launcher.mesh import CONTEXTS, LocalMesh, free_offset
 from mesh.bus.redis_streams import oldest_unacknowledged_ms
@@ -484,7 +484,7 @@ async def soak(rate: float, minutes: int, seed: int) -> Outcome:
     injecting: asyncio.Task[list[Fault]] | None = None
     try:
         mesh.start(timeout=90)
-        await _restock(mesh)
+        await restock(mesh)
         load = await start_k6(mesh, rate, minutes * 60)
         watch = Watch(mesh, redis_server, time.monotonic())
         sampler = asyncio.create_task(watch.every(SAMPLE_SECONDS))

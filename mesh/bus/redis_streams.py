@@ -304,7 +304,7 @@ class StreamConsumer(LoopWorker):
             waiting = outcome.deferred.get(message.id)
             if waiting is None:
                 continue
-            too_long = now_ms - _parse_id(message.id)[0] > self._config.max_defer_seconds * 1000
+            too_long = now_ms - parse_entry_id(message.id)[0] > self._config.max_defer_seconds * 1000
             if too_long and message.id not in outcome.patient:
                 await self._dead_letter(message, f"deferred too long: {waiting}", deferred=True)
                 done.append(message.id)
@@ -373,10 +373,10 @@ async def trim_acknowledged(client: redis.Redis, stream: str) -> None:
         # entry between XINFO and XPENDING: then everything delivered is acknowledged.
         summary: Any = await client.xpending(stream, group["name"]) if int(group["pending"]) else None
         if summary is not None and summary["min"] is not None:
-            needed = _parse_id(summary["min"])
+            needed = parse_entry_id(summary["min"])
         else:
             # Everything up to last-delivered-id is acknowledged; the next one is needed.
-            ms, seq = _parse_id(group["last-delivered-id"])
+            ms, seq = parse_entry_id(group["last-delivered-id"])
             needed = (ms, seq + 1)
         floor = needed if floor is None else min(floor, needed)
     if floor is not None and floor > (0, 0):
@@ -387,24 +387,25 @@ async def oldest_unacknowledged_ms(client: redis.Redis, stream: str, group: str)
     """Entry time (ms) of the oldest entry ``group`` has not acknowledged: its
     oldest pending one, else the first one it has not read; None when caught up."""
     groups: Any = await client.xinfo_groups(stream)
-    info = next((g for g in groups if _text(g["name"]) == group), None)
+    info = next((g for g in groups if text_of(g["name"]) == group), None)
     if info is None:
         return None
     summary: Any = await client.xpending(stream, group) if int(info["pending"]) else None
     if summary is not None and summary["min"] is not None:  # None: acknowledged since XINFO
-        return _parse_id(summary["min"])[0]
-    ms, seq = _parse_id(info["last-delivered-id"])
+        return parse_entry_id(summary["min"])[0]
+    ms, seq = parse_entry_id(info["last-delivered-id"])
     unread: Any = await client.xrange(stream, min=f"{ms}-{seq + 1}", count=1)
-    return _parse_id(unread[0][0])[0] if unread else None
+    return parse_entry_id(unread[0][0])[0] if unread else None
 
 
-def _text(value: Any) -> str:
+def text_of(value: Any) -> str:
+    """A Redis reply (bytes or str) as text."""
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _parse_id(value: Any) -> tuple[int, int]:
-    text = value.decode() if isinstance(value, bytes) else str(value)
-    ms, _, seq = text.partition("-")
+def parse_entry_id(value: Any) -> tuple[int, int]:
+    """A stream entry id ("ms-seq") as a comparable pair."""
+    ms, _, seq = text_of(value).partition("-")
     return int(ms), int(seq or 0)
 
 
