@@ -13,6 +13,7 @@ from analytics.models import dead_letters, metadata
 from analytics.reports import Reports
 from analytics.service import AnalyticsService
 from analytics.settings import AnalyticsSettings
+from analytics.shards import SqlOrderShard
 from analytics.store import SqlAnalyticsStore
 from mesh.bus.dead_letters import SqlDeadLetters
 from mesh.bus.redis_streams import StreamConsumer
@@ -47,6 +48,12 @@ async def build_components(settings: AnalyticsSettings, clock: Clock = utc_now) 
     engine = create_engine(settings.database_url)
     await create_schema(engine, metadata)
     return Components(engine, connect_for(settings), SqlAnalyticsStore(engine), clock)
+
+
+def order_shards(settings: AnalyticsSettings) -> list[SqlOrderShard]:
+    """The order context's shard databases, for the backfill: only read, and no
+    table is made there (a wrong URL fails instead of backfilling an empty shard)."""
+    return [SqlOrderShard(create_engine(url)) for url in settings.order_shard_urls]
 
 
 def routes(parts: Components, settings: AnalyticsSettings) -> list[Route]:

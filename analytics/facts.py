@@ -124,6 +124,37 @@ class StatusChanged:
 
 Event = Placed | StatusChanged
 
+# The event id in the stamp of a status a backfill set (``order_index.status_event``):
+# marks the entries whose status was read from an order shard, not taken from an event.
+BACKFILL = "backfill"
+
+
+@dataclass(frozen=True)
+class Backfilled:
+    """An order as its order shard holds it (``python -m analytics backfill``): what
+    its OrderPlaced said, and its status now, stamped with the time the order
+    context recorded that change (the order's newest history row of that status).
+
+    Not an event: there is no id to record, and none is needed. It is taken like
+    an OrderPlaced followed by a status change (analytics.projection): the order
+    is placed once, and the status stands only while no newer change is known,
+    so taking it twice, or before or after the events, counts nothing twice."""
+
+    order: Order
+    status: Status
+    at: datetime
+
+    @property
+    def order_id(self) -> str:
+        return self.order.order_id
+
+    @property
+    def stamp(self) -> Stamp:
+        return Stamp.of(self.status, self.at, BACKFILL)
+
+
+Fact = Event | Backfilled
+
 
 @dataclass(frozen=True)
 class Entry:

@@ -2,7 +2,8 @@
 
 Everything here is derived from the order events, so it can be rebuilt by
 replaying them into an empty database (a new consumer group from the start of
-the streams).
+the streams), or caught up from the order shards (``python -m analytics
+backfill``), which takes the same rules.
 """
 
 from typing import Any

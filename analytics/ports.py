@@ -1,5 +1,6 @@
 """What the analytics use cases need from the outside, as Protocols. The
-adapter is ``store.py`` (SQL); unit tests pass fakes."""
+adapters are ``store.py`` (the read model) and ``shards.py`` (the order
+shards, for the backfill); unit tests pass fakes."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from analytics.facts import Event
+    from analytics.facts import Backfilled, Event
     from analytics.reports import OrderFilter, OrderSummary, ProductSales, SalesRow
 
 
@@ -30,3 +31,16 @@ class ReportStore(Protocol):
 
     async def search(self, where: OrderFilter, before: tuple[datetime, str] | None, limit: int) -> list[OrderSummary]:
         """Placed orders matching ``where``, newest first (created_at, order id), strictly before ``before``."""
+
+
+class BackfillSink(Protocol):
+    async def backfill(self, orders: Sequence[Backfilled], now: datetime) -> int:
+        """Take ``orders`` by the rules the events follow; durable on return.
+        Returns how many entries of the read model they changed."""
+
+
+class OrderSource(Protocol):
+    """One order shard, read-only."""
+
+    async def orders_after(self, after: str, limit: int) -> list[Backfilled]:
+        """Up to ``limit`` of the shard's orders with ids after ``after``, in id order."""

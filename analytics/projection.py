@@ -13,6 +13,12 @@ number of times the events arrive:
   on two streams) is kept on the order's entry and counts when it arrives, so
   it is never deferred or dropped. A change older than the one standing is
   recorded and has no effect.
+- A backfilled order (analytics.facts.Backfilled, read from its order shard) is
+  taken as its OrderPlaced followed by a change to its status now, stamped
+  with the time the order context recorded that change: the order is placed
+  once whatever came first, and the newest status wins, the backfilled one
+  included. Nothing is recorded in ``applied``: taking it again finds the
+  same stamp standing (or a newer one) and changes nothing.
 - A placed order contributes to its creation hour under its current status
   (orders, total) and, unless CANCELLED, to its creation day's product sales
   (units, quantity x unit price). A status change moves the contribution:
@@ -28,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import TypeVar
 
-from analytics.facts import Entry, Event, Order, Placed, Status, StatusChanged
+from analytics.facts import Backfilled, Entry, Fact, Order, Placed, Status, StatusChanged
 
 HourKey = tuple[datetime, Status, str]  # (creation hour, current status, currency)
 DayKey = tuple[date, str, str]  # (creation day, product id, currency)
@@ -48,31 +54,34 @@ class Projection:
     applied: list[tuple[str, str]] = field(default_factory=list)
 
 
-def project(events: Iterable[Event], seen: set[str], current: dict[str, Entry]) -> Projection:
-    """The effect of ``events``, in delivery order, on the entries in ``current``
-    (the read model's entries of their orders; absent: none yet). ``seen``: the
-    ids among them already taken."""
+def project(facts: Iterable[Fact], seen: set[str], current: dict[str, Entry]) -> Projection:
+    """The effect of ``facts`` (events and backfilled orders), in delivery order,
+    on the entries in ``current`` (the read model's entries of their orders;
+    absent: none yet). ``seen``: the ids among the events already taken."""
     state = dict(current)
     taken = set(seen)
     projection = Projection()
     hourly: dict[HourKey, list[int]] = {}
     sales: dict[DayKey, list[int]] = {}
-    for event in events:
-        if event.event_id in taken:
+    for fact in facts:
+        before = state.get(fact.order_id)
+        if isinstance(fact, Backfilled):
+            after = _backfilled(before, fact)
+        elif fact.event_id in taken:
             continue
-        taken.add(event.event_id)
-        projection.applied.append((event.event_id, event.order_id))
-        before = state.get(event.order_id)
-        after = _placed(before, event) if isinstance(event, Placed) else _changed(before, event)
+        else:
+            taken.add(fact.event_id)
+            projection.applied.append((fact.event_id, fact.order_id))
+            after = _placed(before, fact) if isinstance(fact, Placed) else _changed(before, fact)
         if after is before:
             continue
         if before is not None and before.order is not None:
             _contribute(hourly, sales, before.order, before.status, -1)
         elif after.order is not None:
-            projection.placed.append(after.order)  # placed by this event
+            projection.placed.append(after.order)  # placed by this fact
         if after.order is not None:
             _contribute(hourly, sales, after.order, after.status, +1)
-        state[event.order_id] = projection.entries[event.order_id] = after
+        state[fact.order_id] = projection.entries[fact.order_id] = after
     projection.hourly = _nonzero(hourly)
     projection.sales = _nonzero(sales)
     return projection
@@ -86,13 +95,21 @@ def _placed(before: Entry | None, event: Placed) -> Entry:
     return replace(before, order=event.order)  # a change seen first stands
 
 
-def _changed(before: Entry | None, event: StatusChanged) -> Entry:
-    stamp = event.stamp
+def _changed(before: Entry | None, change: StatusChanged | Backfilled) -> Entry:
+    stamp = change.stamp
     if before is None:
-        return Entry(event.order_id, event.status, stamp)
+        return Entry(change.order_id, change.status, stamp)
     if before.stamp is not None and stamp <= before.stamp:
         return before  # older than the status standing
-    return replace(before, status=event.status, stamp=stamp)
+    return replace(before, status=change.status, stamp=stamp)
+
+
+def _backfilled(before: Entry | None, fact: Backfilled) -> Entry:
+    if before is None:
+        return Entry(fact.order_id, fact.status, fact.stamp, fact.order)
+    if before.order is None:
+        before = replace(before, order=fact.order)  # only a change was seen: this places the order
+    return _changed(before, fact)
 
 
 def _contribute(

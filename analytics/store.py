@@ -12,7 +12,7 @@ from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.exc import DataError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from analytics.facts import Entry, Event, Line, Order, Stamp, Status
+from analytics.facts import Backfilled, Entry, Event, Fact, Line, Order, Stamp, Status
 from analytics.models import applied_events, order_index, order_lines, sales_by_hour, sales_by_product
 from analytics.projection import Projection, project
 from analytics.reports import OrderFilter, OrderSummary, ProductSales, SalesRow
@@ -48,6 +48,15 @@ class SqlAnalyticsStore:
             refused |= await self.apply([event], now)
         return refused
 
+    async def backfill(self, orders: Sequence[Backfilled], now: datetime) -> int:
+        """Orders read from an order shard, in one transaction, by the same rules
+        as the events; returns how many entries they changed (none when the read
+        model already knew each order as it stands, or newer)."""
+        if not orders:
+            return 0
+        projection = await self._transaction(lambda c: self._apply_in(c, orders, now))
+        return len(projection.entries)
+
     async def _transaction(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """Unlike the order store, a unique-key violation is worth running again:
         every unique key here is one a concurrent batch just took (the same
@@ -56,14 +65,16 @@ class SqlAnalyticsStore:
         batch committed and takes only what is left."""
         return await run_transaction(self.engine, work, retry_unique=True)
 
-    async def _apply_in(self, connection: AsyncConnection, events: Sequence[Event], now: datetime) -> Projection:
+    async def _apply_in(self, connection: AsyncConnection, facts: Sequence[Fact], now: datetime) -> Projection:
         """A fixed number of statements whatever the batch's size. Rows are locked
         and written in key order, so two batches never wait for each other in a circle."""
-        ids = {event.event_id for event in events}
-        query = select(applied_events.c.event_id).where(applied_events.c.event_id.in_(ids))
-        seen = set((await connection.execute(query)).scalars())
-        current = await self._entries(connection, sorted({event.order_id for event in events}))
-        projection = project(events, seen, current)
+        ids = {fact.event_id for fact in facts if not isinstance(fact, Backfilled)}
+        seen: set[str] = set()
+        if ids:
+            query = select(applied_events.c.event_id).where(applied_events.c.event_id.in_(ids))
+            seen = set((await connection.execute(query)).scalars())
+        current = await self._entries(connection, sorted({fact.order_id for fact in facts}))
+        projection = project(facts, seen, current)
         new = [entry for oid, entry in sorted(projection.entries.items()) if oid not in current]
         changed = [entry for oid, entry in sorted(projection.entries.items()) if oid in current]
         if new:

@@ -250,6 +250,7 @@ DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 def test_dashboards_are_well_formed_grafana_json() -> None:
     boards = dashboards()
     assert set(boards) == {
+        "analytics.json",
         "order-funnel.json",
         "place-order-red.json",
         "pipeline.json",

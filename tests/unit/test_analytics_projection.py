@@ -1,6 +1,7 @@
 """The read model's rules (analytics.projection), on plain values: each event once,
 the newest status wins, a status may come before its order, cancelled orders
-are not sales, and the outcome does not depend on the order of arrival."""
+are not sales, a backfilled order counts once whatever comes before or after
+it, and the outcome does not depend on the order of arrival."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import TypeVar
 
-from analytics.facts import Entry, Event, Line, Order, Placed, Status, StatusChanged
+from analytics.facts import BACKFILL, Backfilled, Entry, Event, Fact, Line, Order, Placed, Status, StatusChanged
 from analytics.projection import DayKey, HourKey, project
 from mesh.money import Money
 
@@ -47,7 +48,7 @@ class Model:
         self.hourly: dict[HourKey, tuple[int, int]] = {}
         self.sales: dict[DayKey, tuple[int, int]] = {}
 
-    def apply(self, events: Sequence[Event]) -> None:
+    def apply(self, events: Sequence[Fact]) -> None:
         current = {e.order_id: self.entries[e.order_id] for e in events if e.order_id in self.entries}
         projection = project(events, self.seen, current)
         self.entries.update(projection.entries)
@@ -204,10 +205,87 @@ def test_any_order_of_arrival_any_batches_and_any_duplicates_give_the_same_read_
     rng = random.Random(17)
     for _ in range(200):
         arrivals = events + rng.sample(events, k=rng.randint(0, len(events)))  # redeliveries
-        rng.shuffle(arrivals)
-        model = Model()
-        while arrivals:
-            size = rng.randint(1, 6)
-            model.apply(arrivals[:size])
-            arrivals = arrivals[size:]
-        assert model.state() == (entries, hourly, sales)
+        assert in_random_batches(arrivals, rng).state() == (entries, hourly, sales)
+
+
+def in_random_batches(arrivals: Sequence[Fact], rng: random.Random) -> Model:
+    """A model fed ``arrivals`` shuffled, in batches of 1 to 6."""
+    arrivals = rng.sample(arrivals, k=len(arrivals))
+    model = Model()
+    while arrivals:
+        size = rng.randint(1, 6)
+        model.apply(arrivals[:size])
+        arrivals = arrivals[size:]
+    return model
+
+
+# -- backfilled orders ------------------------------------------------------------
+
+# The order context stamps a history row with the time its transaction began,
+# and the event it relays for the change a moment later.
+HISTORY_LEAD = timedelta(microseconds=1)
+
+
+def backfilled(events: Sequence[Event]) -> list[Backfilled]:
+    """What the order shards hold once ``events`` happened: each placed order with
+    its newest status, stamped as its history row is (just before the event)."""
+    model = Model()
+    model.apply(events)
+    found = []
+    for entry in model.entries.values():
+        assert entry.order is not None and entry.stamp is not None
+        found.append(Backfilled(entry.order, entry.status, entry.stamp.at - HISTORY_LEAD))
+    return found
+
+
+def test_a_backfilled_order_counts_as_its_events_do_and_is_marked() -> None:
+    events = events_of_a_busy_hour()
+    by_events, by_backfill = Model(), Model()
+    by_events.apply(events)
+    by_backfill.apply(backfilled(events))
+    assert by_backfill.state()[1:] == by_events.state()[1:]
+    assert {e.status for e in by_backfill.entries.values()} == {Status.SHIPPED, Status.CANCELLED, Status.PAID}
+    assert {e.stamp.event_id for e in by_backfill.entries.values() if e.stamp} == {BACKFILL}
+    assert by_backfill.seen == set()  # nothing recorded: it is no event
+
+
+def test_a_second_backfill_changes_nothing() -> None:
+    model = Model()
+    facts = backfilled(events_of_a_busy_hour())
+    model.apply(facts)
+    projection = project(facts, model.seen, model.entries)
+    assert (projection.entries, projection.hourly, projection.sales, projection.placed) == ({}, {}, {}, [])
+
+
+def test_a_backfilled_status_stands_against_older_changes_and_yields_to_newer_ones() -> None:
+    model = Model()
+    model.apply([Backfilled(order("o0-a"), Status.SHIPPING, T0 + timedelta(minutes=2))])
+    model.apply([placed(order("o0-a")), changed("o0-a", Status.PAID, 1)])  # older: nothing moves
+    assert model.state()[1] == {(HOUR, Status.SHIPPING, "USD"): (1, 25 * NANOS)}
+    model.apply([changed("o0-a", Status.CANCELLED, 3)])
+    assert model.state()[1:] == ({(HOUR, Status.CANCELLED, "USD"): (1, 25 * NANOS)}, {})
+    model.apply([Backfilled(order("o0-a"), Status.SHIPPING, T0 + timedelta(minutes=2))])  # a stale backfill
+    assert model.entries["o0-a"].status is Status.CANCELLED
+
+
+def test_a_backfill_places_an_order_only_a_change_was_seen_of() -> None:
+    model = Model()
+    model.apply([changed("o0-a", Status.CANCELLED, 5)])
+    model.apply([Backfilled(order("o0-a"), Status.PAID, T0 + timedelta(minutes=1))])  # read before the cancel
+    entry = model.entries["o0-a"]
+    assert (entry.status, entry.order) == (Status.CANCELLED, order("o0-a"))
+    assert model.state()[1:] == ({(HOUR, Status.CANCELLED, "USD"): (1, 25 * NANOS)}, {})
+
+
+def test_backfills_anywhere_among_the_events_give_the_read_model_of_the_events() -> None:
+    """Once every event has arrived the newest change is an event's (stamped after
+    its history row), so the entries themselves come out as the events alone make them."""
+    events = events_of_a_busy_hour()
+    expected = Model()
+    expected.apply(events)
+    facts = backfilled(events)
+    rng = random.Random(29)
+    for _ in range(200):
+        arrivals: list[Fact] = [*events, *rng.sample(events, k=rng.randint(0, len(events))), *facts]
+        arrivals += rng.sample(facts, k=rng.randint(0, len(facts)))  # backfilled twice
+        assert in_random_batches(arrivals, rng).state() == expected.state()

@@ -13,6 +13,7 @@ from analytics.bootstrap import Components, routes
 from analytics.facts import Event
 from analytics.handlers import OrderEvents
 from analytics.settings import AnalyticsSettings
+from auditor.settings import AuditSettings
 from catalog.settings import CatalogSettings
 from mesh.bus import Message
 from mesh.bus.topology import Topology
@@ -32,6 +33,13 @@ def test_defaults_are_the_local_ports_and_the_streams_the_events_are_on(monkeypa
     assert settings.database_url == "sqlite+aiosqlite:///var/embedded/analytics.db"
     assert settings.order_placed_stream == CatalogSettings().order_stream  # the catalog appends OrderPlaced
     assert settings.order_status_stream == OrderSettings().order_status_stream  # the order outbox relays here
+
+
+def test_the_backfill_reads_the_order_shards_under_the_auditors_name_for_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ORDER_DATABASE_URLS", raising=False)
+    assert AnalyticsSettings().order_database_urls == AuditSettings().order_database_urls
+    monkeypatch.setenv("ORDER_DATABASE_URLS", " sqlite+aiosqlite:///a.db, sqlite+aiosqlite:///b.db ,")
+    assert load_settings(AnalyticsSettings).order_shard_urls == ["sqlite+aiosqlite:///a.db", "sqlite+aiosqlite:///b.db"]
 
 
 def test_the_analytics_topology_is_a_group_of_its_own_on_both_topics() -> None:
