@@ -16,7 +16,8 @@ RUN_DEBS := redis-server
 IMAGE_DEBS := podman buildah debootstrap runc
 # A real Kubernetes node (make cluster, make k8s-e2e): the runtime and the pod network.
 NODE_DEBS := containerd conntrack containernetworking-plugins
-TEST_DEBS := redis-server mariadb-server prometheus $(IMAGE_DEBS) $(NODE_DEBS)
+# The console's browser tests drive Debian's Chromium (Playwright never downloads a browser).
+TEST_DEBS := redis-server mariadb-server prometheus chromium $(IMAGE_DEBS) $(NODE_DEBS)
 PYTEST_ARGS ?=
 
 

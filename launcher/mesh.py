@@ -2,8 +2,9 @@
 
 Starts a real redis-server when none answers at REDIS_URL, then the six
 contexts as child processes on the local ports (catalog 50051 ... shipping
-50055, analytics 50056; metrics 9101 ... 9106). Ctrl-C (or SIGTERM) stops the services
-gracefully, then the servers it started. Every other environment variable is
+50055, analytics 50056; metrics 9101 ... 9106) and the HTTP gateway (JSON API,
+SSE, web console) on 8080, metrics 9107: seven processes. Ctrl-C (or SIGTERM)
+stops the services gracefully, then the servers it started. Every other environment variable is
 passed through, so ``PAYMENT_LATENCY_SECONDS=3 make run`` slows payment down.
 
 Profiles (``--profile``, ``make run PROFILE=...``):
@@ -22,6 +23,9 @@ import shlex
 import signal
 import sys
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -49,6 +53,11 @@ from mesh.settings import EventTransport
 CONTEXTS = ("catalog", "checkout", "order", "payment", "shipping", "analytics")
 GRPC_BASE = 50051
 METRICS_BASE = 9101
+# The seventh process: HTTP, not gRPC, so it is not one of CONTEXTS; a client
+# of four of them, and of Redis (the order event streams it relays as SSE).
+GATEWAY = "gateway"
+GATEWAY_HTTP_PORT = 8080
+GATEWAY_METRICS_PORT = METRICS_BASE + len(CONTEXTS)  # 9107
 
 # Settings of every local process unless the environment (or ``env=``) says
 # otherwise, as in the chart: clients watch each dependency's readiness, and a
@@ -56,7 +65,12 @@ METRICS_BASE = 9101
 # accepting, so its clients have stopped calling it by then (a call reaching a
 # stopping server is answered CANCELLED, see mesh.server). A mesh's stop takes
 # the half second once (every process stops at the same time).
-LOCAL_SETTINGS = {"CLIENT_HEALTH_CHECK": "readiness", "SHUTDOWN_DELAY_SECONDS": "0.5"}
+#
+# MALLOC_ARENA_MAX=2: glibc gives each thread that allocates an arena of its
+# own (up to 8 per core), and every arena keeps its high-water mark; with
+# gRPC's and aiosqlite's threads that read as growth in the soak (docs/soak.md).
+# The image sets it too.
+LOCAL_SETTINGS = {"CLIENT_HEALTH_CHECK": "readiness", "SHUTDOWN_DELAY_SECONDS": "0.5", "MALLOC_ARENA_MAX": "2"}
 
 
 # The database setting of each context that has one, and its database's name
@@ -91,15 +105,22 @@ def endpoints(offset: int = 0) -> list[Endpoint]:
     return [Endpoint(c, GRPC_BASE + i + offset, METRICS_BASE + i + offset) for i, c in enumerate(CONTEXTS)]
 
 
+def mesh_ports(offset: int = 0) -> list[int]:
+    """Every port a mesh with this offset listens on: gRPC and metrics of each
+    context, the gateway's HTTP and metrics."""
+    ports = [p for e in endpoints(offset) for p in (e.grpc_port, e.metrics_port)]
+    return [*ports, GATEWAY_HTTP_PORT + offset, GATEWAY_METRICS_PORT + offset]
+
+
 def free_offset() -> int:
     """A port offset for a private mesh (tests, benchmarks) where every port is free and none
-    is in the kernel's ephemeral range: gRPC ports above it, metrics ports below it."""
+    is in the kernel's ephemeral range: gRPC ports above it, HTTP and metrics ports below it."""
     low, high = ephemeral_ports()
     first = high + 1 - GRPC_BASE  # the smallest offset putting every gRPC port above the range
     last = 65535 - GRPC_BASE - len(CONTEXTS)
     for _ in range(100):
         offset = random.randrange(first, last, 10)
-        ports = [p for e in endpoints(offset) for p in (e.grpc_port, e.metrics_port)]
+        ports = mesh_ports(offset)
         if all(not low <= p <= high for p in ports) and all(bindable(p) for p in ports):
             return offset
     raise RuntimeError("no free port range for the mesh")
@@ -109,6 +130,15 @@ def is_serving(port: int, timeout: float = 1.0, certificates: Certificates | Non
     credentials = certificates.credentials() if certificates is not None else None
     status = health_status(f"127.0.0.1:{port}", credentials=credentials, timeout=timeout)
     return bool(status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def is_ready_http(url: str, timeout: float = 1.0) -> bool:
+    """The gateway's readiness: GET /readyz answers 200 (Redis and the mesh answer it)."""
+    try:
+        with urllib.request.urlopen(f"{url}/readyz", timeout=timeout) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 class LocalMesh:
@@ -155,13 +185,21 @@ class LocalMesh:
             if monitoring
             else None
         )
+        # The six gRPC contexts; the gateway is apart (``gateway``): it is HTTP.
         self.services: dict[str, ManagedProcess] = {}
+        self.gateway: ManagedProcess | None = None
+        self.gateway_port = GATEWAY_HTTP_PORT + offset
+        self.gateway_metrics_port = GATEWAY_METRICS_PORT + offset
         self.env = env or {}
         # Mutual TLS between the processes (TLS=1): a private CA under var_dir/tls.
         self.certificates = make_certificates(self.var_dir / "tls") if tls else None
 
     def address(self, context: str) -> str:
         return f"127.0.0.1:{next(e.grpc_port for e in self.endpoints if e.context == context)}"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.gateway_port}"
 
     def start(self, timeout: float = 60.0) -> None:
         self._check_ports()
@@ -173,42 +211,66 @@ class LocalMesh:
                 self._started.append(server)
         for endpoint in self.endpoints:
             env = {
-                **LOCAL_SETTINGS,
-                **os.environ,
-                "REDIS_URL": self.redis_url,
-                "CATALOG_ADDRESS": self.address("catalog"),
-                "PAYMENT_ADDRESS": self.address("payment"),
-                "SHIPPING_ADDRESS": self.address("shipping"),
-                # ``env`` wins over the addresses: the chaos harness puts its proxies there.
-                **self.env,
+                **self._common_env(),
                 # Loopback only: operator RPCs (SetStock, ReleaseStock, Refund) and
                 # metrics are not for the network; GRPC_HOST in the environment wins.
                 "GRPC_HOST": os.environ.get("GRPC_HOST", "127.0.0.1"),
                 "GRPC_PORT": str(endpoint.grpc_port),
                 "METRICS_PORT": str(endpoint.metrics_port),
-                "EVENT_TRANSPORT": self.profile.transport,
-                "PYTHONUNBUFFERED": "1",
             }
-            if self.rocketmq is not None:
-                env["ROCKETMQ_ENDPOINT"] = self.rocketmq.grpc_endpoint
-            if self.jaeger is not None:
-                env["OTEL_EXPORTER_OTLP_ENDPOINT"] = self.jaeger.otlp_endpoint
-            if self.certificates is not None:
-                env.update(self.certificates.env())
             if endpoint.context in DATABASES:  # checkout has none
                 variable, name = DATABASES[endpoint.context]
                 env[variable] = self.database_url(name)
-            process = ManagedProcess(
-                endpoint.context,
-                [sys.executable, "-m", endpoint.context],
-                self.var_dir / "logs" / f"{endpoint.context}.log",
-                env,
-                die_with_parent=True,
-            )
-            process.start()
-            self.services[endpoint.context] = process
+            self.services[endpoint.context] = self._spawn(endpoint.context, env)
+        self.gateway = self._spawn(GATEWAY, self._gateway_env())
         self._wait_serving(timeout)
         self._write_audit_env()
+
+    def _common_env(self) -> dict[str, str]:
+        """What every process gets: the local defaults under this process's
+        environment, the addresses of the mesh, then ``env`` (the chaos
+        harness puts its proxies in the addresses), the transport, TLS, tracing."""
+        env = {
+            **LOCAL_SETTINGS,
+            **os.environ,
+            "REDIS_URL": self.redis_url,
+            "CATALOG_ADDRESS": self.address("catalog"),
+            "CHECKOUT_ADDRESS": self.address("checkout"),
+            "ORDER_ADDRESS": self.address("order"),
+            "PAYMENT_ADDRESS": self.address("payment"),
+            "SHIPPING_ADDRESS": self.address("shipping"),
+            "ANALYTICS_ADDRESS": self.address("analytics"),
+            **self.env,
+            "EVENT_TRANSPORT": self.profile.transport,
+            "PYTHONUNBUFFERED": "1",
+        }
+        if self.rocketmq is not None:
+            env["ROCKETMQ_ENDPOINT"] = self.rocketmq.grpc_endpoint
+        if self.jaeger is not None:
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = self.jaeger.otlp_endpoint
+        if self.certificates is not None:
+            env.update(self.certificates.env())  # the gateway is a TLS client of the mesh with them
+        return env
+
+    def _gateway_env(self) -> dict[str, str]:
+        env = {
+            **self._common_env(),
+            # Loopback like the gRPC ports; HTTP_HOST in the environment wins.
+            "HTTP_HOST": os.environ.get("HTTP_HOST", "127.0.0.1"),
+            "HTTP_PORT": str(self.gateway_port),
+            "METRICS_PORT": str(self.gateway_metrics_port),
+        }
+        if self.jaeger is not None:
+            # Orders link to their trace (`trace_url`) in this Jaeger's UI.
+            env.setdefault("JAEGER_UI_URL", self.jaeger.query_url)
+        return env
+
+    def _spawn(self, name: str, env: dict[str, str]) -> ManagedProcess:
+        process = ManagedProcess(
+            name, [sys.executable, "-m", name], self.var_dir / "logs" / f"{name}.log", env, die_with_parent=True
+        )
+        process.start()
+        return process
 
     def database_url(self, name: str) -> str:
         if self.mariadb is None:
@@ -220,7 +282,7 @@ class LocalMesh:
     def _check_ports(self) -> None:
         """Name whoever holds one of this mesh's ports (a leftover of an earlier
         run, most likely) instead of failing later on "address in use"."""
-        ports = [p for e in self.endpoints for p in (e.grpc_port, e.metrics_port)]
+        ports = mesh_ports(self.offset)
         busy = [f"{port} is held by {port_owner(port) or 'an unknown process'}" for port in ports if not bindable(port)]
         if busy:
             raise RuntimeError(
@@ -258,7 +320,8 @@ class LocalMesh:
                 namesrv_port=9876 + self.offset,
                 broker_port=10911 + self.offset,
                 proxy_grpc_port=8081 + self.offset,
-                proxy_remoting_port=8080 + self.offset,
+                # Not 8080: the gateway's (the mesh's clients use the proxy's gRPC port only).
+                proxy_remoting_port=8082 + self.offset,
                 die_with_parent=True,
             )
             self._started.append(self.rocketmq)
@@ -274,26 +337,38 @@ class LocalMesh:
         self._started.append(self.redis)
 
     def _wait_serving(self, timeout: float) -> None:
+        """Until every context's gRPC health answers SERVING and the gateway's
+        /readyz answers 200 (it waits for four of the contexts and Redis itself)."""
         deadline = time.monotonic() + timeout
-        waiting = {e.context: e.grpc_port for e in self.endpoints}
+        waiting: dict[str, Callable[[], bool]] = {
+            e.context: lambda port=e.grpc_port: is_serving(port, certificates=self.certificates)  # type: ignore[misc]
+            for e in self.endpoints
+        }
+        waiting[GATEWAY] = lambda: is_ready_http(self.gateway_url)
+        processes = self.processes()
         while waiting:
-            for context, port in list(waiting.items()):
-                process = self.services[context]
+            for name, ready in list(waiting.items()):
+                process = processes[name]
                 if not process.alive:
-                    raise RuntimeError(f"{context} exited during start-up:\n{process.tail()}")
-                if is_serving(port, certificates=self.certificates):
-                    del waiting[context]
+                    raise RuntimeError(f"{name} exited during start-up:\n{process.tail()}")
+                if ready():
+                    del waiting[name]
             if waiting and time.monotonic() > deadline:
-                raise TimeoutError(f"not SERVING after {timeout:.0f}s: {', '.join(sorted(waiting))}")
+                raise TimeoutError(f"not ready after {timeout:.0f}s: {', '.join(sorted(waiting))}")
             time.sleep(0.1)
 
+    def processes(self) -> dict[str, ManagedProcess]:
+        """Every process of the mesh: the contexts, then the gateway."""
+        return {**self.services, **({GATEWAY: self.gateway} if self.gateway is not None else {})}
+
     def dead(self) -> list[str]:
-        return [name for name, process in self.services.items() if not process.alive]
+        return [name for name, process in self.processes().items() if not process.alive]
 
     def stop(self) -> None:
-        for process in self.services.values():
+        processes = self.processes().values()
+        for process in processes:
             process.signal(signal.SIGTERM)
-        for process in self.services.values():
+        for process in processes:
             process.stop(timeout=20)
         for server in reversed(self._started):
             server.stop()
@@ -305,6 +380,11 @@ def banner(mesh: LocalMesh) -> str:
         lines.append(
             f"  {e.context:<9} grpc localhost:{e.grpc_port}   metrics http://localhost:{e.metrics_port}/metrics"
         )
+    gateway = f"http://localhost:{mesh.gateway_port}"
+    lines.append(
+        f"  {GATEWAY:<9} {gateway} (JSON API, SSE, web console)   "
+        f"metrics http://localhost:{mesh.gateway_metrics_port}/metrics"
+    )
     catalog, payment = mesh.endpoints[0].grpc_port, mesh.endpoints[3].grpc_port
     certificates = mesh.certificates
     flags = (
@@ -333,7 +413,8 @@ def banner(mesh: LocalMesh) -> str:
             else "each process's /metrics (MONITORING=1 starts a local Prometheus)"
         ),
         "",
-        "Try:",
+        f"Open {gateway}/ for the web console. Try:",
+        f"  curl {gateway}/api/products?page_size=3",
         f"  grpcurl {flags} localhost:{catalog} list",
         f"  grpcurl {flags} -d '{{\"page_size\": 3}}' localhost:{catalog} "
         "ordermesh.catalog.v1.CatalogService/ListProducts",

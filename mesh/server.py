@@ -211,15 +211,7 @@ class Server:
         # finishes its unit of work at the same time, within the grace period.
         grace = settings.shutdown_grace_seconds
         await asyncio.gather(self._server.stop(grace), *(_stop(worker, grace) for worker in self.app.workers))
-        for close in reversed(self.app.closers):
-            try:
-                await close()
-            except Exception:
-                log.exception("closing %r failed", close)
-        if self._metrics_server is not None:
-            self._metrics_server.shutdown()
-            self._metrics_server.server_close()  # shutdown() stops serving; this closes the port
-        self.app.tracer_provider.shutdown()
+        await release(self.app, self._metrics_server)
         log.info("%s stopped", self.app.name)
 
 
@@ -242,3 +234,17 @@ async def serve(app: App) -> None:
         await stop.wait()
     finally:
         await server.stop()
+
+
+async def release(app: App, metrics_server: Any) -> None:
+    """What a stopped process still holds: its clients and pools (in the reverse
+    of their making), its metrics port and its tracer (the last spans flushed)."""
+    for close in reversed(app.closers):
+        try:
+            await close()
+        except Exception:
+            log.exception("closing %r failed", close)
+    if metrics_server is not None:
+        metrics_server.shutdown()
+        metrics_server.server_close()  # shutdown() stops serving; this closes the port
+    app.tracer_provider.shutdown()

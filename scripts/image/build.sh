@@ -59,10 +59,10 @@ if [ "$(cat "$BUILD/deps.stamp" 2>/dev/null)" != "$stamp" ]; then
 fi
 
 # The project layer: the runtime packages only (no tests, no launcher, no tools;
-# loadgen drives load from a pod).
+# loadgen drives load from a pod; the gateway brings its console's files).
 rm -rf "$BUILD/app"
 mkdir -p "$BUILD/app"
-for package in mesh common catalog checkout order payment shipping analytics auditor loadgen ordermesh; do
+for package in mesh common catalog checkout order payment shipping analytics gateway auditor loadgen ordermesh; do
   cp -r "$package" "$BUILD/app/"
 done
 find "$BUILD/app" -name __pycache__ -prune -exec rm -rf {} +

@@ -47,6 +47,7 @@ VALUES = {
         name: {"replicas": 2 if name in ("catalog", "order") else 1, "resources": SMALL}
         for name in ("catalog", "checkout", "order", "payment", "shipping", "analytics")
     },
+    "gateway": {"replicas": 1, "resources": SMALL},
 }
 # Every order id PlaceOrder answered in this module: the auditor checks each is stored.
 ANSWERED: list[str] = []
@@ -200,7 +201,7 @@ def test_every_pod_started_once(mesh: Mesh) -> None:
     rather than exiting), and two replicas create the schema together."""
     pods = json.loads(mesh.kubectl("get", "pods", "-o", "json").stdout)["items"]
     restarts = {p["metadata"]["name"]: s["restartCount"] for p in pods for s in p["status"]["containerStatuses"]}
-    assert len(restarts) == 10, restarts  # 8 context pods (catalog and order run two), Redis, MariaDB
+    assert len(restarts) == 11, restarts  # 8 context pods (catalog and order run two), the gateway, Redis, MariaDB
     assert set(restarts.values()) == {0}, restarts
 
 

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from launcher.mesh import CONTEXTS, endpoints, free_offset
+from launcher.mesh import CONTEXTS, endpoints, free_offset, mesh_ports
 from mesh.local.procs import RedisServer, bindable
 
 
@@ -56,15 +56,14 @@ def test_a_launcher_killed_with_sigkill_takes_every_child_with_it(tmp_path: Path
         else:
             raise AssertionError(f"the launcher exited before serving: rc={launcher.wait()}")
         services = children_of(launcher.pid)
-        assert len(services) == len(CONTEXTS), services
+        assert len(services) == len(CONTEXTS) + 1, services  # and the gateway
         launcher.send_signal(signal.SIGKILL)  # no handler, no cleanup in the launcher
         launcher.wait(10)
         deadline = time.monotonic() + 20
         while any(alive(pid) for pid in services) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not [pid for pid in services if alive(pid)], "services outlived their launcher"
-        ports = [p for e in endpoints(offset) for p in (e.grpc_port, e.metrics_port)]
-        assert all(bindable(p) for p in ports), "a port is still held"
+        assert all(bindable(p) for p in mesh_ports(offset)), "a port is still held"
     finally:
         if launcher.poll() is None:
             launcher.kill()
@@ -84,5 +83,5 @@ def test_a_port_held_by_a_leftover_is_named_at_start(tmp_path: Path, redis_serve
         output, _ = launcher.communicate(timeout=60)
     assert launcher.returncode == 1
     assert f"{held} is held by pid {os.getpid()}" in output, output
-    others = [p for e in endpoints(offset) for p in (e.grpc_port, e.metrics_port) if p != held]
+    others = [p for p in mesh_ports(offset) if p != held]
     assert all(bindable(p) for p in others), "it started nothing before naming the leftover"

@@ -1,5 +1,5 @@
 """The Helm chart, rendered by the real helm: lint, the values schema, the
-restricted profile on every container, distinct probes, and a NetworkPolicy
+restricted profile on every container (the gateway's too), distinct probes, and a NetworkPolicy
 path for every call of the design (and, with devDependencies, to the dev Redis
 and MariaDB from exactly the contexts that use them). Every rendering is
 checked against the Kubernetes API schemas (kubernetes-validate --strict)."""
@@ -21,12 +21,18 @@ HELM = shutil.which("helm") or str(ROOT / ".tools/bin/helm")
 KUBE_VERSION = "1.35.0"  # what `make cluster` runs
 VALIDATE_VERSIONS = ("1.36.0", "1.37.0")  # the two newest kubernetes-validate ships
 CONTEXTS = ("catalog", "checkout", "order", "payment", "shipping", "analytics")
+# The HTTP gateway: the seventh Deployment, a gRPC client of four contexts.
+PROCESSES = (*CONTEXTS, "gateway")
 # The design's gRPC calls: caller -> callee.
-CALLS = {("checkout", "catalog"), ("checkout", "shipping"), ("checkout", "payment")} | {
-    ("order", "catalog"),
-    ("order", "payment"),
-    ("order", "shipping"),
-}
+CALLS = (
+    {("checkout", "catalog"), ("checkout", "shipping"), ("checkout", "payment")}
+    | {
+        ("order", "catalog"),
+        ("order", "payment"),
+        ("order", "shipping"),
+    }
+    | {("gateway", callee) for callee in ("catalog", "checkout", "order", "analytics")}
+)
 VALUE_SETS = {
     "default": [],
     "external-rocketmq-and-collector": [
@@ -91,7 +97,7 @@ def test_every_container_is_restricted_probed_and_bounded(name: str) -> None:
     docs = render(*values)
     deployments = of_kind(docs, "Deployment")
     dev = DEV_DEPENDENCIES if "devDependencies.enabled=true" in values else ()
-    assert sorted(d["metadata"]["name"] for d in deployments) == sorted(f"om-{c}" for c in CONTEXTS + dev)
+    assert sorted(d["metadata"]["name"] for d in deployments) == sorted(f"om-{c}" for c in PROCESSES + dev)
     pull = "Never" if "image.pullPolicy=Never" in values else "IfNotPresent"
     [config] = [c["data"] for c in of_kind(docs, "ConfigMap") if c["metadata"]["name"] == "om-ordermesh"]
     for deployment in deployments:
@@ -123,6 +129,13 @@ def test_every_container_is_restricted_probed_and_bounded(name: str) -> None:
                     assert container[probe]["exec"]["command"], (where, probe)
                 assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
                 continue
+            if container["name"] == "gateway":  # HTTP: the same probes with or without TLS (a client of it only)
+                paths = {
+                    p: container[p]["httpGet"]["path"] for p in ("startupProbe", "livenessProbe", "readinessProbe")
+                }
+                assert paths == {"startupProbe": "/healthz", "livenessProbe": "/healthz", "readinessProbe": "/readyz"}
+                assert {container[p]["httpGet"]["port"] for p in paths} == {"http"}
+                continue
             services = {}
             for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
                 if "grpc" in container[probe]:  # the kubelet's own gRPC probe
@@ -145,7 +158,7 @@ def test_with_tls_every_pod_gets_the_certificates_and_probes_over_tls() -> None:
         assert env["TLS_CA_FILE"] == "/etc/ordermesh/tls/ca.crt" and env["TLS_CERT_FILE"].endswith("tls.crt")
         [tls] = [v for v in pod["volumes"] if v["name"] == "tls"]
         assert tls["secret"]["secretName"] == "shop-tls" and pod["securityContext"]["fsGroup"] == 10001
-        assert "exec" in container["readinessProbe"]
+        assert ("httpGet" if container["name"] == "gateway" else "exec") in container["readinessProbe"]
 
 
 def test_connection_strings_live_only_in_the_secret() -> None:
@@ -185,9 +198,9 @@ def test_every_call_of_the_design_has_a_network_path_and_nothing_else_does(name:
     for callee in CONTEXTS:
         for rule in policies[f"om-{callee}"]["ingress"]:
             if any(p["port"] == 50051 for p in rule["ports"]):
-                allowed |= {(caller, callee) for caller in CONTEXTS for peer in rule["from"] if _matches(peer, caller)}
+                allowed |= {(caller, callee) for caller in PROCESSES for peer in rule["from"] if _matches(peer, caller)}
     egress: set[tuple[str, str]] = set()
-    for caller in CONTEXTS:
+    for caller in PROCESSES:
         for rule in policies[f"om-{caller}"]["egress"]:
             if any(p["port"] == 50051 for p in rule["ports"]):
                 egress |= {
@@ -205,6 +218,8 @@ def test_every_call_of_the_design_has_a_network_path_and_nothing_else_does(name:
         assert targets <= ports, f"every Service port of {name} has a policy path"
         if name in CONTEXTS:
             assert ports == {50051, 9464}, name
+        if name == "gateway":
+            assert ports == {8080, 9464}
 
 
 def _container_ports(docs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
@@ -217,7 +232,7 @@ def test_the_dev_redis_and_mariadb_let_in_only_the_contexts_that_use_them() -> N
     the dev servers make no call at all."""
     docs = render(*VALUE_SETS["dev-dependencies"])
     users: dict[str, set[str]] = {"redis": set(), "mariadb": set()}
-    for context in CONTEXTS:
+    for context in PROCESSES:
         [deployment] = [d for d in of_kind(docs, "Deployment") if d["metadata"]["name"] == f"om-{context}"]
         env = {e["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
         if "REDIS_URL" in env:
@@ -225,7 +240,7 @@ def test_the_dev_redis_and_mariadb_let_in_only_the_contexts_that_use_them() -> N
         if env & {"DATABASE_URL", "DATABASE_URLS"}:
             users["mariadb"].add(context)
     assert users == {
-        "redis": {"catalog", "checkout", "order", "analytics"},
+        "redis": {"catalog", "checkout", "order", "analytics", "gateway"},
         "mariadb": {"catalog", "order", "payment", "shipping", "analytics"},
     }
     policies = {p["metadata"]["name"]: p["spec"] for p in of_kind(docs, "NetworkPolicy")}
@@ -235,7 +250,7 @@ def test_the_dev_redis_and_mariadb_let_in_only_the_contexts_that_use_them() -> N
         assert policy["policyTypes"] == ["Ingress", "Egress"] and "egress" not in policy, dependency
         [rule] = policy["ingress"]
         assert rule["ports"] == [{"port": port[dependency], "protocol": "TCP"}], dependency
-        peers = {c for c in CONTEXTS + DEV_DEPENDENCIES for peer in rule["from"] if _matches(peer, c)}
+        peers = {c for c in PROCESSES + DEV_DEPENDENCIES for peer in rule["from"] if _matches(peer, c)}
         assert peers == contexts and len(rule["from"]) == len(contexts), dependency
         # Every context that uses it may leave on that port.
         for context in contexts:

@@ -92,7 +92,9 @@ def test_the_image_holds_every_context_and_no_compiler(image: str) -> None:
     script = (
         "import shutil, sys\n"
         "import catalog.bootstrap, checkout.bootstrap, order.bootstrap, payment.bootstrap, shipping.bootstrap\n"
-        "import analytics.bootstrap\n"
+        "import analytics.bootstrap, gateway.bootstrap, gateway.pages\n"
+        "console = gateway.pages.CONSOLE\n"
+        "assert (console / 'pages' / 'products.html').is_file() and (console / 'static' / 'api.js').is_file()\n"
         "import auditor.audit, mesh.bus.rocketmq\n"
         "found = [c for c in ('gcc', 'cc', 'g++', 'clang', 'make', 'pip') if shutil.which(c)]\n"
         "sys.exit(f'tools in the image: {found}' if found else 0)\n"

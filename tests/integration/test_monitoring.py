@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind
 
-from launcher.mesh import CONTEXTS, endpoints
+from launcher.mesh import CONTEXTS, GATEWAY_METRICS_PORT, endpoints
 from mesh.local.procs import free_port, port_open, wait_until
 from tests.monitoring_support import (
     DASHBOARDS,
@@ -78,7 +78,8 @@ def test_local_config_scrapes_every_context_where_the_launcher_puts_it() -> None
     for endpoint in endpoints():
         # job = the context: the rules and dashboards group by it.
         assert jobs[endpoint.context] == [f"127.0.0.1:{endpoint.metrics_port}"]
-    assert set(jobs) - set(CONTEXTS) == {"otel-collector"}
+    assert jobs["gateway"] == [f"127.0.0.1:{GATEWAY_METRICS_PORT}"]
+    assert set(jobs) - set(CONTEXTS) == {"gateway", "otel-collector"}
 
 
 def kubernetes_promtool() -> str | None:
@@ -156,7 +157,7 @@ def test_kubernetes_config_finds_each_context_of_the_chart_as_its_job() -> None:
                 labels = relabel(job["relabel_configs"], meta)
                 if labels is not None:
                     found[labels["job"]] = f"{port['containerPort']}"
-    assert found == dict.fromkeys(CONTEXTS, "9464")
+    assert found == dict.fromkeys((*CONTEXTS, "gateway"), "9464")
     assert "ordermesh" in namespaces  # `kubectl apply -k k8s/` and the docs use this namespace
 
 

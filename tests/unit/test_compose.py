@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
+from gateway.settings import GatewaySettings
 from launcher.topology import mesh_topology
 from mesh.settings import ServiceSettings
 
@@ -95,8 +96,24 @@ def test_the_broker_gets_exactly_the_meshs_topics_and_groups(compose: dict[str, 
     assert groups == topology.groups
 
 
-def test_prometheus_scrapes_every_context(compose: dict[str, Any]) -> None:
+def test_prometheus_scrapes_every_context_and_the_gateway(compose: dict[str, Any]) -> None:
     config = yaml.safe_load((ROOT / "compose/prometheus.yml").read_text())
     targets = {t for job in config["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
     port = str(compose["x-environment"]["METRICS_PORT"])
-    assert targets == {f"{context}:{port}" for context in CONTEXTS}
+    assert targets == {f"{process}:{port}" for process in (*CONTEXTS, "gateway")}
+
+
+def test_the_gateway_gets_only_settings_it_reads_and_an_http_health_check(compose: dict[str, Any]) -> None:
+    service = compose["services"]["gateway"]
+    assert service["command"] == ["gateway"]
+    env = {str(k): str(v) for k, v in service["environment"].items()}
+    unknown = sorted(k for k in env if k.lower() not in GatewaySettings.model_fields)
+    assert unknown == [], f"the gateway does not read {unknown}"
+    settings = GatewaySettings.model_validate({k.lower(): v for k, v in env.items()})
+    assert settings.http_port == 8080 and settings.metrics_port == 9464
+    assert {settings.catalog_address, settings.checkout_address, settings.order_address} == {
+        f"{name}:50051" for name in ("catalog", "checkout", "order")
+    }
+    assert service["user"] == "10001:10001" and service["read_only"] is True
+    assert service["healthcheck"]["test"] == ["CMD", "python3", "-m", "gateway.probe", "readiness"]
+    assert "127.0.0.1:8080:8080" in service["ports"]
