@@ -15,7 +15,9 @@ Measured along the way, every ``SAMPLE_SECONDS``:
   fault restarts is a new process with a life of its own: each life's growth is
   from its first sample after the warm-up to its last sample (the end of the
   load, or just before a fault stopped it), judged when that span is at least
-  ``MIN_WINDOW``; growth under ``LIMIT`` (10 %) in RSS and USS alike passes;
+  ``MIN_WINDOW``; growth under ``LIMIT`` (10 %) in RSS and USS alike passes.
+  The USS growth over the second half of that span is reported beside it: a
+  leak keeps growing there, a warm-up or a burst's high-water mark does not;
 - the lag of every consumer group of the mesh's streams: entries not yet
   acknowledged (unread plus pending) and the age of the oldest of them.
 
@@ -128,6 +130,9 @@ class Judged:
     base: tuple[float, Memory] | None  # (seconds into the load, memory)
     last: tuple[float, Memory] | None
     growth: tuple[float, float] | None  # RSS, USS; None when not judged
+    # USS growth over the second half of the judged span: a leak grows there
+    # too, a warm-up or a high-water mark (a burst's peak concurrency) does not.
+    late: float | None
     verdict: str  # PASS, FAIL, DATA (Redis: judged by what it holds), or "n/a: why"
 
 
@@ -139,24 +144,26 @@ def judge(lives: Sequence[Life], *, warmup: float, min_window: float, limit: flo
         base = life.baseline(warmup)
         last = life.samples[-1] if life.samples else None
         if base is None or last is None:
-            judged.append(Judged(life, base, last, None, "n/a: no sample after its warm-up"))
+            judged.append(Judged(life, base, last, None, None, "n/a: no sample after its warm-up"))
         elif last[0] - base[0] < min_window:
-            judged.append(Judged(life, base, last, None, f"n/a: watched {last[0] - base[0]:.0f} s after its warm-up"))
+            window = f"n/a: watched {last[0] - base[0]:.0f} s after its warm-up"
+            judged.append(Judged(life, base, last, None, None, window))
         else:
             rss, uss = growth(base[1], last[1])
             # Redis's memory is its data: records kept on purpose until their TTL
             # (a day's request claims, a week's reservation markers) grow with
             # every order. What it holds, family by family, is reported instead.
             verdict = "DATA" if life.name == "redis" else "PASS" if max(rss, uss) < limit else "FAIL"
-            judged.append(Judged(life, base, last, (rss, uss), verdict))
+            middle = [m for at, m in life.samples if base[0] <= at <= (base[0] + last[0]) / 2][-1]
+            judged.append(Judged(life, base, last, (rss, uss), growth(middle, last[1])[1], verdict))
     return judged
 
 
 def memory_table(judged: Sequence[Judged]) -> list[str]:
     lines = [
         "| process | pid | life | baseline at | RSS MiB | USS MiB | last at | RSS MiB | USS MiB "
-        "| RSS growth | USS growth | verdict |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| RSS growth | USS growth | USS growth, 2nd half | verdict |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in judged:
         life = row.life
@@ -170,6 +177,7 @@ def memory_table(judged: Sequence[Judged]) -> list[str]:
                 else ["-", "-", "-"]
             )
         cells += [f"{row.growth[0]:+.1%}", f"{row.growth[1]:+.1%}"] if row.growth else ["-", "-"]
+        cells.append(f"{row.late:+.1%}" if row.late is not None else "-")
         cells.append(row.verdict)
         lines.append("| " + " | ".join(cells) + " |")
     return lines

@@ -62,6 +62,15 @@ def test_growth_is_judged_from_the_first_sample_after_the_warm_up_to_the_last() 
     assert row.verdict == "PASS"  # the cold start (50 MiB) is not the baseline
 
 
+def test_a_step_then_flat_shows_in_the_second_half_column() -> None:
+    stepped = life("checkout", 0.0, (60.0, mib(100, 70)), (180.0, mib(110, 80)), (420.0, mib(110, 80.4)))
+    [row] = judge([stepped], warmup=60, min_window=120, limit=0.10)
+    assert row.verdict == "FAIL" and row.late is not None and round(row.late, 3) == 0.005
+    leaking = life("catalog", 0.0, (60.0, mib(100, 70)), (240.0, mib(104, 74)), (420.0, mib(108, 78)))
+    [row] = judge([leaking], warmup=60, min_window=120, limit=0.10)
+    assert row.late is not None and round(row.late, 3) == 0.054
+
+
 def test_ten_percent_in_rss_or_uss_fails() -> None:
     rss = life("catalog", 0.0, (60.0, mib(100, 70)), (300.0, mib(110, 70)))
     uss = life("payment", 0.0, (60.0, mib(100, 70)), (300.0, mib(105, 77)))  # RSS +5 %, USS +10 %
@@ -94,10 +103,10 @@ def test_memory_table_marks_restarts_and_stops() -> None:
     )
     table = memory_table(rows)
     assert table[2].startswith("| order | 100 | from the start, stopped by a fault | 1:00 | 100.0 | 70.0 | 1:10 |")
-    assert table[2].endswith("| - | - | n/a: watched 10 s after its warm-up |")
+    assert table[2].endswith("| - | - | - | n/a: watched 10 s after its warm-up |")
     assert table[3] == (
         "| order | 100 | restarted at 1:15, to the end | 2:20 | 95.0 | 66.0 | 10:00 | 99.0 | 69.0 "
-        "| +4.2% | +4.5% | PASS |"
+        "| +4.2% | +4.5% | +4.5% | PASS |"
     )
 
 
