@@ -188,7 +188,9 @@ async def run(scenario: Scenario, work: Path, *, rate: float, seconds: float) ->
     chaos = Chaos(mesh, redis)
     try:
         await _wire(chaos, scenario)
-        mesh.start(timeout=180)
+        # In a thread: the proxies run on this loop, and the gateway is ready only
+        # once it reaches the contexts through them.
+        await asyncio.to_thread(mesh.start, 180)
         await _start_replicas(chaos, work)
         await restock(mesh)
         load = await start_load(chaos.proxies["checkout"].address if "checkout" in chaos.proxies else

@@ -54,7 +54,7 @@ def test_the_chart_installs_ready_under_the_restricted_profile_and_uninstalls_cl
     code, output = helm(cluster, "install", "om", str(CHART), "-n", "shop", "--wait", "--timeout", "180s")
     assert code == 0, output
     deployments = json.loads(cluster.kubectl("get", "deploy", "-n", "shop", "-o", "json").stdout)["items"]
-    assert len(deployments) == 6  # one per context
+    assert len(deployments) == 7  # one per context, and the gateway
     for deployment in deployments:
         status, want = deployment["status"], deployment["spec"]["replicas"]
         assert status.get("readyReplicas") == want, (deployment["metadata"]["name"], status)

@@ -20,7 +20,7 @@ from gateway.server import GatewayServer
 from gateway.settings import GatewaySettings
 from gateway.tail import StreamTail
 from mesh.bus.messages import encode_fields
-from mesh.bus.redis_streams import text_of
+from mesh.bus.redis_streams import parse_entry_id, text_of
 from mesh.local.procs import RedisServer
 from ordermesh.common.v1 import common_pb2
 from tests.analytics_support import money, order_placed, status_changed
@@ -52,9 +52,9 @@ async def placed(client: redis.Redis, stream: str, order_id: str) -> str:
     return text_of(await client.xadd(stream, encode_fields(envelope)))  # type: ignore[arg-type]
 
 
-async def paid(client: redis.Redis, stream: str, order_id: str) -> str:
+async def paid(client: redis.Redis, stream: str, order_id: str, entry_id: str = "*") -> str:
     envelope = status_changed(order_id, common_pb2.PAID, AT)
-    return text_of(await client.xadd(stream, encode_fields(envelope)))  # type: ignore[arg-type]
+    return text_of(await client.xadd(stream, encode_fields(envelope), id=entry_id))  # type: ignore[arg-type]
 
 
 async def test_the_reader_starts_at_the_end_and_relays_both_streams_in_entry_order(
@@ -65,8 +65,11 @@ async def test_the_reader_starts_at_the_end_and_relays_both_streams_in_entry_ord
     tail = tail_of(client, names, feed)
     await tail.begin()
     inbox = feed.subscribe(None)
-    await placed(client, names["placed"], "o-1")
-    await paid(client, names["status"], "o-1")
+    placed_at = parse_entry_id(await placed(client, names["placed"], "o-1"))
+    # Entry ids order the streams between them only to the millisecond (each
+    # stream numbers its own entries within one), so the change comes a
+    # millisecond after the placing, as it would in the mesh.
+    await paid(client, names["status"], "o-1", f"{placed_at[0] + 1}-0")
     await client.xadd(names["status"], {"type": "Junk", "order_id": "o-1", "event": b"\xff\xff"})
     assert await tail.read_once() == 3
     first, second = await inbox.get(0.1), await inbox.get(0.1)
