@@ -34,10 +34,20 @@ SQLITE_CACHE_KIB = 512  # page cache per SQLite connection, see _sqlite_engine
 
 
 @asynccontextmanager
-async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A connection for reads only (on SQLite it takes no write lock)."""
+async def reading(engine: AsyncEngine, *, snapshot: bool = False) -> AsyncIterator[AsyncConnection]:
+    """A connection for reads only (on SQLite it takes no write lock).
+
+    ``snapshot``: every statement sees the same committed state. SQLite's read
+    transaction always does; MariaDB's READ COMMITTED (see ``create_engine``)
+    takes a fresh view per statement, so a row and its children read by two
+    statements could straddle a commit (an order SHIPPING with a history that
+    already says SHIPPED): REPEATABLE READ reads them all from one view.
+    """
     async with engine.connect() as connection:
-        yield await connection.execution_options(**{READONLY: True})
+        options: dict[str, Any] = {READONLY: True}
+        if snapshot and engine.dialect.name != "sqlite":
+            options["isolation_level"] = "REPEATABLE READ"
+        yield await connection.execution_options(**options)
 
 
 def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:

@@ -198,7 +198,7 @@ class OrderStore:
         return (await self.get_many([order_id])).get(order_id)
 
     async def get_many(self, order_ids: Sequence[str]) -> dict[str, Order]:
-        async with reading(self.engine) as connection:
+        async with reading(self.engine, snapshot=True) as connection:
             rows = (await connection.execute(select(orders).where(orders.c.order_id.in_(order_ids)))).all()
             return {o.order_id: o for o in await self._complete(connection, rows)}
 
@@ -207,7 +207,7 @@ class OrderStore:
         if before is not None:
             query = query.where(before_position(orders.c.created_at, orders.c.order_id, before))
         query = query.order_by(orders.c.created_at.desc(), orders.c.order_id.desc()).limit(limit)
-        async with reading(self.engine) as connection:
+        async with reading(self.engine, snapshot=True) as connection:
             rows = (await connection.execute(query)).all()
             return await self._complete(connection, rows)
 
@@ -217,7 +217,7 @@ class OrderStore:
         if mark is not None:
             query = query.where(after_position(orders.c.updated_at, orders.c.order_id, mark))
         query = query.order_by(orders.c.updated_at, orders.c.order_id).limit(limit)
-        async with reading(self.engine) as connection:
+        async with reading(self.engine, snapshot=True) as connection:
             rows = (await connection.execute(query)).all()
             return await self._complete(connection, rows)
 
@@ -240,7 +240,7 @@ class OrderStore:
             .order_by(orders.c.updated_at)
             .limit(limit)
         )
-        async with reading(self.engine) as connection:
+        async with reading(self.engine, snapshot=True) as connection:
             rows = (await connection.execute(query)).all()
             return await self._complete(connection, rows)
 
@@ -274,7 +274,7 @@ class OrderStore:
             .order_by(orders.c.updated_at)
             .limit(limit)
         )
-        async with reading(self.engine) as connection:
+        async with reading(self.engine, snapshot=True) as connection:
             rows = (await connection.execute(query)).all()
             found = await self._complete(connection, rows)
         return [(order, row.checks or 0) for order, row in zip(found, rows, strict=True)]
