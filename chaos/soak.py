@@ -11,13 +11,14 @@ profile, no proxy on a link, one catalog) is injected.
 Measured along the way, every ``SAMPLE_SECONDS``:
 
 - memory (RSS, and USS: the private pages, from /proc/PID/smaps_rollup) of
-  every process of the mesh: the five services and redis-server. A process a
-  fault restarts is a new process with a life of its own: each life's growth is
-  from its first sample after the warm-up to its last sample (the end of the
-  load, or just before a fault stopped it), judged when that span is at least
-  ``MIN_WINDOW``; growth under ``LIMIT`` (10 %) in RSS and USS alike passes.
-  The USS growth over the second half of that span is reported beside it: a
-  leak keeps growing there, a warm-up or a burst's high-water mark does not;
+  every process of the mesh: the six contexts, the gateway and redis-server. A
+  process a fault restarts is a new process with a life of its own: each
+  life's growth is from its first sample after the warm-up to its last sample
+  (the end of the load, or just before a fault stopped it), judged when that
+  span is at least ``MIN_WINDOW``; growth under ``LIMIT`` (10 %) in RSS and
+  USS alike passes. The USS growth over the second half of that span is
+  reported beside it: a leak keeps growing there, a warm-up or a burst's
+  high-water mark does not;
 - the lag of every consumer group of the mesh's streams: entries not yet
   acknowledged (unread plus pending) and the age of the oldest of them.
 
@@ -54,7 +55,7 @@ from redis.exceptions import RedisError
 
 from chaos.run import MESH_SETTINGS, PRODUCTS, Chaos, Scenario, audit_report, books_when_quiet, restock
 from chaos.scenarios import SCENARIOS, STREAMS
-from launcher.mesh import CONTEXTS, LocalMesh, free_offset
+from launcher.mesh import CONTEXTS, GATEWAY, LocalMesh, free_offset
 from mesh.bus.redis_streams import oldest_unacknowledged_ms
 from mesh.local.procs import RedisServer
 
@@ -298,7 +299,7 @@ class Watch:
         return time.monotonic() - self.began
 
     def pids(self) -> dict[str, int]:
-        processes = {**self.mesh.services, "redis": self.redis_server.process}
+        processes = {**self.mesh.processes(), "redis": self.redis_server.process}
         return {
             name: process.proc.pid
             for name, process in processes.items()
@@ -342,7 +343,7 @@ class Watch:
         alive = self.pids()
         for life in self.lives.values():
             life.alive_at_end = alive.get(life.name) == life.pid
-        order = {name: i for i, name in enumerate([*CONTEXTS, "redis"])}
+        order = {name: i for i, name in enumerate([*CONTEXTS, GATEWAY, "redis"])}
         return sorted(self.lives.values(), key=lambda life: (order[life.name], life.started))
 
     async def caught_up(self, limit: float) -> float | None:

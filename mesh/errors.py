@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import grpc
 from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from redis import exceptions as redis_errors
 from sqlalchemy import exc as sql_errors
@@ -193,9 +193,15 @@ def redis_refused(error: BaseException) -> bool:
     return isinstance(error, redis_errors.ResponseError) and str(error).startswith(_REFUSAL_CODES)
 
 
+def plain_status(code: grpc.StatusCode, message: str) -> grpc.Status:
+    """A status with no details beyond its message."""
+    code_value: int = code.value[0]
+    return rpc_status.to_status(status_pb2.Status(code=code_value, message=message))
+
+
 def internal_status(trace_id: str) -> grpc.Status:
     message = f"internal error (trace {trace_id})" if trace_id else "internal error"
-    return rpc_status.to_status(status_pb2.Status(code=code_pb2.INTERNAL, message=message))
+    return plain_status(grpc.StatusCode.INTERNAL, message)
 
 
 class StartupError(RuntimeError):

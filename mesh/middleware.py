@@ -21,7 +21,7 @@ from google.protobuf.message import DecodeError, Message
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from mesh.errors import DomainError, InvalidArgument, internal_status, to_status, unavailable_cause
+from mesh.errors import DomainError, InvalidArgument, internal_status, plain_status, to_status, unavailable_cause
 from mesh.metrics import ServerMetrics, split_method
 from mesh.telemetry import current_trace_id, extract_context
 from mesh.wire import check_wire_types
@@ -159,7 +159,15 @@ def _measuring(metrics: ServerMetrics, method: str, behavior: Behavior) -> Behav
 
 
 def _mapping_errors(method: str, behavior: Behavior) -> Behavior:
-    """Domain errors become their status; anything else is logged once and is INTERNAL."""
+    """Domain errors become their status; anything else is logged once and is INTERNAL.
+
+    The status is set on the context and the handler returns no message, rather
+    than ``context.abort()``: grpc.aio keeps the AbortError on the call's state,
+    and its traceback holds the servicer context that holds the state, a cycle
+    per refused call that only a full garbage collection frees, C-core call and
+    all (about 3.6 KB each). A hot-product storm refuses hundreds a second, and
+    the heap grew by what waited for that collection.
+    """
 
     async def mapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
@@ -170,16 +178,20 @@ def _mapping_errors(method: str, behavior: Behavior) -> Behavior:
             raise
         except NotImplementedError:
             # The generated servicer base raises this for methods not written yet.
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet")
+            status = plain_status(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet")
         except Exception as error:
             trace_id = current_trace_id()
             cause = unavailable_cause(error)
             if cause is not None:
                 log.warning("%s in %s: %s", cause, method, error, extra={"trace_id": trace_id})
-                await context.abort(grpc.StatusCode.UNAVAILABLE, f"{cause} unavailable, retry (trace {trace_id})")
-            log.exception("unexpected error in %s", method, extra={"grpc_method": method, "trace_id": trace_id})
-            status = internal_status(trace_id)
-        await context.abort(status.code, status.details, status.trailing_metadata)
+                status = plain_status(grpc.StatusCode.UNAVAILABLE, f"{cause} unavailable, retry (trace {trace_id})")
+            else:
+                log.exception("unexpected error in %s", method, extra={"grpc_method": method, "trace_id": trace_id})
+                status = internal_status(trace_id)
+        context.set_code(status.code)
+        context.set_details(status.details)
+        context.set_trailing_metadata(status.trailing_metadata)
+        return None  # grpc.aio sends no message with a status that is not OK
 
     return mapped
 
