@@ -14,7 +14,7 @@ Measured along the way, every ``SAMPLE_SECONDS``:
   every process of the mesh: the six contexts, the gateway and redis-server. A
   process a fault restarts is a new process with a life of its own: each
   life's growth is from its first sample after the warm-up to its last sample
-  (the end of the load, or just before a fault stopped it), judged when that
+  (the end of the load, or as the fault that stopped it began), judged when that
   span is at least ``MIN_WINDOW``; growth under ``LIMIT`` (10 %) in RSS and
   USS alike passes. The USS growth over the second half of that span is
   reported beside it: a leak keeps growing there, a warm-up or a burst's
@@ -137,13 +137,21 @@ class Judged:
     verdict: str  # PASS, FAIL, DATA (Redis: judged by what it holds), or "n/a: why"
 
 
-def judge(lives: Sequence[Life], *, warmup: float, min_window: float, limit: float) -> list[Judged]:
+def judge(
+    lives: Sequence[Life], *, warmup: float, min_window: float, limit: float, faults_at: Sequence[float] = ()
+) -> list[Judged]:
     """Each life's memory verdict: PASS when RSS and USS grew by less than ``limit``
-    from its first sample after ``warmup`` to its last, over ``min_window`` at least."""
+    from its first sample after ``warmup`` to its last, over ``min_window`` at least.
+
+    A life a fault stopped ends at its sample taken as that fault began (the last
+    of ``faults_at`` before its final sample): what it held while the fault was
+    under way (the calls it retried while the services it calls restarted, one
+    by one) is that fault's burst, which the process did not live on to shed.
+    """
     judged = []
     for life in lives:
         base = life.baseline(warmup)
-        last = life.samples[-1] if life.samples else None
+        last = _last(life, faults_at)
         if base is None or last is None:
             judged.append(Judged(life, base, last, None, None, "n/a: no sample after its warm-up"))
         elif last[0] - base[0] < min_window:
@@ -158,6 +166,17 @@ def judge(lives: Sequence[Life], *, warmup: float, min_window: float, limit: flo
             middle = [m for at, m in life.samples if base[0] <= at <= (base[0] + last[0]) / 2][-1]
             judged.append(Judged(life, base, last, (rss, uss), growth(middle, last[1])[1], verdict))
     return judged
+
+
+def _last(life: Life, faults_at: Sequence[float]) -> tuple[float, Memory] | None:
+    if not life.samples:
+        return None
+    if life.alive_at_end:
+        return life.samples[-1]
+    stopping = max((at for at in faults_at if life.started < at <= life.samples[-1][0]), default=None)
+    if stopping is None:
+        return life.samples[-1]
+    return next((sample for sample in reversed(life.samples) if sample[0] <= stopping), life.samples[-1])
 
 
 def memory_table(judged: Sequence[Judged]) -> list[str]:
@@ -522,7 +541,7 @@ async def soak(rate: float, minutes: int, seed: int) -> Outcome:
         k6 = json.loads(summaries[-1].read_text()) if summaries else {}
         return Outcome(
             seed, rate, minutes, started, faults,
-            judge(lives, warmup=WARMUP, min_window=MIN_WINDOW, limit=LIMIT),
+            judge(lives, warmup=WARMUP, min_window=MIN_WINDOW, limit=LIMIT, faults_at=[f.at for f in faults]),
             watch.lags, watch.lag_errors, caught_up, k6, k6_code, len(acked), audit_code, audit,
             watch.redis_data, families, [s.name for s in plain_mesh_scenarios(SCENARIOS.values())],
             watch.sample_errors, os.environ.get("ATTEMPTS", str(ATTEMPTS)),
@@ -693,7 +712,8 @@ def report(outcome: Outcome, *, host: str, at_commit: str) -> str:
         f"Every process of the mesh, sampled every {SAMPLE_SECONDS:.0f} s from /proc/PID/smaps_rollup "
         "(USS: private pages). A process a fault restarts is a new life: its growth runs from its own first sample "
         f"{WARMUP:.0f} s or more after it started (the warm-up) to its last sample (the end of the load, or "
-        f"the last before a fault stopped it), and is judged when that span is {MIN_WINDOW:.0f} s or more. "
+        "the one taken as the fault that stopped it began), and is judged when that span is "
+        f"{MIN_WINDOW:.0f} s or more. "
         "Times are minutes into the load.",
         "",
         *memory_table(outcome.judged),

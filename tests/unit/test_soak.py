@@ -91,6 +91,18 @@ def test_a_life_watched_too_briefly_is_not_judged() -> None:
     assert (none.growth, none.verdict) == (None, "n/a: no sample after its warm-up")
 
 
+def test_a_life_a_fault_stopped_ends_as_that_fault_began() -> None:
+    # Sampled at 480 s as the rolling restart began, then at 487 s while the
+    # services it calls restarted and it retried: a burst it never lived to shed.
+    stopped = life("checkout", 0.0, (60.0, mib(100, 70)), (480.0, mib(104, 74)), (487.0, mib(110, 80)), alive=False)
+    [row] = judge([stopped], warmup=60, min_window=120, limit=0.10, faults_at=[180.0, 480.0])
+    assert row.last == (480.0, mib(104, 74)) and row.verdict == "PASS"
+    # Alive at the end: its last sample, whatever faults came before.
+    stayed = life("checkout", 0.0, (60.0, mib(100, 70)), (480.0, mib(104, 74)), (600.0, mib(110, 80)))
+    [row] = judge([stayed], warmup=60, min_window=120, limit=0.10, faults_at=[180.0, 480.0])
+    assert row.last == (600.0, mib(110, 80)) and row.verdict == "FAIL"
+
+
 def test_memory_table_marks_restarts_and_stops() -> None:
     rows = judge(
         [
