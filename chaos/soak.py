@@ -143,10 +143,10 @@ def judge(
     """Each life's memory verdict: PASS when RSS and USS grew by less than ``limit``
     from its first sample after ``warmup`` to its last, over ``min_window`` at least.
 
-    A life a fault stopped ends at its sample taken as that fault began (the last
-    of ``faults_at`` before its final sample): what it held while the fault was
-    under way (the calls it retried while the services it calls restarted, one
-    by one) is that fault's burst, which the process did not live on to shed.
+    A life a fault stopped ends at its sample taken as that fault began (every
+    fault is preceded by a sample): what it held while the fault was under way
+    (the calls it retried while the services it calls restarted, one by one) is
+    that fault's burst, which the process did not live on to shed.
     """
     judged = []
     for life in lives:
@@ -171,12 +171,13 @@ def judge(
 def _last(life: Life, faults_at: Sequence[float]) -> tuple[float, Memory] | None:
     if not life.samples:
         return None
-    if life.alive_at_end:
-        return life.samples[-1]
-    stopping = max((at for at in faults_at if life.started < at <= life.samples[-1][0]), default=None)
+    last = life.samples[-1]
+    if life.alive_at_end or any(last[0] < at <= last[0] + SAMPLE_SECONDS for at in faults_at):
+        return last  # alive, or stopped by a fault that began just after its last sample
+    stopping = max((at for at in faults_at if life.started < at <= last[0]), default=None)
     if stopping is None:
-        return life.samples[-1]
-    return next((sample for sample in reversed(life.samples) if sample[0] <= stopping), life.samples[-1])
+        return last
+    return next((sample for sample in reversed(life.samples) if sample[0] <= stopping), last)
 
 
 def memory_table(judged: Sequence[Judged]) -> list[str]:

@@ -97,6 +97,11 @@ def test_a_life_a_fault_stopped_ends_as_that_fault_began() -> None:
     stopped = life("checkout", 0.0, (60.0, mib(100, 70)), (480.0, mib(104, 74)), (487.0, mib(110, 80)), alive=False)
     [row] = judge([stopped], warmup=60, min_window=120, limit=0.10, faults_at=[180.0, 480.0])
     assert row.last == (480.0, mib(104, 74)) and row.verdict == "PASS"
+    # Stopped at once by the fault that began just after its sample (the first
+    # service of the rolling restart): that sample is its last.
+    first = life("catalog", 0.0, (60.0, mib(100, 70)), (420.0, mib(104, 74)), (479.9, mib(105, 75)), alive=False)
+    [row] = judge([first], warmup=60, min_window=120, limit=0.10, faults_at=[420.0, 480.0])
+    assert row.last == (479.9, mib(105, 75))
     # Alive at the end: its last sample, whatever faults came before.
     stayed = life("checkout", 0.0, (60.0, mib(100, 70)), (480.0, mib(104, 74)), (600.0, mib(110, 80)))
     [row] = judge([stayed], warmup=60, min_window=120, limit=0.10, faults_at=[180.0, 480.0])
