@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 import redis.asyncio as redis
 from opentelemetry import trace
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from analytics.handlers import OrderEvents
-from analytics.models import dead_letters, metadata
+from analytics.models import applied_events, dead_letters, metadata
 from analytics.reports import Reports
 from analytics.service import AnalyticsService
 from analytics.settings import AnalyticsSettings
@@ -20,11 +21,16 @@ from mesh.bus.redis_streams import StreamConsumer
 from mesh.bus.transport import EventTransport, Route, consumer_config, rocket_client, stream_consumers
 from mesh.clock import Clock, utc_now
 from mesh.db import create_engine, create_schema, ping
+from mesh.lease import Lease
+from mesh.periodic import JobMetrics, PeriodicJob
 from mesh.process import new_app
 from mesh.redis_pool import connect_for
+from mesh.retention import PRUNE_INTERVAL_SECONDS, Pruner
 from mesh.server import App, Registration
 from mesh.storage_spans import trace_storage
 from ordermesh.analytics.v1 import analytics_pb2, analytics_pb2_grpc
+
+PRUNE_LEASE_MS = 5_000  # renewed while a tick runs; between ticks another replica may take it
 
 
 @dataclass
@@ -101,7 +107,22 @@ async def bootstrap(settings: AnalyticsSettings, *, clock: Clock = utc_now, work
     )
     app.closers.append(transport.close)
     app.workers += await transport.consumers(routes(parts, settings), settings.dead_letter_group)
+    app.workers.append(
+        PeriodicJob(
+            "prune-applied",
+            applied_events_pruner(parts, settings),
+            interval=PRUNE_INTERVAL_SECONDS,
+            lease=Lease(parts.client, "analytics-prune-applied", PRUNE_LEASE_MS),
+            clock=clock,
+            metrics=JobMetrics(app.registry),
+        )
+    )
     return app
+
+
+def applied_events_pruner(parts: Components, settings: AnalyticsSettings) -> Pruner:
+    """The read model's record of applied events, past the bus's redelivery horizon."""
+    return Pruner([parts.engine], applied_events, timedelta(hours=settings.applied_events_retention_hours))
 
 
 def components(app: App) -> Components:

@@ -106,7 +106,7 @@ applied_events = Table(
     metadata,
     Column("event_id", String(64), primary_key=True),
     Column("order_id", String(64), nullable=False),
-    Column("at", Instant, nullable=False),
+    Column("at", Instant, nullable=False, index=True),  # pruned by age: mesh/retention.py
     **EXACT,
 )
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, MetaData, event, text
+from sqlalchemy import Connection, Engine, MetaData, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -134,8 +134,10 @@ def _sqlite_engine(url: str, *, echo: bool) -> AsyncEngine:
 
 
 async def create_schema(engine: AsyncEngine, metadata: MetaData, wait_seconds: float = 60.0) -> None:
-    """Create missing tables (idempotent). Schema changes beyond additive ones
-    need a migration tool; none is needed yet.
+    """Create missing tables, and missing indexes of tables that exist (an index
+    added to the models reaches databases made before it; InnoDB builds it
+    online). Idempotent. Schema changes beyond these additive ones need a
+    migration tool; none is needed yet.
 
     Tried again (with backoff, for up to ``wait_seconds``) when it fails:
     - the database is not answering yet: in a cluster it starts with the mesh,
@@ -150,6 +152,7 @@ async def create_schema(engine: AsyncEngine, metadata: MetaData, wait_seconds: f
         try:
             async with engine.begin() as connection:
                 await connection.run_sync(metadata.create_all)
+                await connection.run_sync(_create_missing_indexes, metadata)
             return
         except OperationalError as error:
             if time.monotonic() + delay > deadline:
@@ -158,6 +161,12 @@ async def create_schema(engine: AsyncEngine, metadata: MetaData, wait_seconds: f
             log.warning("database schema not created yet (%s): trying again in %.1f s", reason, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+
+def _create_missing_indexes(connection: Connection, metadata: MetaData) -> None:
+    for table in metadata.sorted_tables:
+        for index in table.indexes:
+            index.create(connection, checkfirst=True)
 
 
 # One asyncio lock per SQLite engine (and event loop): see UnitOfWork.

@@ -130,7 +130,7 @@ class PeriodicJob(LoopWorker):
             try:
                 done = await self.run_once()
                 if done:
-                    log.info("%s: handled %d orders", self.name, done)
+                    log.info("%s: %d handled", self.name, done)
             except Exception as error:  # noqa: BLE001 - the next tick retries; logged
                 log.warning("%s: %s", self.name, error)
             await asyncio.sleep(self._interval)

@@ -161,6 +161,9 @@ class ConsumerServiceSettings(RedisServiceSettings):
     consumer_linger_ms: int = Field(50, ge=0, le=1000)
     consumer_max_attempts: int = Field(5, ge=1)
     consumer_claim_idle_ms: int = Field(30_000, ge=100)
+    # How long the record of an applied event is kept (mesh/retention.py): longer
+    # than the bus could deliver it again (RocketMQ keeps messages 72 h by default).
+    applied_events_retention_hours: float = Field(7 * 24, ge=1)
     # RocketMQ: the group reading this context's dead letters (its groups' DLQs)
     # into its dead_letters table; one per context (see mesh.bus.topology).
     dead_letter_group: str = "dead-letters"

@@ -27,9 +27,10 @@ from mesh.clock import Clock, utc_now
 from mesh.db import create_engine, create_schema, ping
 from mesh.lease import Lease
 from mesh.metrics import BreakerMetrics
-from mesh.periodic import JobMetrics, PeriodicJob
+from mesh.periodic import Job, JobMetrics, PeriodicJob
 from mesh.process import new_app
 from mesh.redis_pool import connect_for
+from mesh.retention import PRUNE_INTERVAL_SECONDS, Pruner
 from mesh.server import App, Registration
 from mesh.storage_spans import trace_storage
 from mesh.tls import channel_credentials
@@ -37,7 +38,7 @@ from order.events import status_changed
 from order.handlers import Compensator, Dispatcher, PlacedOrders, StatusEvents
 from order.lifecycle import Lifecycle, LifecycleConfig
 from order.metrics import OrderMetrics, StatusCounts
-from order.models import dead_letters, metadata
+from order.models import applied_events, dead_letters, metadata
 from order.queries import OrderQueries
 from order.relay import OutboxRelay
 from order.remote import Remote
@@ -168,25 +169,32 @@ def build_consumers(parts: Components, settings: OrderSettings, tracer: trace.Tr
 
 
 def build_jobs(parts: Components, settings: OrderSettings, metrics: JobMetrics | None = None) -> list[PeriodicJob]:
-    jobs = {
-        "reconcile": parts.lifecycle.reconcile,
-        "expire": parts.lifecycle.expire,
-        "recover-shipping": parts.lifecycle.recover,
-        "money": parts.lifecycle.settle_money,
-        "money-orphans": parts.lifecycle.refund_orphans,
+    every_tick = settings.worker_interval_seconds
+    jobs: dict[str, tuple[Job, float]] = {
+        "reconcile": (parts.lifecycle.reconcile, every_tick),
+        "expire": (parts.lifecycle.expire, every_tick),
+        "recover-shipping": (parts.lifecycle.recover, every_tick),
+        "money": (parts.lifecycle.settle_money, every_tick),
+        "money-orphans": (parts.lifecycle.refund_orphans, every_tick),
+        "prune-applied": (applied_events_pruner(parts, settings), PRUNE_INTERVAL_SECONDS),
     }
     lease_ms = int(max(settings.worker_interval_seconds * 5, 5) * 1000)
     return [
         PeriodicJob(
             name,
             job,
-            interval=settings.worker_interval_seconds,
+            interval=interval,
             lease=Lease(parts.client, f"order-{name}", lease_ms),
             clock=utc_now,
             metrics=metrics,
         )
-        for name, job in jobs.items()
+        for name, (job, interval) in jobs.items()
     ]
+
+
+def applied_events_pruner(parts: Components, settings: OrderSettings) -> Pruner:
+    """Every shard's record of applied status events, past the bus's redelivery horizon."""
+    return Pruner(parts.engines, applied_events, timedelta(hours=settings.applied_events_retention_hours))
 
 
 async def bootstrap(settings: OrderSettings, *, clock: Clock = utc_now, workers: bool = True) -> App:

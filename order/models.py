@@ -74,7 +74,7 @@ applied_events = Table(
     Column("order_id", String(64), nullable=False),
     Column("outcome", String(16), nullable=False),  # "applied" or "illegal"
     Column("detail", String(500), nullable=False),
-    Column("at", DateTime(timezone=True), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False, index=True),  # pruned by age: mesh/retention.py
     mysql_charset="utf8mb4",
     mysql_collate="utf8mb4_unicode_ci",
 )

@@ -44,7 +44,7 @@ from tests.support import eventually, serving
 CARD = common_pb2.CreditCard(number="4432801561520454", cvv=672, expiration_year=2039, expiration_month=1)
 DECLINED = common_pb2.CreditCard(number="4000000000000002", cvv=123, expiration_year=2039, expiration_month=1)
 HOME = common_pb2.Address(street_address="1 Main St", city="Springfield", country="US", zip_code="62701")
-JOBS = ("reconcile", "expire", "recover-shipping", "money", "money-orphans")
+JOBS = ("reconcile", "expire", "recover-shipping", "money", "money-orphans", "prune-applied")
 
 Series = tuple[str, frozenset[tuple[str, str]]]
 S = TypeVar("S", bound=ServiceSettings)
