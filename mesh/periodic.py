@@ -133,4 +133,4 @@ class PeriodicJob(LoopWorker):
                     log.info("%s: %d handled", self.name, done)
             except Exception as error:  # noqa: BLE001 - the next tick retries; logged
                 log.warning("%s: %s", self.name, error)
-            await asyncio.sleep(self._interval)
+            await self.pause(self._interval)

@@ -14,7 +14,6 @@ Handlers are the same on both; only this module knows which one is in use.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass, replace
@@ -257,7 +256,7 @@ class ForwarderLag(LoopWorker):
                 await self.measure()
             except Exception as error:  # noqa: BLE001 - a metric must not stop the process; logged
                 log.debug("forwarder lag: %s", error)
-            await asyncio.sleep(self._interval)
+            await self.pause(self._interval)
 
     async def measure(self) -> None:
         now_ms = time.time() * 1000
@@ -290,7 +289,7 @@ class ConsumerLag(LoopWorker):
                 await self.measure()
             except Exception as error:  # noqa: BLE001 - a metric must not stop the process; logged
                 log.debug("consumer lag: %s", error)
-            await asyncio.sleep(self._interval)
+            await self.pause(self._interval)
 
     async def measure(self) -> None:
         now_ms = time.time() * 1000

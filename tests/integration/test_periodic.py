@@ -120,3 +120,17 @@ async def test_ticks_are_counted_by_outcome_and_a_success_is_stamped(client: red
     with pytest.raises(LeaseLost):
         await asyncio.wait_for(tick, 2)
     assert runs("lease_lost") == 1 and runs("ok") == 1
+
+
+async def test_a_job_waiting_for_its_next_tick_stops_at_once(client: redis.Redis) -> None:
+    """A job run once a minute (prune-applied) is stopped between ticks: its
+    process's shutdown must not wait out the interval, nor the grace period."""
+    job = SlowJob(0.0)
+    lease = Lease(client, f"minutely-{uuid.uuid4().hex[:8]}", 300)
+    periodic = PeriodicJob("minutely", job, interval=60.0, lease=lease, clock=utc_now)
+    await periodic.start()
+    await eventually(lambda: job.finished == 1, 5, "the first tick, at once")
+    began = time.monotonic()
+    await periodic.stop(grace=10.0)
+    assert time.monotonic() - began < 1.0
+    assert job.finished == 1
